@@ -1,0 +1,2 @@
+//! Synod simulator.
+pub mod linearizability;
