@@ -1,1 +1,25 @@
-//! Synod engine.
+//! # synod-paxos: a sans-IO Multi-Paxos engine
+//!
+//! The engine is a deterministic state machine. It performs no I/O, reads no clock, spawns no
+//! threads and takes its randomness from a seed. A driver feeds it inputs (`propose`,
+//! `read_barrier`, `step`, `tick`, `persisted`, `applied`) and drains a [`Ready`] describing
+//! what to persist, what to send (before or only after the persist), what was chosen and
+//! which reads may be served. The server and the simulator drive the same code.
+//!
+//! See docs/PROTOCOL.md for the protocol and where each invariant is held.
+
+mod config;
+mod engine;
+mod message;
+mod ready;
+mod rng;
+mod types;
+
+pub use config::{Config, ConfigError, PlantedBug, ReadMode};
+pub use engine::Engine;
+pub use message::{Body, Message, PromisedSlot};
+pub use ready::{
+    Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,
+    Status,
+};
+pub use types::{Ballot, Command, Membership, NodeId, SharedValue, Slot, Value};

@@ -1,0 +1,139 @@
+//! Engine configuration. Times are in ticks: the driver decides how long a tick is (the server
+//! uses milliseconds of its clock, the simulator a node's drifting logical clock).
+
+use crate::types::NodeId;
+use std::fmt;
+
+/// How linearizable reads are confirmed at the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Every read waits for one heartbeat round acknowledged by a majority.
+    Quorum,
+    /// Reads are served locally while the leader holds a lease, and fall back to a quorum
+    /// round when it does not (just elected, or acknowledgements are late).
+    Lease,
+}
+
+/// Deliberately broken protocol variants. They exist so the simulator's tests can prove that
+/// its checkers catch real bugs; the engine refuses them unless built with the
+/// `planted-bugs` feature, which only test builds enable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// An acceptor accepts any ballot, ignoring its promise.
+    AcceptorIgnoresPromise,
+    /// A new leader proposes a no-op instead of the highest-ballot value it learned in phase 1.
+    LeaderIgnoresAcceptedValues,
+    /// Lease reads without the clock-drift margin: the lease lasts a whole election timeout
+    /// plus one, as if every clock ran at the same rate.
+    LeaseWithoutDriftMargin,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica's id (non-zero).
+    pub id: NodeId,
+    /// A leader sends a heartbeat round at least this often.
+    pub heartbeat_interval_ticks: u64,
+    /// A follower that hears no leader for a random time in `[t, 2t)` starts an election; an
+    /// acceptor that heard a leader less than `t` ago refuses to promise anyone else, which
+    /// is what makes leases safe.
+    pub election_timeout_ticks: u64,
+    /// Most slots a leader keeps open (proposed, not yet chosen): the pipelining window.
+    pub inflight_slots_max: u64,
+    /// Most commands packed into one slot.
+    pub batch_commands_max: usize,
+    /// Most payload bytes packed into one slot (a single larger command still gets a slot).
+    pub batch_bytes_max: usize,
+    /// Most commands a leader queues while its window is full; beyond it proposals fail fast.
+    pub pending_commands_max: usize,
+    /// Most chosen slots sent in one catch-up message.
+    pub catchup_slots_max: u64,
+    /// Most read barriers waiting at once.
+    pub pending_reads_max: usize,
+    pub read_mode: ReadMode,
+    /// Upper bound on the rate difference of any node's clock from real time, in parts per
+    /// million. Leases are shortened by it; if real drift exceeds it, lease reads may be stale.
+    pub clock_drift_max_ppm: u64,
+    /// Seed for election-timeout randomization; give each replica a different one.
+    pub seed: u64,
+    /// See [`PlantedBug`]; `None` in every real deployment.
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Config {
+    pub fn new(id: NodeId) -> Config {
+        Config {
+            id,
+            heartbeat_interval_ticks: 10,
+            election_timeout_ticks: 100,
+            inflight_slots_max: 64,
+            batch_commands_max: 4096,
+            batch_bytes_max: 1 << 20,
+            pending_commands_max: 65_536,
+            catchup_slots_max: 256,
+            pending_reads_max: 65_536,
+            read_mode: ReadMode::Lease,
+            clock_drift_max_ppm: 50_000,
+            seed: id,
+            planted_bug: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |what: &str| Err(ConfigError(what.to_string()));
+        if self.id == 0 {
+            return fail("node id must be non-zero");
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return fail("heartbeat_interval_ticks must be at least 1");
+        }
+        if self.election_timeout_ticks < 2 * self.heartbeat_interval_ticks + 2 {
+            return fail("election_timeout_ticks must be more than twice heartbeat_interval_ticks");
+        }
+        if self.inflight_slots_max == 0 || self.batch_commands_max == 0 || self.batch_bytes_max == 0
+        {
+            return fail("inflight_slots_max, batch_commands_max and batch_bytes_max must be positive");
+        }
+        if self.catchup_slots_max == 0 || self.pending_commands_max == 0 || self.pending_reads_max == 0
+        {
+            return fail("catchup_slots_max, pending_commands_max and pending_reads_max must be positive");
+        }
+        if self.clock_drift_max_ppm >= 500_000 {
+            return fail("clock_drift_max_ppm must be below 500000 (50%)");
+        }
+        if self.planted_bug.is_some() && !cfg!(feature = "planted-bugs") {
+            return fail("planted bugs need the planted-bugs feature (test builds only)");
+        }
+        Ok(())
+    }
+
+    /// How long a lease lasts, in the leader's ticks, from the send time of the heartbeat
+    /// round a majority acknowledged. An acceptor refuses promises for `T` of its ticks after
+    /// hearing the leader, which is at least `(T - 1) / (1 + d)` real tick-lengths after the
+    /// send; the leader's `L` ticks last at most `L / (1 - d)`. So `L = (T - 1)(1 - d)/(1 + d)`,
+    /// less one tick for the leader's own tick granularity.
+    pub fn lease_ticks(&self) -> u64 {
+        if self.planted_bug == Some(PlantedBug::LeaseWithoutDriftMargin) {
+            return self.election_timeout_ticks + 1;
+        }
+        let t = u128::from(self.election_timeout_ticks - 1);
+        let d = u128::from(self.clock_drift_max_ppm);
+        let l = t * (1_000_000 - d) / (1_000_000 + d);
+        (l as u64).saturating_sub(1)
+    }
+
+    pub(crate) fn bug(&self, bug: PlantedBug) -> bool {
+        self.planted_bug == Some(bug)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid engine configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}

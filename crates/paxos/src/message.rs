@@ -1,0 +1,104 @@
+//! Messages between replicas. Every message names the ballot it speaks for, so a stale one
+//! (from a deposed leader or an abandoned election) is recognised and answered or ignored.
+
+use crate::types::{Ballot, Command, NodeId, SharedValue, Slot};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub body: Body,
+}
+
+/// An acceptor's record of one slot, as reported in a promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromisedSlot {
+    pub slot: Slot,
+    /// The ballot under which the acceptor accepted `value`.
+    pub ballot: Ballot,
+    pub value: SharedValue,
+    /// The acceptor knows `value` is chosen (learned from a leader), not merely accepted.
+    pub chosen: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// "Would you promise `ballot` if I asked?" Changes no state; stops a node that was only
+    /// cut off from disrupting a live leader when it comes back (pre-vote).
+    PreVote { ballot: Ballot, commit: Slot },
+    PreVoteReply { ballot: Ballot, granted: bool },
+    /// Phase 1a for every slot from `first_slot` on.
+    Prepare { ballot: Ballot, first_slot: Slot },
+    /// Phase 1b: the acceptor's promise and every slot it holds from `first_slot` on.
+    Promise {
+        ballot: Ballot,
+        first_slot: Slot,
+        accepted: Vec<PromisedSlot>,
+    },
+    /// Phase 2a for the consecutive slots `first_slot..first_slot + values.len()`, plus the
+    /// leader's commit point.
+    Accept {
+        ballot: Ballot,
+        first_slot: Slot,
+        values: Vec<SharedValue>,
+        commit: Slot,
+    },
+    /// Phase 2b for the slots `first_slot..=last_slot`; `commit` is the acceptor's own
+    /// chosen prefix so the leader knows what it must catch up.
+    Accepted {
+        ballot: Ballot,
+        first_slot: Slot,
+        last_slot: Slot,
+        commit: Slot,
+    },
+    /// The acceptor has promised `promised`, above the `rejected` ballot.
+    Nack { rejected: Ballot, promised: Ballot },
+    /// Leadership, commit point and a round number for leases and read barriers.
+    Heartbeat {
+        ballot: Ballot,
+        commit: Slot,
+        round: u64,
+    },
+    HeartbeatReply {
+        ballot: Ballot,
+        round: u64,
+        commit: Slot,
+    },
+    /// Chosen values for consecutive slots from `first_slot`, for a replica that lags.
+    Learn {
+        first_slot: Slot,
+        values: Vec<SharedValue>,
+    },
+    LearnReply { commit: Slot },
+    /// Commands a follower received from clients, for the leader to propose.
+    Forward { commands: Vec<Command> },
+    /// A follower asks the leader for a safe read point.
+    ReadIndex { request: u64 },
+    /// `read_index: None` means the leader could not confirm (it is no longer leader).
+    ReadIndexReply {
+        request: u64,
+        read_index: Option<Slot>,
+    },
+}
+
+impl Body {
+    /// A short name, for traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::PreVote { .. } => "PreVote",
+            Body::PreVoteReply { .. } => "PreVoteReply",
+            Body::Prepare { .. } => "Prepare",
+            Body::Promise { .. } => "Promise",
+            Body::Accept { .. } => "Accept",
+            Body::Accepted { .. } => "Accepted",
+            Body::Nack { .. } => "Nack",
+            Body::Heartbeat { .. } => "Heartbeat",
+            Body::HeartbeatReply { .. } => "HeartbeatReply",
+            Body::Learn { .. } => "Learn",
+            Body::LearnReply { .. } => "LearnReply",
+            Body::Forward { .. } => "Forward",
+            Body::ReadIndex { .. } => "ReadIndex",
+            Body::ReadIndexReply { .. } => "ReadIndexReply",
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What the engine hands its driver, and what the driver hands back after a restart.
+
+use crate::message::Message;
+use crate::types::{Ballot, Membership, NodeId, SharedValue, Slot, Value};
+use std::fmt;
+use std::sync::Arc;
+
+/// Identifies a read barrier; chosen by the caller.
+pub type ReadId = u64;
+
+/// The acceptor's promise and the replica's known-chosen prefix. `promised` must never go
+/// backwards on disk; `commit` may lag (it is relearned from the leader) but never run ahead
+/// of the entries written before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub promised: Ballot,
+    pub commit: Slot,
+}
+
+/// One slot as the acceptor holds it: the value accepted under `ballot`, or (`chosen`) a value
+/// learned to be chosen. A later record for the same slot replaces an earlier one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub slot: Slot,
+    pub ballot: Ballot,
+    pub value: SharedValue,
+    pub chosen: bool,
+}
+
+/// Everything a replica recovers from its disk: the latest hard state and, per slot, the
+/// latest record (in slot order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    pub hard_state: HardState,
+    pub records: Vec<LogRecord>,
+}
+
+impl DurableState {
+    /// The state every member of a new cluster starts from: slot 1 holds the initial
+    /// membership, chosen by construction because every member is given the same one.
+    pub fn bootstrap(members: &Membership) -> DurableState {
+        DurableState {
+            hard_state: HardState {
+                promised: Ballot::ZERO,
+                commit: 1,
+            },
+            records: vec![LogRecord {
+                slot: 1,
+                ballot: Ballot::ZERO,
+                value: Arc::new(Value::Membership(members.clone())),
+                chosen: true,
+            }],
+        }
+    }
+}
+
+/// A chosen slot, delivered to the driver exactly once and in slot order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub slot: Slot,
+    pub value: SharedValue,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// No leader is known, or the leader lost its leadership before confirming.
+    NoLeader,
+    /// Too many reads are waiting.
+    Busy,
+    /// The leader did not answer in time.
+    Timeout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// No leader is known to forward to; `leader` is a hint when one was known recently.
+    NoLeader,
+    /// The leader's queue is full; retry later.
+    Busy,
+    /// An empty batch.
+    Empty,
+}
+
+impl fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProposeError::NoLeader => write!(f, "no leader"),
+            ProposeError::Busy => write!(f, "too many pending proposals"),
+            ProposeError::Empty => write!(f, "empty proposal"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// The output of the engine since the last [`crate::Engine::ready`]. The driver must:
+/// 1. write `hard_state` and `records` durably (in order, after every earlier `Ready`'s),
+///    sending `messages` meanwhile (they do not depend on the write);
+/// 2. once durable, send `messages_after_persist` and call `persisted(persist_seq)`;
+/// 3. apply `committed` in order and call `applied`;
+/// 4. serve each read in `reads_ready` from the state machine once it has applied
+///    `read_index` (the engine only reports them once `applied` says so).
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// `Some(seq)`: call `persisted(seq)` when everything up to this `Ready` is durable.
+    pub persist_seq: Option<u64>,
+    pub hard_state: Option<HardState>,
+    pub records: Vec<LogRecord>,
+    pub messages: Vec<Message>,
+    pub messages_after_persist: Vec<Message>,
+    pub committed: Vec<Committed>,
+    pub reads_ready: Vec<ReadId>,
+    pub reads_failed: Vec<(ReadId, ReadError)>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.persist_seq.is_none()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.reads_ready.is_empty()
+            && self.reads_failed.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    /// Asking peers whether they would promise (pre-vote); no state changed yet.
+    PreCandidate,
+    /// Phase 1 in progress.
+    Candidate,
+    Leader,
+}
+
+/// A snapshot of the engine's state, for metrics, logs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub promised: Ballot,
+    pub commit: Slot,
+    pub applied: Slot,
+    pub members: Membership,
+    /// The leader holds a read lease right now.
+    pub lease_held: bool,
+}
