@@ -92,11 +92,17 @@ impl Config {
         }
         if self.inflight_slots_max == 0 || self.batch_commands_max == 0 || self.batch_bytes_max == 0
         {
-            return fail("inflight_slots_max, batch_commands_max and batch_bytes_max must be positive");
+            return fail(
+                "inflight_slots_max, batch_commands_max and batch_bytes_max must be positive",
+            );
         }
-        if self.catchup_slots_max == 0 || self.pending_commands_max == 0 || self.pending_reads_max == 0
+        if self.catchup_slots_max == 0
+            || self.pending_commands_max == 0
+            || self.pending_reads_max == 0
         {
-            return fail("catchup_slots_max, pending_commands_max and pending_reads_max must be positive");
+            return fail(
+                "catchup_slots_max, pending_commands_max and pending_reads_max must be positive",
+            );
         }
         if self.clock_drift_max_ppm >= 500_000 {
             return fail("clock_drift_max_ppm must be below 500000 (50%)");

@@ -1,48 +1,330 @@
-//! The engine's public face (stub while the protocol is written).
-#![allow(dead_code, unused_variables)]
+//! The engine's public face: inputs, the `Ready` it hands out, and dispatch to the roles
+//! (acceptor.rs, election.rs, leader.rs, reads.rs) that hold the protocol.
 
 use crate::config::{Config, ConfigError};
-use crate::message::Message;
-use crate::ready::{DurableState, ProposeError, ReadId, Ready, Status};
-use crate::types::{Command, NodeId, Slot};
+use crate::election::Campaign;
+use crate::leader::LeaderState;
+use crate::log::Log;
+use crate::message::{Body, Message};
+use crate::outbox::Outbox;
+use crate::reads::FollowerReads;
+use crate::ready::{Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, Status};
+use crate::rng::Rng;
+use crate::types::{Ballot, Command, Membership, NodeId, Slot, Value};
 
+/// What this replica is doing beyond accepting.
+#[derive(Debug)]
+pub(crate) enum RoleState {
+    Follower,
+    PreCandidate(Campaign),
+    Candidate(Campaign),
+    Leader(Box<LeaderState>),
+}
+
+/// One replica's Multi-Paxos state machine: acceptor, learner and (when elected) proposer.
 #[derive(Debug)]
 pub struct Engine {
-    config: Config,
+    pub(crate) cfg: Config,
+    pub(crate) id: NodeId,
+    pub(crate) rng: Rng,
+    /// Ticks since this engine was created; the only notion of time the protocol has.
+    pub(crate) now: u64,
+    pub(crate) members: Membership,
+    /// The acceptor's promise: it accepts nothing below it. Never decreases.
+    pub(crate) promised: Ballot,
+    /// The highest round seen in any ballot, so a new campaign outbids everyone it heard of.
+    pub(crate) max_round_seen: u64,
+    pub(crate) log: Log,
+    /// Slots handed to the driver in `Ready::committed`.
+    pub(crate) delivered: Slot,
+    /// Slots the driver's state machine has applied.
+    pub(crate) applied: Slot,
+    pub(crate) role: RoleState,
+    /// The leader this replica last heard from (or itself).
+    pub(crate) leader: Option<NodeId>,
+    /// When a valid leader was last heard. An acceptor refuses to promise a new ballot for
+    /// `election_timeout_ticks` after it, which is what leases rely on.
+    pub(crate) last_leader_contact: u64,
+    pub(crate) election_deadline: u64,
+    /// Consecutive failed campaigns; widens the randomized back-off.
+    pub(crate) backoff_exp: u32,
+    pub(crate) reads: FollowerReads,
+    pub(crate) out: Outbox,
 }
 
 impl Engine {
+    /// Starts a replica from what its disk holds (`DurableState::bootstrap` for a new one).
     pub fn new(config: Config, durable: DurableState) -> Result<Engine, ConfigError> {
-        todo!()
+        config.validate()?;
+        let members = durable
+            .records
+            .iter()
+            .filter(|r| r.chosen || r.slot <= durable.hard_state.commit)
+            .filter_map(|r| match &*r.value {
+                Value::Membership(m) => Some(m.clone()),
+                _ => None,
+            })
+            .next_back()
+            .ok_or_else(|| {
+                ConfigError("durable state holds no membership (bootstrap it)".into())
+            })?;
+        // An acceptor's promise covers every ballot it accepted; if a crash kept a record but
+        // not the hard state written beside it, the record's ballot still binds.
+        let promised = durable
+            .records
+            .iter()
+            .map(|r| r.ballot)
+            .fold(durable.hard_state.promised, Ballot::max);
+        let log = Log::recover(&durable.records, durable.hard_state.commit);
+        let id = config.id;
+        let mut engine = Engine {
+            rng: Rng::new(config.seed ^ 0x5359_4E4F_4400_0000),
+            id,
+            now: 0,
+            members,
+            promised,
+            max_round_seen: promised.round,
+            log,
+            delivered: 0,
+            applied: 0,
+            role: RoleState::Follower,
+            leader: None,
+            // A restarted acceptor cannot know whom it acknowledged before the crash, so it
+            // behaves as if it had just heard a leader: no promises for one election timeout.
+            last_leader_contact: 0,
+            election_deadline: 0,
+            backoff_exp: 0,
+            reads: FollowerReads::default(),
+            out: Outbox::new(
+                id,
+                HardState {
+                    promised,
+                    commit: 0,
+                },
+            ),
+            cfg: config,
+        };
+        engine.election_deadline = engine.random_election_timeout();
+        Ok(engine)
     }
+
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.id
     }
+
+    /// Proposes a batch of commands. At the leader they are queued and packed into slots at
+    /// the next `ready`; at a follower they are forwarded to the leader. `Ok` does not mean
+    /// chosen: the caller learns the outcome from `Ready::committed` (or times out, since a
+    /// forwarded batch can be lost with its leader).
     pub fn propose(&mut self, commands: Vec<Command>) -> Result<(), ProposeError> {
-        todo!()
+        if commands.is_empty() {
+            return Err(ProposeError::Empty);
+        }
+        let result = match (&mut self.role, self.leader) {
+            (RoleState::Leader(leader), _) => leader.enqueue(commands, &self.cfg),
+            (_, Some(leader)) if leader != self.id => {
+                self.send(leader, Body::Forward { commands });
+                Ok(())
+            }
+            _ => Err(ProposeError::NoLeader),
+        };
+        self.process_inbox();
+        result
     }
+
+    /// Asks for a linearizable read point. When `Ready::reads_ready` lists `id`, the local
+    /// state machine reflects every write acknowledged before this call.
     pub fn read_barrier(&mut self, id: ReadId) {
-        todo!()
+        self.start_read(id);
+        self.process_inbox();
     }
+
+    /// Handles a message from a peer.
     pub fn step(&mut self, message: Message) {
-        todo!()
+        if message.to != self.id || message.from == self.id {
+            return; // misrouted or forged: never ours to act on
+        }
+        if !self.members.contains(message.from) {
+            return; // strangers get no say in this cluster's decisions
+        }
+        self.handle(message);
+        self.process_inbox();
     }
+
+    /// Advances this replica's clock by one tick.
     pub fn tick(&mut self) {
-        todo!()
+        self.now += 1;
+        self.tick_election();
+        self.tick_leader();
+        self.tick_reads();
+        self.process_inbox();
     }
+
+    /// Everything in the `Ready`s up to `persist_seq` is durable.
     pub fn persisted(&mut self, persist_seq: u64) {
-        todo!()
+        self.out.persisted(persist_seq);
+        self.process_inbox();
     }
+
+    /// The state machine has applied every delivered slot up to `slot`.
     pub fn applied(&mut self, slot: Slot) {
-        todo!()
+        assert!(
+            slot <= self.delivered,
+            "applied({slot}) beyond what was delivered ({})",
+            self.delivered
+        );
+        self.applied = self.applied.max(slot);
+        self.release_applied_reads();
     }
+
     pub fn has_ready(&self) -> bool {
-        todo!()
+        self.out.has_output(self.hard_state())
+            || self.log.commit() > self.delivered
+            || matches!(&self.role, RoleState::Leader(l)
+                if l.round_wanted || l.can_pack(&self.log, &self.cfg))
     }
+
+    /// Takes everything the driver must do now. See [`Ready`] for the contract.
     pub fn ready(&mut self) -> Ready {
-        todo!()
+        self.pack_proposals();
+        if matches!(&self.role, RoleState::Leader(l) if l.round_wanted) {
+            self.start_round(); // one round confirms every read that arrived since the last
+        }
+        self.broadcast_commit_if_moved();
+        self.process_inbox();
+        let mut ready = Ready::default();
+        let commit = self.log.commit();
+        while self.delivered < commit {
+            let slot = self.delivered + 1;
+            let entry = self.log.get(slot).expect("every slot up to commit is held");
+            ready.committed.push(Committed {
+                slot,
+                value: entry.value.clone(),
+            });
+            self.delivered = slot;
+        }
+        let hard_state = self.hard_state();
+        self.out.drain_into(&mut ready, hard_state);
+        ready
     }
+
     pub fn status(&self) -> Status {
-        todo!()
+        Status {
+            id: self.id,
+            role: match self.role {
+                RoleState::Follower => Role::Follower,
+                RoleState::PreCandidate(_) => Role::PreCandidate,
+                RoleState::Candidate(_) => Role::Candidate,
+                RoleState::Leader(_) => Role::Leader,
+            },
+            leader: self.leader,
+            promised: self.promised,
+            commit: self.log.commit(),
+            applied: self.applied,
+            members: self.members.clone(),
+            lease_held: self.lease_held(),
+        }
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            promised: self.promised,
+            commit: self.log.commit(),
+        }
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: Body) {
+        self.out.send(Message {
+            from: self.id,
+            to,
+            body,
+        });
+    }
+
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, body: Body) {
+        self.out.send_after_persist(Message {
+            from: self.id,
+            to,
+            body,
+        });
+    }
+
+    /// Sends to every voter, this replica included (its own acceptor answers through the
+    /// inbox like any other, so one code path handles all votes).
+    pub(crate) fn broadcast(&mut self, body: Body) {
+        for i in 0..self.members.voters().len() {
+            let to = self.members.voters()[i];
+            self.send(to, body.clone());
+        }
+    }
+
+    pub(crate) fn note_round(&mut self, ballot: Ballot) {
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+    }
+
+    /// Raises the promise. Promises only ever grow; the new one reaches disk before any
+    /// message that depends on it (see `Outbox::drain_into`).
+    pub(crate) fn raise_promise(&mut self, ballot: Ballot) {
+        assert!(
+            ballot >= self.promised,
+            "promise would decrease from {} to {ballot}",
+            self.promised
+        );
+        self.promised = ballot;
+        self.note_round(ballot);
+    }
+
+    fn process_inbox(&mut self) {
+        // Bounded: each self-message handles in O(1) rounds of new self-messages (a Prepare
+        // yields a Promise, an Accept an Accepted), never a cycle.
+        while let Some(message) = self.out.self_inbox.pop_front() {
+            self.handle(message);
+        }
+    }
+
+    fn handle(&mut self, message: Message) {
+        let from = message.from;
+        match message.body {
+            Body::PreVote { ballot, commit } => self.on_pre_vote(from, ballot, commit),
+            Body::PreVoteReply { ballot, granted } => self.on_pre_vote_reply(from, ballot, granted),
+            Body::Prepare { ballot, first_slot } => self.on_prepare(from, ballot, first_slot),
+            Body::Promise {
+                ballot,
+                first_slot,
+                accepted,
+            } => self.on_promise(from, ballot, first_slot, accepted),
+            Body::Accept {
+                ballot,
+                first_slot,
+                values,
+                commit,
+            } => self.on_accept(from, ballot, first_slot, values, commit),
+            Body::Accepted {
+                ballot,
+                first_slot,
+                last_slot,
+                commit,
+            } => self.on_accepted(from, ballot, first_slot, last_slot, commit),
+            Body::Nack { rejected, promised } => self.on_nack(rejected, promised),
+            Body::Heartbeat {
+                ballot,
+                commit,
+                round,
+            } => self.on_heartbeat(from, ballot, commit, round),
+            Body::HeartbeatReply {
+                ballot,
+                round,
+                commit,
+            } => self.on_heartbeat_reply(from, ballot, round, commit),
+            Body::Commit { ballot, commit } => self.on_commit(from, ballot, commit),
+            Body::Learn { first_slot, values } => self.on_learn(from, first_slot, values),
+            Body::LearnReply { commit } => self.on_learn_reply(from, commit),
+            Body::Forward { commands } => self.on_forward(commands),
+            Body::ReadIndex { request } => self.on_read_index(from, request),
+            Body::ReadIndexReply {
+                request,
+                read_index,
+            } => self.on_read_index_reply(request, read_index),
+        }
     }
 }

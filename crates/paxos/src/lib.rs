@@ -8,9 +8,15 @@
 //!
 //! See docs/PROTOCOL.md for the protocol and where each invariant is held.
 
+mod acceptor;
 mod config;
+mod election;
 mod engine;
+mod leader;
+mod log;
 mod message;
+mod outbox;
+mod reads;
 mod ready;
 mod rng;
 mod types;
@@ -23,3 +29,6 @@ pub use ready::{
     Status,
 };
 pub use types::{Ballot, Command, Membership, NodeId, SharedValue, Slot, Value};
+
+#[cfg(test)]
+mod tests;

@@ -25,10 +25,19 @@ pub struct PromisedSlot {
 pub enum Body {
     /// "Would you promise `ballot` if I asked?" Changes no state; stops a node that was only
     /// cut off from disrupting a live leader when it comes back (pre-vote).
-    PreVote { ballot: Ballot, commit: Slot },
-    PreVoteReply { ballot: Ballot, granted: bool },
+    PreVote {
+        ballot: Ballot,
+        commit: Slot,
+    },
+    PreVoteReply {
+        ballot: Ballot,
+        granted: bool,
+    },
     /// Phase 1a for every slot from `first_slot` on.
-    Prepare { ballot: Ballot, first_slot: Slot },
+    Prepare {
+        ballot: Ballot,
+        first_slot: Slot,
+    },
     /// Phase 1b: the acceptor's promise and every slot it holds from `first_slot` on.
     Promise {
         ballot: Ballot,
@@ -52,7 +61,10 @@ pub enum Body {
         commit: Slot,
     },
     /// The acceptor has promised `promised`, above the `rejected` ballot.
-    Nack { rejected: Ballot, promised: Ballot },
+    Nack {
+        rejected: Ballot,
+        promised: Ballot,
+    },
     /// Leadership, commit point and a round number for leases and read barriers.
     Heartbeat {
         ballot: Ballot,
@@ -64,16 +76,27 @@ pub enum Body {
         round: u64,
         commit: Slot,
     },
+    /// The leader's commit point moved and no Accept carried it; no reply.
+    Commit {
+        ballot: Ballot,
+        commit: Slot,
+    },
     /// Chosen values for consecutive slots from `first_slot`, for a replica that lags.
     Learn {
         first_slot: Slot,
         values: Vec<SharedValue>,
     },
-    LearnReply { commit: Slot },
+    LearnReply {
+        commit: Slot,
+    },
     /// Commands a follower received from clients, for the leader to propose.
-    Forward { commands: Vec<Command> },
+    Forward {
+        commands: Vec<Command>,
+    },
     /// A follower asks the leader for a safe read point.
-    ReadIndex { request: u64 },
+    ReadIndex {
+        request: u64,
+    },
     /// `read_index: None` means the leader could not confirm (it is no longer leader).
     ReadIndexReply {
         request: u64,
@@ -94,6 +117,7 @@ impl Body {
             Body::Nack { .. } => "Nack",
             Body::Heartbeat { .. } => "Heartbeat",
             Body::HeartbeatReply { .. } => "HeartbeatReply",
+            Body::Commit { .. } => "Commit",
             Body::Learn { .. } => "Learn",
             Body::LearnReply { .. } => "LearnReply",
             Body::Forward { .. } => "Forward",

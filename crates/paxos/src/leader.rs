@@ -1,0 +1,447 @@
+//! The distinguished proposer: phase 2 only, a bounded window of slots in flight, commands
+//! batched into slots, commit point propagation, heartbeat rounds (check-quorum, leases and
+//! read barriers) and catch-up of lagging replicas.
+
+use crate::config::Config;
+use crate::engine::{Engine, RoleState};
+use crate::log::Log;
+use crate::message::Body;
+use crate::reads::PendingRead;
+use crate::ready::ProposeError;
+use crate::types::{Ballot, Command, Membership, NodeId, SharedValue, Slot, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// A slot proposed under this leader's ballot and not yet known chosen.
+#[derive(Debug)]
+pub(crate) struct Proposal {
+    pub(crate) value: SharedValue,
+    /// Voters whose Accepted arrived (this leader's own only once its write is durable).
+    votes: Vec<NodeId>,
+    /// When the Accept was last sent, for retransmission.
+    sent_tick: u64,
+}
+
+/// What the leader knows of one peer.
+#[derive(Debug, Default)]
+pub(crate) struct Peer {
+    /// The peer's chosen prefix, as it last reported.
+    commit: Slot,
+    /// The newest heartbeat round it acknowledged.
+    acked_round: u64,
+    /// When catch-up was last sent, so one chunk is in flight at a time.
+    learn_sent_tick: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LeaderState {
+    pub(crate) ballot: Ballot,
+    next_slot: Slot,
+    proposals: BTreeMap<Slot, Proposal>,
+    pending: VecDeque<Command>,
+    /// The election's closing no-op: reads wait until it is chosen, when this leader knows
+    /// every value chosen before it.
+    pub(crate) serving_from: Slot,
+    peers: BTreeMap<NodeId, Peer>,
+    /// The newest heartbeat round sent, and the rounds awaiting a quorum with send times.
+    pub(crate) round: u64,
+    rounds: VecDeque<(u64, u64)>,
+    pub(crate) confirmed_round: u64,
+    /// Send time of the newest round a quorum acknowledged (check-quorum measures from it).
+    confirmed_sent_tick: u64,
+    /// The lease lasts until this tick (exclusive).
+    pub(crate) lease_until: u64,
+    last_round_tick: u64,
+    /// A read is waiting for a round that has not been sent yet.
+    pub(crate) round_wanted: bool,
+    /// The commit point last sent to followers.
+    commit_sent: Slot,
+    pub(crate) reads: Vec<PendingRead>,
+}
+
+impl LeaderState {
+    pub(crate) fn new(
+        ballot: Ballot,
+        serving_from: Slot,
+        now: u64,
+        members: &Membership,
+        id: NodeId,
+    ) -> LeaderState {
+        let peers = members
+            .voters()
+            .iter()
+            .filter(|&&n| n != id)
+            .map(|&n| (n, Peer::default()))
+            .collect();
+        LeaderState {
+            ballot,
+            next_slot: 0,
+            proposals: BTreeMap::new(),
+            pending: VecDeque::new(),
+            serving_from,
+            peers,
+            round: 0,
+            rounds: VecDeque::new(),
+            confirmed_round: 0,
+            confirmed_sent_tick: now,
+            lease_until: 0,
+            last_round_tick: now,
+            round_wanted: false,
+            commit_sent: 0,
+            reads: Vec::new(),
+        }
+    }
+
+    pub(crate) fn enqueue(
+        &mut self,
+        commands: Vec<Command>,
+        cfg: &Config,
+    ) -> Result<(), ProposeError> {
+        if self.pending.len() + commands.len() > cfg.pending_commands_max {
+            return Err(ProposeError::Busy);
+        }
+        self.pending.extend(commands);
+        Ok(())
+    }
+
+    fn window_end(&self, log: &Log, cfg: &Config) -> Slot {
+        log.commit() + cfg.inflight_slots_max
+    }
+
+    pub(crate) fn can_pack(&self, log: &Log, cfg: &Config) -> bool {
+        !self.pending.is_empty() && self.next_slot <= self.window_end(log, cfg)
+    }
+
+    /// Cuts one slot's worth of pending commands.
+    fn cut_batch(&mut self, cfg: &Config) -> Vec<Command> {
+        let mut bytes = 0;
+        let mut n = 0;
+        for c in &self.pending {
+            if n == cfg.batch_commands_max
+                || (n > 0 && bytes + c.payload.len() > cfg.batch_bytes_max)
+            {
+                break;
+            }
+            bytes += c.payload.len();
+            n += 1;
+        }
+        self.pending.drain(..n).collect()
+    }
+}
+
+impl Engine {
+    /// Packs queued commands into new slots while the window has room. Called when the driver
+    /// takes a `Ready`, so everything proposed since the last one shares slots (batching).
+    pub(crate) fn pack_proposals(&mut self) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let first = l.next_slot;
+        let mut values = Vec::new();
+        while l.can_pack(&self.log, &self.cfg)
+            && (first + values.len() as u64) <= l.window_end(&self.log, &self.cfg)
+        {
+            let batch = l.cut_batch(&self.cfg);
+            values.push(Arc::new(Value::Commands(batch)));
+        }
+        if !values.is_empty() {
+            self.propose_values(first, values);
+        }
+    }
+
+    /// Phase 2a for consecutive slots from `first`, one Accept message per voter (this
+    /// replica's own acceptor included; its vote counts once its write is durable).
+    pub(crate) fn propose_values(&mut self, first: Slot, values: Vec<SharedValue>) {
+        let commit = self.log.commit();
+        let now = self.now;
+        let RoleState::Leader(l) = &mut self.role else {
+            unreachable!("only a leader proposes");
+        };
+        assert!(
+            l.next_slot == 0 || first == l.next_slot,
+            "slots proposed out of order"
+        );
+        for (i, v) in values.iter().enumerate() {
+            let slot = first + i as u64;
+            let previous = l.proposals.insert(
+                slot,
+                Proposal {
+                    value: v.clone(),
+                    votes: Vec::new(),
+                    sent_tick: now,
+                },
+            );
+            // One value per slot per ballot: what makes "accepted under the leader's ballot"
+            // mean "holds the leader's value" at every acceptor.
+            assert!(
+                previous.is_none(),
+                "slot {slot} proposed twice under one ballot"
+            );
+        }
+        l.next_slot = first + values.len() as u64;
+        l.commit_sent = commit;
+        let ballot = l.ballot;
+        self.broadcast(Body::Accept {
+            ballot,
+            first_slot: first,
+            values,
+            commit,
+        });
+    }
+
+    pub(crate) fn on_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first: Slot,
+        last: Slot,
+        commit: Slot,
+    ) {
+        let quorum = self.members.quorum();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        let mut chosen = Vec::new();
+        for (&slot, p) in l.proposals.range_mut(first..=last.max(first)) {
+            if !p.votes.contains(&from) {
+                p.votes.push(from);
+                if p.votes.len() >= quorum {
+                    chosen.push(slot);
+                }
+            }
+        }
+        for slot in chosen {
+            let p = l.proposals.remove(&slot).expect("just counted");
+            self.log.mark_chosen(slot, &p.value);
+        }
+        if from != self.id {
+            self.peer_reported(from, commit, false);
+        }
+    }
+
+    /// Tells followers the commit point promptly when no Accept is about to carry it, so
+    /// that they apply (and answer forwarded requests) without waiting for a heartbeat.
+    pub(crate) fn broadcast_commit_if_moved(&mut self) {
+        let commit = self.log.commit();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.commit_sent >= commit {
+            return;
+        }
+        l.commit_sent = commit;
+        let ballot = l.ballot;
+        let peers: Vec<NodeId> = l.peers.keys().copied().collect();
+        for to in peers {
+            self.send(to, Body::Commit { ballot, commit });
+        }
+    }
+
+    pub(crate) fn tick_leader(&mut self) {
+        let now = self.now;
+        let (heartbeat, timeout) = (
+            self.cfg.heartbeat_interval_ticks,
+            self.cfg.election_timeout_ticks,
+        );
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        // Check-quorum: a leader no majority has answered for an election timeout steps
+        // down rather than hold clients hostage behind a partition.
+        if now > l.confirmed_sent_tick + timeout {
+            self.step_down();
+            return;
+        }
+        if now >= l.last_round_tick + heartbeat || l.round_wanted {
+            self.start_round();
+            self.retransmit_accepts();
+        }
+    }
+
+    /// A heartbeat round: leadership, commit point, and a round number whose acknowledgement
+    /// by a quorum confirms leadership for reads and extends the lease.
+    pub(crate) fn start_round(&mut self) {
+        let (now, commit) = (self.now, self.log.commit());
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.round += 1;
+        l.rounds.push_back((l.round, now));
+        l.last_round_tick = now;
+        l.round_wanted = false;
+        l.commit_sent = l.commit_sent.max(commit);
+        let (ballot, round) = (l.ballot, l.round);
+        let peers: Vec<NodeId> = l.peers.keys().copied().collect();
+        for to in peers {
+            self.send(
+                to,
+                Body::Heartbeat {
+                    ballot,
+                    commit,
+                    round,
+                },
+            );
+        }
+        self.confirm_rounds(); // a one-voter cluster confirms at once
+    }
+
+    pub(crate) fn on_heartbeat_reply(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        commit: Slot,
+    ) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            return;
+        }
+        if let Some(p) = l.peers.get_mut(&from) {
+            p.acked_round = p.acked_round.max(round);
+        }
+        self.confirm_rounds();
+        self.peer_reported(from, commit, false);
+    }
+
+    /// Finds the newest round a quorum (this leader included) acknowledged; extends the
+    /// lease from that round's send time and releases reads waiting for it.
+    fn confirm_rounds(&mut self) {
+        let quorum = self.members.quorum();
+        let lease_ticks = self.cfg.lease_ticks();
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut acked: Vec<u64> = l.peers.values().map(|p| p.acked_round).collect();
+        acked.push(l.round); // the leader acknowledges its own rounds
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acked[quorum - 1];
+        if confirmed <= l.confirmed_round {
+            return;
+        }
+        let mut sent = None;
+        while let Some(&(r, t)) = l.rounds.front() {
+            if r > confirmed {
+                break;
+            }
+            sent = Some(t);
+            l.rounds.pop_front();
+        }
+        let sent = sent.expect("a newly confirmed round was sent and not yet confirmed");
+        l.confirmed_round = confirmed;
+        l.confirmed_sent_tick = sent;
+        l.lease_until = l.lease_until.max(sent + lease_ticks);
+        self.release_confirmed_reads();
+    }
+
+    /// Resends Accepts that got no vote within a heartbeat interval (lost, or the acceptor
+    /// was down), in runs of consecutive slots per peer.
+    fn retransmit_accepts(&mut self) {
+        let (now, commit, heartbeat) = (
+            self.now,
+            self.log.commit(),
+            self.cfg.heartbeat_interval_ticks,
+        );
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let mut runs: Vec<(NodeId, Slot, Vec<SharedValue>)> = Vec::new();
+        for (&peer, _) in l.peers.iter() {
+            let mut run: Option<(Slot, Vec<SharedValue>)> = None;
+            for (&slot, p) in l.proposals.iter() {
+                let stale = p.sent_tick + heartbeat <= now && !p.votes.contains(&peer);
+                match (&mut run, stale) {
+                    (Some((first, values)), true) if *first + values.len() as u64 == slot => {
+                        values.push(p.value.clone())
+                    }
+                    (_, true) => {
+                        if let Some((first, values)) = run.take() {
+                            runs.push((peer, first, values));
+                        }
+                        run = Some((slot, vec![p.value.clone()]));
+                    }
+                    (_, false) => {
+                        if let Some((first, values)) = run.take() {
+                            runs.push((peer, first, values));
+                        }
+                    }
+                }
+            }
+            if let Some((first, values)) = run {
+                runs.push((peer, first, values));
+            }
+        }
+        for p in l.proposals.values_mut() {
+            if p.sent_tick + heartbeat <= now {
+                p.sent_tick = now;
+            }
+        }
+        for (to, first_slot, values) in runs {
+            self.send(
+                to,
+                Body::Accept {
+                    ballot,
+                    first_slot,
+                    values,
+                    commit,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_learn_reply(&mut self, from: NodeId, commit: Slot) {
+        self.peer_reported(from, commit, true);
+    }
+
+    /// A peer told us its chosen prefix. If it lags, send it the next chunk of chosen values;
+    /// one chunk at a time (a reply to the last one sends the next at once), and again after
+    /// a heartbeat interval in case a chunk was lost.
+    fn peer_reported(&mut self, from: NodeId, peer_commit: Slot, learn_reply: bool) {
+        let (now, commit, heartbeat) = (
+            self.now,
+            self.log.commit(),
+            self.cfg.heartbeat_interval_ticks,
+        );
+        let chunk = self.cfg.catchup_slots_max;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(peer) = l.peers.get_mut(&from) else {
+            return;
+        };
+        peer.commit = peer_commit;
+        if peer_commit >= commit {
+            peer.learn_sent_tick = None;
+            return;
+        }
+        let due = match peer.learn_sent_tick {
+            None => true,
+            Some(t) => learn_reply || now >= t + heartbeat,
+        };
+        if !due {
+            return;
+        }
+        peer.learn_sent_tick = Some(now);
+        let first_slot = peer_commit + 1;
+        let last = commit.min(peer_commit + chunk);
+        let values: Vec<SharedValue> = (first_slot..=last)
+            .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
+            .collect();
+        if !values.is_empty() {
+            self.send(from, Body::Learn { first_slot, values });
+        }
+    }
+
+    pub(crate) fn on_forward(&mut self, commands: Vec<Command>) {
+        if let RoleState::Leader(l) = &mut self.role {
+            // A full queue drops the batch: the clients time out and retry, and dedup by
+            // (client id, sequence) makes the retry safe.
+            let _ = l.enqueue(commands, &self.cfg);
+        }
+    }
+}

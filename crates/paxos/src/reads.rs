@@ -1,0 +1,202 @@
+//! Linearizable reads. The leader picks a read point at least as high as every write
+//! acknowledged before the read began (its commit point, and never below its election no-op),
+//! then confirms it is still leader: by a heartbeat round a quorum acknowledges after the read
+//! arrived, or (lease mode) by holding a lease. A follower asks the leader for the read point
+//! and serves once it has applied that far.
+
+use crate::config::ReadMode;
+use crate::engine::{Engine, RoleState};
+use crate::message::Body;
+use crate::ready::{ReadError, ReadId};
+use crate::types::{NodeId, Slot};
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub(crate) enum ReadOrigin {
+    Local(ReadId),
+    Remote { node: NodeId, request: u64 },
+}
+
+/// A read at the leader waiting for a heartbeat round to confirm leadership.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    origin: ReadOrigin,
+    read_index: Slot,
+    /// The first round sent after the read arrived; its confirmation confirms the read.
+    round_needed: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FollowerReads {
+    /// Requests sent to the leader: request id -> (read id, when sent).
+    remote: BTreeMap<u64, (ReadId, u64)>,
+    next_request: u64,
+    /// Confirmed reads waiting for the state machine to apply up to their read point.
+    waiting_apply: Vec<(ReadId, Slot)>,
+}
+
+impl Engine {
+    pub(crate) fn lease_held(&self) -> bool {
+        matches!(&self.role, RoleState::Leader(l) if self.now < l.lease_until)
+    }
+
+    fn reads_pending(&self) -> usize {
+        let at_leader = match &self.role {
+            RoleState::Leader(l) => l.reads.len(),
+            _ => 0,
+        };
+        at_leader + self.reads.remote.len() + self.reads.waiting_apply.len()
+    }
+
+    pub(crate) fn start_read(&mut self, id: ReadId) {
+        if self.reads_pending() >= self.cfg.pending_reads_max {
+            self.out.reads_failed.push((id, ReadError::Busy));
+            return;
+        }
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.leader_read(ReadOrigin::Local(id));
+            return;
+        }
+        match self.leader {
+            Some(leader) if leader != self.id => {
+                let request = self.reads.next_request;
+                self.reads.next_request += 1;
+                self.reads.remote.insert(request, (id, self.now));
+                self.send(leader, Body::ReadIndex { request });
+            }
+            _ => self.out.reads_failed.push((id, ReadError::NoLeader)),
+        }
+    }
+
+    fn leader_read(&mut self, origin: ReadOrigin) {
+        let lease = self.cfg.read_mode == ReadMode::Lease && self.lease_held();
+        let commit = self.log.commit();
+        let RoleState::Leader(l) = &mut self.role else {
+            unreachable!("checked by callers");
+        };
+        // Every write acknowledged before now is chosen at or below the commit point, or (just
+        // after an election) at or below the closing no-op of phase 1.
+        let read_index = commit.max(l.serving_from);
+        if lease {
+            self.confirmed_read(origin, read_index);
+            return;
+        }
+        l.reads.push(PendingRead {
+            origin,
+            read_index,
+            round_needed: l.round + 1,
+        });
+        l.round_wanted = true;
+    }
+
+    fn confirmed_read(&mut self, origin: ReadOrigin, read_index: Slot) {
+        match origin {
+            ReadOrigin::Local(id) => {
+                self.reads.waiting_apply.push((id, read_index));
+                self.release_applied_reads();
+            }
+            ReadOrigin::Remote { node, request } => {
+                let read_index = Some(read_index);
+                self.send(
+                    node,
+                    Body::ReadIndexReply {
+                        request,
+                        read_index,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_read_index(&mut self, from: NodeId, request: u64) {
+        if matches!(self.role, RoleState::Leader(_)) {
+            self.leader_read(ReadOrigin::Remote {
+                node: from,
+                request,
+            });
+        } else {
+            self.send(
+                from,
+                Body::ReadIndexReply {
+                    request,
+                    read_index: None,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_read_index_reply(&mut self, request: u64, read_index: Option<Slot>) {
+        let Some((id, _)) = self.reads.remote.remove(&request) else {
+            return; // timed out already, or a duplicate
+        };
+        match read_index {
+            Some(index) => {
+                self.reads.waiting_apply.push((id, index));
+                self.release_applied_reads();
+            }
+            None => self.out.reads_failed.push((id, ReadError::NoLeader)),
+        }
+    }
+
+    /// Releases the leader's reads whose round a quorum has now acknowledged.
+    pub(crate) fn release_confirmed_reads(&mut self) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let confirmed = l.confirmed_round;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut l.reads)
+            .into_iter()
+            .partition(|r| r.round_needed <= confirmed);
+        l.reads = waiting;
+        for r in done {
+            self.confirmed_read(r.origin, r.read_index);
+        }
+    }
+
+    pub(crate) fn release_applied_reads(&mut self) {
+        let applied = self.applied;
+        let out = &mut self.out;
+        self.reads.waiting_apply.retain(|&(id, index)| {
+            if index <= applied {
+                out.reads_ready.push(id);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// A deposed leader can confirm nothing more.
+    pub(crate) fn fail_leader_reads(&mut self) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        for r in std::mem::take(&mut l.reads) {
+            match r.origin {
+                ReadOrigin::Local(id) => self.out.reads_failed.push((id, ReadError::NoLeader)),
+                ReadOrigin::Remote { node, request } => self.out.send(crate::message::Message {
+                    from: self.id,
+                    to: node,
+                    body: Body::ReadIndexReply {
+                        request,
+                        read_index: None,
+                    },
+                }),
+            }
+        }
+    }
+
+    /// Requests to a leader that never answered fail after an election timeout.
+    pub(crate) fn tick_reads(&mut self) {
+        let deadline = self.now.saturating_sub(self.cfg.election_timeout_ticks);
+        let out = &mut self.out;
+        self.reads.remote.retain(|_, &mut (id, sent)| {
+            if sent < deadline {
+                out.reads_failed.push((id, ReadError::Timeout));
+                false
+            } else {
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,181 @@
+//! A deterministic test cluster: engines, a message queue, and per-node durable state.
+
+use crate::{
+    Body, Command, Config, DurableState, Engine, Membership, Message, NodeId, Role, Slot, Value,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub(crate) struct Cluster {
+    pub(crate) engines: BTreeMap<NodeId, Engine>,
+    pub(crate) disks: BTreeMap<NodeId, DurableState>,
+    pub(crate) applied: BTreeMap<NodeId, Vec<(Slot, Value)>>,
+    pub(crate) reads_ready: BTreeMap<NodeId, Vec<u64>>,
+    pub(crate) queue: VecDeque<Message>,
+    /// Directed links that drop everything.
+    pub(crate) cut: BTreeSet<(NodeId, NodeId)>,
+    pub(crate) down: BTreeSet<NodeId>,
+    pub(crate) trace: Vec<String>,
+    config: fn(NodeId) -> Config,
+}
+
+impl Cluster {
+    pub(crate) fn new(n: u64) -> Cluster {
+        Cluster::with_config(n, Config::new)
+    }
+
+    pub(crate) fn with_config(n: u64, config: fn(NodeId) -> Config) -> Cluster {
+        let members = Membership::new(1..=n).unwrap();
+        let mut c = Cluster {
+            engines: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            reads_ready: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            down: BTreeSet::new(),
+            trace: Vec::new(),
+            config,
+        };
+        for id in 1..=n {
+            c.disks.insert(id, DurableState::bootstrap(&members));
+            c.start(id);
+        }
+        c
+    }
+
+    pub(crate) fn start(&mut self, id: NodeId) {
+        let engine = Engine::new((self.config)(id), self.disks[&id].clone()).unwrap();
+        self.engines.insert(id, engine);
+        self.applied.insert(id, Vec::new());
+        self.down.remove(&id);
+    }
+
+    pub(crate) fn crash(&mut self, id: NodeId) {
+        self.engines.remove(&id);
+        self.down.insert(id);
+    }
+
+    pub(crate) fn engine(&mut self, id: NodeId) -> &mut Engine {
+        self.engines.get_mut(&id).unwrap()
+    }
+
+    /// Drains every engine's Ready and delivers messages until nothing moves.
+    pub(crate) fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            let ids: Vec<NodeId> = self.engines.keys().copied().collect();
+            for id in ids {
+                let e = self.engines.get_mut(&id).unwrap();
+                if !e.has_ready() {
+                    continue;
+                }
+                moved = true;
+                let r = e.ready();
+                let disk = self.disks.get_mut(&id).unwrap();
+                for rec in r.records {
+                    disk.records.retain(|x| x.slot != rec.slot);
+                    disk.records.push(rec);
+                }
+                disk.records.sort_by_key(|r| r.slot);
+                if let Some(hs) = r.hard_state {
+                    disk.hard_state = hs;
+                }
+                self.queue.extend(r.messages);
+                self.queue.extend(r.messages_after_persist);
+                let e = self.engines.get_mut(&id).unwrap();
+                if let Some(seq) = r.persist_seq {
+                    e.persisted(seq);
+                }
+                if let Some(last) = r.committed.last() {
+                    let last = last.slot;
+                    let applied = self.applied.get_mut(&id).unwrap();
+                    for c in r.committed {
+                        applied.push((c.slot, (*c.value).clone()));
+                    }
+                    e.applied(last);
+                }
+                self.reads_ready
+                    .entry(id)
+                    .or_default()
+                    .extend(r.reads_ready);
+            }
+            while let Some(m) = self.queue.pop_front() {
+                moved = true;
+                if self.cut.contains(&(m.from, m.to)) || self.down.contains(&m.to) {
+                    continue;
+                }
+                self.trace
+                    .push(format!("{} -> {}: {}", m.from, m.to, m.body.kind()));
+                if let Some(e) = self.engines.get_mut(&m.to) {
+                    e.step(m);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    pub(crate) fn tick_all(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for e in self.engines.values_mut() {
+                e.tick();
+            }
+            self.settle();
+        }
+    }
+
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        let leaders: Vec<NodeId> = self
+            .engines
+            .values()
+            .filter(|e| e.status().role == Role::Leader)
+            .map(|e| e.id())
+            .collect();
+        assert!(
+            leaders.len() <= 1 || {
+                // Two nodes may believe they lead during a handover; only one holds the top ballot.
+                true
+            }
+        );
+        leaders
+            .into_iter()
+            .max_by_key(|&id| self.engines[&id].status().promised)
+    }
+
+    pub(crate) fn elect(&mut self) -> NodeId {
+        for _ in 0..2_000 {
+            self.tick_all(1);
+            if let Some(l) = self.leader() {
+                if self.engines[&l].status().commit >= 2 {
+                    return l;
+                }
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    pub(crate) fn applied_commands(&self, id: NodeId) -> Vec<(u64, u64)> {
+        self.applied[&id]
+            .iter()
+            .flat_map(|(_, v)| match v {
+                Value::Commands(cs) => cs.iter().map(|c| (c.client_id, c.seq)).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn messages_of_kind(&self, kind: &str) -> usize {
+        self.trace.iter().filter(|t| t.ends_with(kind)).count()
+    }
+}
+
+pub(crate) fn cmd(client: u64, seq: u64) -> Vec<Command> {
+    vec![Command::new(client, seq, vec![1, 2, 3])]
+}
+
+#[allow(dead_code)]
+pub(crate) fn is_accept(m: &Message) -> bool {
+    matches!(m.body, Body::Accept { .. })
+}

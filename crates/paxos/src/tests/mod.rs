@@ -1,0 +1,6 @@
+//! Whole-engine tests on a tiny in-memory cluster (instant persistence, instant delivery
+//! unless a test cuts links). The simulator (crate synod-sim) tests the same engine under
+//! faults; these pin down the basic paths readably.
+
+mod cluster;
+mod scenarios;
