@@ -102,13 +102,22 @@ impl Engine {
         let Some(last_slot) = first_slot.checked_add(values.len() as u64 - 1) else {
             return; // malformed: slots past the end of the log
         };
+        let mut stale = false;
         for (i, value) in values.into_iter().enumerate() {
             let slot = first_slot + i as u64;
-            if slot <= self.log.commit() {
-                continue; // chosen and known: nothing to write
+            if self.log.is_chosen(slot) {
+                // Known chosen: nothing to write. A different value can only come from a
+                // proposer whose ballot is below the one that chose it (a stale leader this
+                // acceptor never promised against); it gets no vote from us.
+                let entry = self.log.get(slot).expect("chosen slots are held");
+                stale |= entry.value != value;
+                continue;
             }
             let record = self.log.accept(slot, ballot, value, ignores_promise);
             self.out.persist(record);
+        }
+        if stale {
+            return;
         }
         if ballot >= self.promised {
             self.log.commit_by_ballot(ballot, commit);
