@@ -16,6 +16,10 @@ impl Engine {
     }
 
     pub(crate) fn on_pre_vote(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
+        // Learn the candidate's round even when refusing, so our own next campaign outbids
+        // it; otherwise two nodes can refuse each other forever (one for its promise, the
+        // other for its commit point).
+        self.note_round(ballot);
         // Granting changes nothing: it only says a real Prepare would likely succeed. A
         // candidate behind our commit point is refused so that a promise never has to carry
         // a long chosen history; a more up-to-date replica can win instead.

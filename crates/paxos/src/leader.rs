@@ -31,7 +31,14 @@ pub(crate) struct Peer {
     acked_round: u64,
     /// When catch-up was last sent, so one chunk is in flight at a time.
     learn_sent_tick: Option<u64>,
+    /// Catch-up goes on until the peer's commit point reaches this slot.
+    learn_target: Slot,
 }
+
+/// Commit points sent with recent heartbeat rounds, kept so a reply can be judged against
+/// what its round told the peer (a reply showing a commit point below the current one is
+/// normal under load; below the one its own heartbeat carried means the peer has a gap).
+const ROUND_COMMITS_MAX: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct LeaderState {
@@ -46,6 +53,8 @@ pub(crate) struct LeaderState {
     /// The newest heartbeat round sent, and the rounds awaiting a quorum with send times.
     pub(crate) round: u64,
     rounds: VecDeque<(u64, u64)>,
+    /// `(round, commit point it carried)`, newest last, at most `ROUND_COMMITS_MAX`.
+    round_commits: VecDeque<(u64, Slot)>,
     pub(crate) confirmed_round: u64,
     /// Send time of the newest round a quorum acknowledged (check-quorum measures from it).
     confirmed_sent_tick: u64,
@@ -82,6 +91,7 @@ impl LeaderState {
             peers,
             round: 0,
             rounds: VecDeque::new(),
+            round_commits: VecDeque::new(),
             confirmed_round: 0,
             confirmed_sent_tick: now,
             lease_until: 0,
@@ -217,8 +227,10 @@ impl Engine {
             let p = l.proposals.remove(&slot).expect("just counted");
             self.log.mark_chosen(slot, &p.value);
         }
-        if from != self.id {
-            self.peer_reported(from, commit, false);
+        if let Some(peer) = l.peers.get_mut(&from) {
+            // Only noted: the follower's commit point lags the slots it just accepted, which
+            // the next Commit or heartbeat settles without any catch-up.
+            peer.commit = commit;
         }
     }
 
@@ -270,6 +282,10 @@ impl Engine {
         };
         l.round += 1;
         l.rounds.push_back((l.round, now));
+        if l.round_commits.len() == ROUND_COMMITS_MAX {
+            l.round_commits.pop_front();
+        }
+        l.round_commits.push_back((l.round, commit));
         l.last_round_tick = now;
         l.round_wanted = false;
         l.commit_sent = l.commit_sent.max(commit);
@@ -304,8 +320,13 @@ impl Engine {
         if let Some(p) = l.peers.get_mut(&from) {
             p.acked_round = p.acked_round.max(round);
         }
+        let carried = l
+            .round_commits
+            .iter()
+            .find(|&&(r, _)| r == round)
+            .map_or(0, |&(_, c)| c);
         self.confirm_rounds();
-        self.peer_reported(from, commit, false);
+        self.peer_reported(from, commit, Some(carried));
     }
 
     /// Finds the newest round a quorum (this leader included) acknowledged; extends the
@@ -395,13 +416,14 @@ impl Engine {
     }
 
     pub(crate) fn on_learn_reply(&mut self, from: NodeId, commit: Slot) {
-        self.peer_reported(from, commit, true);
+        self.peer_reported(from, commit, None);
     }
 
-    /// A peer told us its chosen prefix. If it lags, send it the next chunk of chosen values;
-    /// one chunk at a time (a reply to the last one sends the next at once), and again after
-    /// a heartbeat interval in case a chunk was lost.
-    fn peer_reported(&mut self, from: NodeId, peer_commit: Slot, learn_reply: bool) {
+    /// A peer told us its chosen prefix: in a heartbeat reply (`carried` = the commit point
+    /// that heartbeat told it) or a reply to catch-up (`None`). A peer below what it was told
+    /// has a gap only `Learn` can fill: send it chosen values, one chunk in flight at a time
+    /// (each reply sends the next at once), again after a heartbeat interval if one is lost.
+    fn peer_reported(&mut self, from: NodeId, peer_commit: Slot, carried: Option<Slot>) {
         let (now, commit, heartbeat) = (
             self.now,
             self.log.commit(),
@@ -415,20 +437,24 @@ impl Engine {
             return;
         };
         peer.commit = peer_commit;
-        if peer_commit >= commit {
+        if let Some(carried) = carried {
+            peer.learn_target = peer.learn_target.max(carried);
+        }
+        let target = peer.learn_target.min(commit);
+        if peer_commit >= target {
             peer.learn_sent_tick = None;
             return;
         }
         let due = match peer.learn_sent_tick {
             None => true,
-            Some(t) => learn_reply || now >= t + heartbeat,
+            Some(t) => carried.is_none() || now >= t + heartbeat,
         };
         if !due {
             return;
         }
         peer.learn_sent_tick = Some(now);
         let first_slot = peer_commit + 1;
-        let last = commit.min(peer_commit + chunk);
+        let last = target.min(peer_commit + chunk);
         let values: Vec<SharedValue> = (first_slot..=last)
             .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
             .collect();

@@ -54,7 +54,9 @@ impl DurableState {
     }
 }
 
-/// A chosen slot, delivered to the driver exactly once and in slot order.
+/// A chosen slot, delivered to the driver exactly once per engine instance and in slot order.
+/// A restarted engine delivers again from slot 1: the state machine is rebuilt from the log
+/// (snapshots, which let it resume from an applied point, come with log compaction).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub slot: Slot,
