@@ -9,6 +9,7 @@
 //! See docs/PROTOCOL.md for the protocol and where each invariant is held.
 
 mod acceptor;
+pub mod codec;
 mod config;
 mod election;
 mod engine;
