@@ -1,0 +1,1 @@
+//! Synod storage (in progress).
