@@ -54,7 +54,10 @@ pub struct Config {
     /// Upper bound on the rate difference of any node's clock from real time, in parts per
     /// million. Leases are shortened by it; if real drift exceeds it, lease reads may be stale.
     pub clock_drift_max_ppm: u64,
-    /// Seed for election-timeout randomization; give each replica a different one.
+    /// Seed for election-timeout randomization and for the numbering of this incarnation's
+    /// read requests. Give each replica a different one, and a fresh one on every process
+    /// start: a reply to a read request sent before a restart must not match a request sent
+    /// after it (it could carry a read point older than writes acknowledged in between).
     pub seed: u64,
     /// See [`PlantedBug`]; `None` in every real deployment.
     pub planted_bug: Option<PlantedBug>,

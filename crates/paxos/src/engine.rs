@@ -94,7 +94,8 @@ impl Engine {
             last_leader_contact: 0,
             election_deadline: 0,
             backoff_exp: 0,
-            reads: FollowerReads::default(),
+            // Drawn from a stream of its own, so election timing does not shift with it.
+            reads: FollowerReads::new(Rng::new(config.seed ^ 0x5245_4144_5F49_4453).next_u64()),
             out: Outbox::new(
                 id,
                 HardState {

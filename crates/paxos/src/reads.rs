@@ -26,13 +26,26 @@ pub(crate) struct PendingRead {
     round_needed: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FollowerReads {
     /// Requests sent to the leader: request id -> (read id, when sent).
     remote: BTreeMap<u64, (ReadId, u64)>,
+    /// Starts at a random point drawn from this incarnation's seed, so that a late reply to
+    /// a request from before a restart does not match one sent after it (request ids kept
+    /// in memory only would otherwise restart at zero).
     next_request: u64,
     /// Confirmed reads waiting for the state machine to apply up to their read point.
     waiting_apply: Vec<(ReadId, Slot)>,
+}
+
+impl FollowerReads {
+    pub(crate) fn new(first_request: u64) -> Self {
+        FollowerReads {
+            remote: BTreeMap::new(),
+            next_request: first_request,
+            waiting_apply: Vec::new(),
+        }
+    }
 }
 
 impl Engine {
@@ -60,7 +73,7 @@ impl Engine {
         match self.leader {
             Some(leader) if leader != self.id => {
                 let request = self.reads.next_request;
-                self.reads.next_request += 1;
+                self.reads.next_request = self.reads.next_request.wrapping_add(1);
                 self.reads.remote.insert(request, (id, self.now));
                 self.send(leader, Body::ReadIndex { request });
             }

@@ -1,0 +1,435 @@
+//! The event loop of one seed: a single thread, a priority queue of timed events, one seeded
+//! generator, and logical time in microseconds. Everything a seed does follows from its seed.
+//!
+//! Phases: during the *fault phase* clients run and the fault injector (faults.rs) crashes,
+//! pauses and partitions; then the *liveness phase* heals everything (restart, resume,
+//! reconnect, no more loss) and requires progress within a bound (workload.rs). Safety is
+//! checked throughout (agreement at every delivery) and at the end (lost writes,
+//! linearizability).
+
+use crate::checkers::{Agreement, Violation, ViolationKind};
+use crate::client::{Client, History};
+use crate::network::Network;
+use crate::node::{Effects, Held, Node};
+use crate::options::{Options, Swarm};
+use crate::rng::Rng;
+use crate::trace::{describe, describe_value, node_name, Trace};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use synod_paxos::{Config, DurableState, Membership, Message, NodeId, Role};
+
+thread_local! {
+    /// The current simulated time, readable after a panic unwound the simulation (so the
+    /// report says when the engine's assertion fired).
+    pub(crate) static SIM_NOW_US: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Most events one seed may process: a guard against a runaway simulation (a message storm
+/// would otherwise look like a hang).
+const EVENTS_MAX: u64 = 20_000_000;
+
+#[derive(Debug)]
+pub(crate) enum Event {
+    Tick { node: NodeId, token: u64 },
+    Deliver(Message),
+    DiskDone { node: NodeId, incarnation: u64 },
+    ClientWake { client: usize },
+    ClientTimeout { client: usize, seq: u64 },
+    Fault,
+    HealPartition(u64),
+    Restart(NodeId),
+    Resume(NodeId),
+    PhaseEnd,
+    Probe,
+    LivenessDeadline,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest event (then the earliest
+    /// scheduled, for a deterministic tie-break) must come out first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Faults,
+    Liveness { started_us: u64 },
+    Done,
+}
+
+/// Counters reported with each seed.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub sim_us: u64,
+    pub events: u64,
+    pub messages: u64,
+    pub ops_ok: u64,
+    pub ops_unknown: u64,
+    pub ops_failed: u64,
+    pub slots: u64,
+    pub crashes: u64,
+    pub faults: u64,
+    /// Time from the end of faults until the liveness condition held, and the bound on it.
+    pub liveness_us: u64,
+    pub liveness_bound_us: u64,
+}
+
+pub(crate) struct Simulation {
+    pub(crate) swarm: Swarm,
+    pub(crate) now: u64,
+    queue: BinaryHeap<Scheduled>,
+    next_seq: u64,
+    pub(crate) rng: Rng,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) tick_tokens: Vec<u64>,
+    pub(crate) net: Network,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) liveness_client: Client,
+    pub(crate) history: History,
+    pub(crate) agreement: Agreement,
+    pub(crate) trace: Trace,
+    pub(crate) violation: Option<Violation>,
+    pub(crate) phase: Phase,
+    pub(crate) next_fault_id: u64,
+    pub(crate) stats: Stats,
+    roles: Vec<(Option<Role>, Option<NodeId>)>,
+}
+
+impl Simulation {
+    pub(crate) fn new(seed: u64, options: &Options, trace: Trace) -> Simulation {
+        let mut rng = Rng::new(seed);
+        let swarm = Swarm::draw(&mut rng.fork(), options.focus);
+        let members = Membership::new(1..=swarm.nodes).expect("ids start at 1");
+        let nodes: Vec<Node> = (1..=swarm.nodes)
+            .map(|id| {
+                let config = engine_config(&swarm, options, id, seed);
+                let drift = swarm.drift_ppm[id as usize - 1];
+                Node::new(config, DurableState::bootstrap(&members), drift)
+            })
+            .collect();
+        let clients = (1..=swarm.clients).map(Client::new).collect();
+        Simulation {
+            net: Network::new(&swarm),
+            tick_tokens: vec![0; nodes.len()],
+            roles: vec![(None, None); nodes.len()],
+            nodes,
+            clients,
+            liveness_client: Client::new(crate::workload::LIVENESS_CLIENT),
+            swarm,
+            now: 0,
+            queue: BinaryHeap::new(),
+            next_seq: 0,
+            rng,
+            history: History::default(),
+            agreement: Agreement::default(),
+            trace,
+            violation: None,
+            phase: Phase::Faults,
+            next_fault_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, at: u64, event: Event) {
+        self.next_seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.next_seq,
+            event,
+        });
+    }
+
+    pub(crate) fn fsync(&self) -> (u64, u64) {
+        (self.swarm.fsync_min_us, self.swarm.fsync_max_us)
+    }
+
+    pub(crate) fn fail(&mut self, kind: ViolationKind, detail: String) {
+        if self.violation.is_none() {
+            let v = Violation {
+                kind,
+                at_us: self.now,
+                detail,
+            };
+            self.trace.emit(self.now, "CHECK", || format!("{v}"));
+            self.violation = Some(v);
+        }
+    }
+
+    pub(crate) fn node(&mut self, id: NodeId) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Runs the seed to the end of the liveness phase or the first violation.
+    pub(crate) fn run(&mut self) {
+        SIM_NOW_US.with(|t| t.set(0));
+        for id in 1..=self.swarm.nodes {
+            self.start_ticking(id);
+            self.poke(id);
+        }
+        for c in 0..self.clients.len() {
+            let at = self.rng.below(self.swarm.think_max_us + 1);
+            self.schedule(at, Event::ClientWake { client: c });
+        }
+        let first_fault = self.rng.exponential(self.swarm.fault_mean_ms * 1000);
+        if !self.swarm.faults.is_empty() {
+            self.schedule(first_fault, Event::Fault);
+        }
+        self.schedule(self.swarm.fault_phase_ms * 1000, Event::PhaseEnd);
+        while let Some(s) = self.queue.pop() {
+            self.now = s.at;
+            SIM_NOW_US.with(|t| t.set(s.at));
+            self.stats.events += 1;
+            if self.stats.events > EVENTS_MAX {
+                self.fail(
+                    ViolationKind::Liveness,
+                    format!("runaway simulation: more than {EVENTS_MAX} events"),
+                );
+            }
+            self.handle(s.event);
+            if self.violation.is_some() || self.phase == Phase::Done {
+                break;
+            }
+        }
+        self.stats.sim_us = self.now;
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, token } => self.on_tick(node, token),
+            Event::Deliver(m) => self.deliver(m),
+            Event::DiskDone { node, incarnation } => self.disk_done(node, incarnation),
+            Event::ClientWake { client } => self.client_wake(client),
+            Event::ClientTimeout { client, seq } => self.client_timeout(client, seq),
+            Event::Fault => self.inject_fault(),
+            Event::HealPartition(id) => self.heal_partition(id),
+            Event::Restart(node) => self.restart(node),
+            Event::Resume(node) => self.resume(node),
+            Event::PhaseEnd => self.end_fault_phase(),
+            Event::Probe => self.probe_liveness(),
+            Event::LivenessDeadline => self.liveness_deadline(),
+        }
+    }
+
+    /// (Re)starts a node's tick chain; any older chain dies on its stale token.
+    pub(crate) fn start_ticking(&mut self, id: NodeId) {
+        let i = id as usize - 1;
+        self.tick_tokens[i] += 1;
+        let token = self.tick_tokens[i];
+        let at = self.nodes[i].next_tick_at().max(self.now);
+        self.schedule(at, Event::Tick { node: id, token });
+    }
+
+    fn on_tick(&mut self, id: NodeId, token: u64) {
+        let i = id as usize - 1;
+        if token != self.tick_tokens[i] || !self.nodes[i].is_running() {
+            return; // a chain that a pause, crash or restart ended
+        }
+        let mut fx = Effects::default();
+        let (now, fsync) = (self.now, self.fsync());
+        self.nodes[i].catch_up(now, &mut self.rng, fsync, &mut fx);
+        self.effects(id, fx);
+        let at = self.nodes[i].next_tick_at().max(self.now + 1);
+        self.schedule(at, Event::Tick { node: id, token });
+    }
+
+    /// Lets a node act without new input (after start or restart: deliver what its disk
+    /// says is chosen).
+    pub(crate) fn poke(&mut self, id: NodeId) {
+        let mut fx = Effects::default();
+        let (now, fsync) = (self.now, self.fsync());
+        self.nodes[id as usize - 1].poke(now, &mut self.rng, fsync, &mut fx);
+        self.effects(id, fx);
+    }
+
+    /// Feeds a node one input and carries out the effects.
+    pub(crate) fn input(&mut self, id: NodeId, held: Held) {
+        let mut fx = Effects::default();
+        let (now, fsync) = (self.now, self.fsync());
+        self.nodes[id as usize - 1].input(held, now, &mut self.rng, fsync, &mut fx);
+        self.effects(id, fx);
+    }
+
+    fn deliver(&mut self, m: Message) {
+        let (from, to) = (m.from, m.to);
+        if self.net.is_cut(from, to) {
+            self.trace.emit(self.now, &node_name(to), || {
+                format!("cut  {}", describe(&m))
+            });
+            return;
+        }
+        if !self.node(to).is_up() {
+            self.trace.emit(self.now, &node_name(to), || {
+                format!("down {}", describe(&m))
+            });
+            return;
+        }
+        self.trace.emit(self.now, &node_name(to), || {
+            format!("recv {}", describe(&m))
+        });
+        self.input(to, Held::Message(m));
+    }
+
+    fn disk_done(&mut self, id: NodeId, incarnation: u64) {
+        let node = self.node(id);
+        if node.incarnation != incarnation || !node.is_up() {
+            return; // the crash already decided this batch's fate
+        }
+        let (seq, after) = node.disk.complete_next().expect("one event per batch");
+        self.trace.emit(self.now, &node_name(id), || {
+            format!(
+                "durable batch seq={seq:?}, releasing {} messages",
+                after.len()
+            )
+        });
+        self.input(id, Held::Persisted(seq, after));
+    }
+
+    /// Carries out what a node's input produced.
+    pub(crate) fn effects(&mut self, id: NodeId, fx: Effects) {
+        let incarnation = self.node(id).incarnation;
+        for at in fx.disk_done_at {
+            self.schedule(
+                at,
+                Event::DiskDone {
+                    node: id,
+                    incarnation,
+                },
+            );
+        }
+        for m in fx.sends {
+            self.send(m);
+        }
+        for a in fx.applied {
+            match self.agreement.observe(id, a.slot, &a.value) {
+                Ok(true) => {
+                    self.stats.slots += 1;
+                    self.trace.emit(self.now, &node_name(id), || {
+                        format!("chosen slot {} = {}", a.slot, describe_value(&a.value))
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => self.fail(ViolationKind::Agreement, e),
+            }
+            for (client, seq, result) in a.results {
+                if let Some(result) = result {
+                    self.command_applied(id, incarnation, client, seq, result);
+                }
+            }
+        }
+        for (ticket, result) in fx.reads {
+            self.read_done(id, incarnation, ticket, result);
+        }
+        for (ticket, e) in fx.rejected {
+            self.request_rejected(id, ticket, &format!("{e:?}"));
+        }
+        if let Some(c) = fx.contract {
+            self.fail(ViolationKind::Contract, c);
+        }
+        if self.trace.enabled() {
+            self.trace_role(id);
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        self.stats.messages += 1;
+        let fates = self.net.fates(&mut self.rng);
+        if fates.is_empty() {
+            self.trace.emit(self.now, &node_name(m.from), || {
+                format!("lost {}", describe(&m))
+            });
+            return;
+        }
+        for (i, delay) in fates.iter().enumerate() {
+            let dup = if i > 0 { " (dup)" } else { "" };
+            self.trace.emit(self.now, &node_name(m.from), || {
+                format!("send {} +{}us{dup}", describe(&m), delay)
+            });
+        }
+        let last = fates.len() - 1;
+        let mut m = Some(m);
+        for (i, delay) in fates.into_iter().enumerate() {
+            let msg = if i == last {
+                m.take().expect("moved once")
+            } else {
+                m.clone().expect("still here")
+            };
+            self.schedule(self.now + delay, Event::Deliver(msg));
+        }
+    }
+
+    /// Traces leader changes: a node's role or the leader it follows changed.
+    fn trace_role(&mut self, id: NodeId) {
+        let i = id as usize - 1;
+        let now_role = self.nodes[i].engine().map(|e| {
+            let s = e.status();
+            (s.role, s.leader, s.promised)
+        });
+        let (role, leader) = match now_role {
+            Some((r, l, _)) => (Some(r), l),
+            None => (None, None),
+        };
+        if self.roles[i] != (role, leader) {
+            self.roles[i] = (role, leader);
+            if let Some((r, l, b)) = now_role {
+                self.trace.emit(self.now, &node_name(id), || {
+                    format!("role {r:?} leader={l:?} promised={b}")
+                });
+            }
+        }
+    }
+
+    /// The leader with the highest ballot among running nodes, if any.
+    pub(crate) fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.engine().map(|e| e.status()))
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.promised)
+            .map(|s| s.id)
+    }
+}
+
+/// The engine configuration of one node: simulation-sized timeouts and the seed's knobs.
+fn engine_config(swarm: &Swarm, options: &Options, id: NodeId, seed: u64) -> Config {
+    let mut c = Config::new(id);
+    c.heartbeat_interval_ticks = swarm.heartbeat_ticks;
+    c.election_timeout_ticks = swarm.election_ticks;
+    c.inflight_slots_max = swarm.inflight_slots_max;
+    c.batch_commands_max = swarm.batch_commands_max;
+    c.batch_bytes_max = swarm.batch_bytes_max;
+    c.pending_commands_max = swarm.pending_commands_max;
+    c.pending_reads_max = swarm.pending_reads_max;
+    c.catchup_slots_max = swarm.catchup_slots_max;
+    c.read_mode = swarm.read_mode;
+    c.clock_drift_max_ppm = swarm.drift_max_ppm;
+    c.seed = seed.wrapping_mul(0x100_0000_01B3) ^ id;
+    c.planted_bug = options.planted_bug;
+    c
+}
+
+/// Validates the engine configuration a run would use (e.g. a planted bug without the
+/// `planted-bugs` feature), before any seed runs.
+pub fn validate(options: &Options) -> Result<(), synod_paxos::ConfigError> {
+    let swarm = Swarm::draw(&mut Rng::new(0), options.focus);
+    engine_config(&swarm, options, 1, 0).validate()
+}

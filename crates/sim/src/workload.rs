@@ -1,0 +1,332 @@
+//! Driving the clients, and the liveness phase.
+//!
+//! Clients talk to replicas directly (no network faults between them: a client co-located
+//! with each replica is the harder case for linearizability, since nothing slows a stale
+//! answer down). A request to a crashed replica is refused at once (connection refused:
+//! definitely not executed); one to a paused replica waits in its queue like bytes in a
+//! socket buffer, and the client may time out meanwhile (outcome unknown).
+
+use crate::checkers::{check_linearizable, ViolationKind};
+use crate::client::Route;
+use crate::kv::{KvOp, KvResult, Val};
+use crate::node::{Held, Request, Ticket};
+use crate::simulation::{Event, Phase, Simulation};
+use crate::trace::node_name;
+use synod_paxos::{Command, NodeId, ReadError};
+
+/// The client id of the liveness phase's writer (far from the regular clients' 1..=8).
+pub(crate) const LIVENESS_CLIENT: u64 = 1 << 40;
+/// Event index standing for the liveness writer.
+const LIVENESS_INDEX: usize = usize::MAX;
+/// After a refusal a client waits at least this long, so a leaderless cluster does not spin.
+const RETRY_BACKOFF_US: u64 = 5_000;
+/// How often the liveness condition is evaluated.
+const PROBE_US: u64 = 1_000;
+/// The key the liveness writer writes: no regular client touches it.
+const LIVENESS_KEY: u64 = 0;
+
+impl Simulation {
+    fn client_index(&self, client_id: u64) -> Option<usize> {
+        if client_id == LIVENESS_CLIENT {
+            return Some(LIVENESS_INDEX);
+        }
+        let i = client_id.checked_sub(1)? as usize;
+        (i < self.clients.len()).then_some(i)
+    }
+
+    fn client_mut(&mut self, index: usize) -> &mut crate::client::Client {
+        if index == LIVENESS_INDEX {
+            &mut self.liveness_client
+        } else {
+            &mut self.clients[index]
+        }
+    }
+
+    fn think(&mut self) -> u64 {
+        self.rng.below(self.swarm.think_max_us + 1)
+    }
+
+    pub(crate) fn client_wake(&mut self, index: usize) {
+        let regular = index != LIVENESS_INDEX;
+        if (regular && self.phase != Phase::Faults) || self.phase == Phase::Done {
+            return; // clients stop issuing when the fault phase ends
+        }
+        let client = self.client_mut(index);
+        let liveness_done = !regular && !client.acked.is_empty();
+        if client.pending.is_some() || liveness_done {
+            return; // busy, or the liveness writer already made its point
+        }
+        let node = self.rng.range(1, self.swarm.nodes);
+        let (op, route) = if regular {
+            self.clients[index].draw(&mut self.rng, &self.swarm)
+        } else {
+            let value: Val = self.now.max(1);
+            let op = KvOp::Put {
+                key: LIVENESS_KEY,
+                value,
+            };
+            (op, Route::Log)
+        };
+        let client_id = self.client_mut(index).id;
+        let h = self.history.invoke(client_id, op);
+        let incarnation = self.node(node).incarnation;
+        let seq = self
+            .client_mut(index)
+            .begin(node, incarnation, op, route, h);
+        let at_h = self.history.ops[h].invoke;
+        self.trace.emit(self.now, &format!("c{client_id}"), || {
+            format!("invoke #{seq} {op:?} via {route:?} at n{node} [h{at_h}]")
+        });
+        let timeout = if regular {
+            self.swarm.client_timeout_ms
+        } else {
+            2 * self.swarm.election_ticks
+        };
+        self.schedule(
+            self.now + timeout * 1000,
+            Event::ClientTimeout { client: index, seq },
+        );
+        let ticket = Ticket {
+            client: client_id,
+            op: seq,
+        };
+        if !self.node(node).is_up() {
+            self.request_rejected(node, ticket, "replica down");
+            return;
+        }
+        let request = match route {
+            Route::Log => Request::Propose {
+                ticket,
+                command: Command::new(client_id, seq, op.encode()),
+            },
+            Route::Barrier => Request::Read {
+                ticket,
+                key: op.key(),
+            },
+        };
+        self.input(node, Held::Request(request));
+    }
+
+    pub(crate) fn client_timeout(&mut self, index: usize, seq: u64) {
+        let client = self.client_mut(index);
+        if client.pending.map(|p| p.seq) != Some(seq) {
+            return;
+        }
+        let p = client.abandon();
+        let id = client.id;
+        self.stats.ops_unknown += 1;
+        self.trace.emit(self.now, &format!("c{id}"), || {
+            format!("timeout #{seq} at n{}: outcome unknown", p.node)
+        });
+        let at = self.now + self.think();
+        self.schedule(at, Event::ClientWake { client: index });
+    }
+
+    /// A replica applied a command: answer its client if it is waiting for it there.
+    pub(crate) fn command_applied(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        client_id: u64,
+        seq: u64,
+        result: KvResult,
+    ) {
+        let Some(index) = self.client_index(client_id) else {
+            return;
+        };
+        let client = self.client_mut(index);
+        let waiting = client.pending.is_some_and(|p| {
+            p.seq == seq && p.node == node && p.incarnation == incarnation && p.route == Route::Log
+        });
+        if !waiting {
+            return;
+        }
+        let p = client.finish(result);
+        let at_h = self.history.complete(p.history, result);
+        self.stats.ops_ok += 1;
+        self.trace.emit(self.now, &format!("c{client_id}"), || {
+            format!("ok #{seq} {:?} -> {result:?} at n{node} [h{at_h}]", p.op)
+        });
+        let at = self.now + self.think();
+        self.schedule(at, Event::ClientWake { client: index });
+    }
+
+    pub(crate) fn read_done(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        ticket: Ticket,
+        result: Result<Option<Val>, ReadError>,
+    ) {
+        let Some(index) = self.client_index(ticket.client) else {
+            return;
+        };
+        let waiting = self.client_mut(index).pending.is_some_and(|p| {
+            p.seq == ticket.op
+                && p.node == node
+                && p.incarnation == incarnation
+                && p.route == Route::Barrier
+        });
+        if !waiting {
+            return;
+        }
+        match result {
+            Ok(value) => {
+                let p = self.client_mut(index).finish(KvResult::Value(value));
+                let at_h = self.history.complete(p.history, KvResult::Value(value));
+                self.stats.ops_ok += 1;
+                self.trace
+                    .emit(self.now, &format!("c{}", ticket.client), || {
+                        format!(
+                            "ok #{} {:?} -> {value:?} at n{node} [h{at_h}]",
+                            ticket.op, p.op
+                        )
+                    });
+                let at = self.now + self.think();
+                self.schedule(at, Event::ClientWake { client: index });
+            }
+            Err(e) => self.request_rejected(node, ticket, &format!("read failed: {e:?}")),
+        }
+    }
+
+    /// The replica said the operation was not (and will not be) executed.
+    pub(crate) fn request_rejected(&mut self, node: NodeId, ticket: Ticket, why: &str) {
+        let Some(index) = self.client_index(ticket.client) else {
+            return;
+        };
+        let client = self.client_mut(index);
+        if client.pending.map(|p| p.seq) != Some(ticket.op) {
+            return;
+        }
+        let p = client.abandon();
+        self.history.discard(p.history);
+        self.stats.ops_failed += 1;
+        self.trace
+            .emit(self.now, &format!("c{}", ticket.client), || {
+                format!("fail #{} at n{node}: {why}", ticket.op)
+            });
+        let at = self.now + RETRY_BACKOFF_US + self.think();
+        self.schedule(at, Event::ClientWake { client: index });
+    }
+
+    /// The fault phase is over: heal everything and start demanding progress.
+    pub(crate) fn end_fault_phase(&mut self) {
+        self.phase = Phase::Liveness {
+            started_us: self.now,
+        };
+        self.trace.emit(self.now, "SIM", || {
+            "fault phase over: heal everything, start the liveness phase".to_string()
+        });
+        self.net.calm();
+        for id in 1..=self.swarm.nodes {
+            if !self.node(id).is_up() {
+                self.restart(id);
+            } else if self.node(id).paused {
+                self.resume(id);
+            }
+        }
+        self.schedule(
+            self.now,
+            Event::ClientWake {
+                client: LIVENESS_INDEX,
+            },
+        );
+        self.schedule(self.now + PROBE_US, Event::Probe);
+        let bound = self.swarm.liveness_bound_us();
+        self.schedule(self.now + bound, Event::LivenessDeadline);
+    }
+
+    /// Liveness holds once the fresh write is acknowledged, no client waits any more, and
+    /// every replica runs and has applied every slot any replica delivered.
+    pub(crate) fn probe_liveness(&mut self) {
+        let Phase::Liveness { started_us } = self.phase else {
+            return;
+        };
+        let target = self.agreement.max_slot();
+        let done = !self.liveness_client.acked.is_empty()
+            && self.clients.iter().all(|c| c.pending.is_none())
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.is_running() && n.kv.applied() >= target);
+        if !done {
+            self.schedule(self.now + PROBE_US, Event::Probe);
+            return;
+        }
+        self.stats.liveness_us = self.now - started_us;
+        self.stats.liveness_bound_us = self.swarm.liveness_bound_us();
+        self.trace.emit(self.now, "CHECK", || {
+            format!("liveness ok: every replica applied slot {target}")
+        });
+        self.phase = Phase::Done;
+        self.final_checks();
+    }
+
+    pub(crate) fn liveness_deadline(&mut self) {
+        if !matches!(self.phase, Phase::Liveness { .. }) {
+            return;
+        }
+        let target = self.agreement.max_slot();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match n.engine() {
+                Some(e) => {
+                    let s = e.status();
+                    format!(
+                        "n{}: {:?} leader={:?} promised={} commit={} applied={}",
+                        s.id,
+                        s.role,
+                        s.leader,
+                        s.promised,
+                        s.commit,
+                        n.kv.applied()
+                    )
+                }
+                None => format!("n{}: down", n.id),
+            })
+            .collect();
+        let detail = format!(
+            "no progress within {}ms of healing: fresh write acked={}, clients waiting={}, \
+             highest delivered slot {target}; {}",
+            self.swarm.liveness_bound_us() / 1000,
+            !self.liveness_client.acked.is_empty(),
+            self.clients.iter().filter(|c| c.pending.is_some()).count(),
+            nodes.join("; ")
+        );
+        self.fail(ViolationKind::Liveness, detail);
+    }
+
+    /// After liveness: every acknowledged command is in every replica's applied state, and
+    /// the history is linearizable.
+    fn final_checks(&mut self) {
+        let clients = self
+            .clients
+            .iter()
+            .chain(std::iter::once(&self.liveness_client));
+        let mut lost = None;
+        'outer: for c in clients {
+            for &seq in &c.acked {
+                for n in &self.nodes {
+                    if !n.kv.contains(c.id, seq) {
+                        lost = Some(format!(
+                            "client {} command #{seq} was acknowledged but replica {} \
+                             (applied through slot {}) never applied it",
+                            c.id,
+                            node_name(n.id),
+                            n.kv.applied()
+                        ));
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        if let Some(detail) = lost {
+            self.fail(ViolationKind::LostWrite, detail);
+            return;
+        }
+        if let Err(detail) = check_linearizable(&self.history) {
+            self.fail(ViolationKind::Linearizability, detail);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! A quick clean run of the simulator over a few seeds, and the determinism every replay
+//! relies on. The CI's long run (`synod-sim --seeds 2000`) is the real net; this catches a
+//! broken simulator or engine within seconds of `cargo test`.
+
+use synod_sim::{run_many, run_seed, run_seed_traced, Options, Trace};
+
+#[test]
+fn thirty_seeds_run_clean() {
+    let summary = run_many(
+        0,
+        30,
+        2,
+        &Options::default(),
+        std::time::Duration::from_secs(60),
+        false,
+        |_, _| {},
+    );
+    if let Some(f) = summary.failures.first() {
+        panic!(
+            "seed {} failed: {}\nswarm: {}\nreplay: {}",
+            f.seed,
+            f.violation.as_ref().unwrap(),
+            f.swarm,
+            synod_sim::replay_command(f.seed, &Options::default())
+        );
+    }
+    assert_eq!(summary.seeds_run, 30);
+    assert!(summary.ops_ok > 0, "clients got no work done");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let options = Options::default();
+    let (a, trace_a) = run_seed_traced(7, &options, Trace::capture());
+    let (b, trace_b) = run_seed_traced(7, &options, Trace::capture());
+    assert!(a.is_ok(), "{:?}", a.violation);
+    assert!(trace_a.len() > 1000, "the trace should record every event");
+    assert!(
+        trace_a[0].contains("swarm: nodes="),
+        "first line: {}",
+        trace_a[0]
+    );
+    assert_eq!(trace_a, trace_b, "same seed, different runs");
+    assert_eq!(a.stats.events, b.stats.events);
+    // Tracing must not change what happens.
+    let untraced = run_seed(7, &options);
+    assert_eq!(untraced.stats.events, a.stats.events);
+    assert_eq!(untraced.stats.slots, a.stats.slots);
+}
+
+#[test]
+fn every_fault_kind_occurs_across_seeds() {
+    use synod_sim::{swarm_for_seed, FaultKind, Focus};
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..100 {
+        let swarm = swarm_for_seed(seed, Focus::Swarm);
+        seen.extend(swarm.faults.iter().copied());
+        assert!(swarm.nodes == 3 || swarm.nodes == 5);
+        assert!(swarm
+            .drift_ppm
+            .iter()
+            .all(|d| d.unsigned_abs() <= swarm.drift_max_ppm));
+    }
+    assert_eq!(seen.len(), FaultKind::ALL.len());
+}
