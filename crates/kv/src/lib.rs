@@ -1,0 +1,1 @@
+//! synod-kv (in progress).
