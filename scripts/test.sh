@@ -17,6 +17,13 @@ for component in rustfmt clippy; do
   fi
 done
 
+# etcd's protobuf definitions are compiled at build time (etcd-client's build-server feature).
+if ! command -v protoc >/dev/null 2>&1; then
+  step "installing protoc (protobuf-compiler)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq protobuf-compiler
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
