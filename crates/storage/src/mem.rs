@@ -1,0 +1,428 @@
+//! The in-memory twin of [`crate::DiskStorage`], for the simulator and tests. It keeps the
+//! batches themselves rather than bytes, but tracks exactly what the disk version promises:
+//! which writes are synced, which a crash may lose or tear, and which damage a restart detects
+//! (the same rule as the disk scan: damage is a torn tail unless a later batch was written
+//! after the damaged one had been synced).
+
+use crate::batch::Batch;
+use crate::error::StorageError;
+use crate::recovered::{compaction_bound, Recovered, TornTail};
+use crate::snapshot::{Snapshot, SnapshotMeta};
+use crate::Storage;
+use bytes::Bytes;
+use std::path::PathBuf;
+use synod_paxos::{HardState, Slot};
+
+#[derive(Clone, Debug)]
+struct MemFrame {
+    seq: u64,
+    /// The last seq durable when this one was written (as on disk).
+    synced_upto: u64,
+    batch: Batch,
+    /// Fails its checksum: torn by a crash or corrupted on purpose.
+    damaged: bool,
+}
+
+#[derive(Clone, Debug)]
+struct MemSnapshot {
+    slot: Slot,
+    data: Bytes,
+    damaged: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemStorage {
+    /// Batches a crash keeps, in write order.
+    durable: Vec<MemFrame>,
+    /// Batches written since the last sync, in write order.
+    unsynced: Vec<MemFrame>,
+    /// Oldest first.
+    snapshots: Vec<MemSnapshot>,
+    snapshots_kept: usize,
+    /// Batches were dropped by compaction: recovery needs a snapshot.
+    compacted: bool,
+    /// The latest hard state written, synced or not.
+    hard_state: HardState,
+    next_seq: u64,
+    synced_seq: u64,
+    recovered: Recovered,
+    poisoned: Option<String>,
+}
+
+impl Default for MemStorage {
+    fn default() -> MemStorage {
+        MemStorage::new()
+    }
+}
+
+fn wal_path() -> PathBuf {
+    PathBuf::from("mem:wal")
+}
+
+fn snapshot_path(slot: Slot) -> PathBuf {
+    PathBuf::from(format!("mem:snap-{slot:016x}.snap"))
+}
+
+impl MemStorage {
+    /// An empty disk, keeping the last 2 snapshots like [`crate::Options::default`].
+    pub fn new() -> MemStorage {
+        MemStorage {
+            durable: Vec::new(),
+            unsynced: Vec::new(),
+            snapshots: Vec::new(),
+            snapshots_kept: 2,
+            compacted: false,
+            hard_state: HardState::default(),
+            next_seq: 1,
+            synced_seq: 0,
+            recovered: Recovered::default(),
+            poisoned: None,
+        }
+    }
+
+    /// Batches written but not yet synced.
+    pub fn unsynced_batches(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    /// Batches that survive a crash (after compaction, a compacted prefix counts as one).
+    pub fn durable_batches(&self) -> usize {
+        self.durable.len()
+    }
+
+    /// Makes the oldest `n` unsynced batches durable: an fdatasync that returned, covering
+    /// only the writes issued before it (the simulator completes syncs one by one).
+    pub fn sync_prefix(&mut self, n: usize) {
+        let n = n.min(self.unsynced.len());
+        self.durable.extend(self.unsynced.drain(..n));
+        if let Some(last) = self.durable.last() {
+            self.synced_seq = self.synced_seq.max(last.seq);
+        }
+    }
+
+    /// The process died: every unsynced batch is lost. Call [`MemStorage::restart`] next.
+    pub fn crash(&mut self) {
+        self.crash_torn(0, false);
+    }
+
+    /// A crash in the middle of writing: the first `keep` unsynced batches reached the disk
+    /// whole, and with `tear` the next one reached it in part (restart cuts it off, as the disk
+    /// version cuts a torn frame). The rest is lost.
+    pub fn crash_torn(&mut self, keep: usize, tear: bool) {
+        let keep = keep.min(self.unsynced.len());
+        self.sync_prefix(keep);
+        if let Some(mut torn) = self.unsynced.drain(..).next().filter(|_| tear) {
+            torn.damaged = true;
+            self.durable.push(torn);
+        }
+        self.unsynced.clear();
+    }
+
+    /// Damages the `index`-th durable batch (0 = oldest), as a bit flip on disk would. Returns
+    /// whether the next restart will detect it and refuse to start: true when a later batch
+    /// was written after this one had been synced. False when it lies in the last synced group
+    /// (or `index` is out of range): a restart then reads it as an interrupted write and cuts
+    /// the log there, losing that group, which is the documented limit of the disk version too.
+    pub fn corrupt_record(&mut self, index: usize) -> bool {
+        let Some(frame) = self.durable.get_mut(index) else {
+            return false;
+        };
+        frame.damaged = true;
+        let seq = frame.seq;
+        self.durable[index + 1..]
+            .iter()
+            .any(|later| !later.damaged && later.synced_upto >= seq)
+    }
+
+    /// Damages the snapshot at `slot`, if kept. A restart sets it aside and falls back to an
+    /// older one; `latest_snapshot` reports it rather than serve it.
+    pub fn corrupt_snapshot(&mut self, slot: Slot) -> bool {
+        let found = self.snapshots.iter_mut().find(|s| s.slot == slot);
+        found.map(|s| s.damaged = true).is_some()
+    }
+
+    /// Restarts from what is durable (losing anything unsynced, as [`MemStorage::crash`]) and
+    /// recovers, with the disk version's rules. On damage before the tail this returns the same
+    /// kind of error and the storage refuses further writes.
+    pub fn restart(&mut self) -> Result<(), StorageError> {
+        self.crash();
+        match self.recover() {
+            Ok(recovered) => {
+                self.recovered = recovered;
+                self.hard_state = self.recovered.hard_state;
+                self.poisoned = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn recover(&mut self) -> Result<Recovered, StorageError> {
+        let mut damaged_snapshots = Vec::new();
+        self.snapshots.retain(|s| {
+            if s.damaged {
+                damaged_snapshots.push((snapshot_path(s.slot), "checksum mismatch".to_string()));
+            }
+            !s.damaged
+        });
+        damaged_snapshots.reverse();
+        let newest = self.snapshots.last().map(|s| SnapshotMeta {
+            slot: s.slot,
+            size: s.data.len() as u64,
+        });
+        let mut recovered = Recovered::new(newest);
+        recovered.report.damaged_snapshots = damaged_snapshots;
+        if self.compacted && newest.is_none() {
+            return Err(StorageError::corrupt(
+                wal_path(),
+                0,
+                "the log was compacted but no usable snapshot covers what it held",
+            ));
+        }
+        let bad = self.durable.iter().position(|f| f.damaged);
+        if let Some(i) = bad {
+            let seq = self.durable[i].seq;
+            if self.durable[i + 1..]
+                .iter()
+                .any(|f| !f.damaged && f.synced_upto >= seq)
+            {
+                return Err(StorageError::corrupt(
+                    wal_path(),
+                    i as u64,
+                    format!("batch {i} (seq {seq}) fails its checksum but was synced"),
+                ));
+            }
+            recovered.report.torn_tail = Some(TornTail {
+                path: wal_path(),
+                offset: i as u64,
+                bytes_dropped: (self.durable.len() - i) as u64,
+            });
+            self.durable.truncate(i);
+        }
+        for (i, f) in self.durable.iter().enumerate() {
+            recovered.replay(&f.batch, &wal_path(), i as u64)?;
+        }
+        Ok(recovered)
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        match &self.poisoned {
+            Some(reason) => Err(StorageError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn write(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        self.check_usable()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(hs) = batch.hard_state {
+            if hs.promised < self.hard_state.promised {
+                return Err(StorageError::PromiseRegressed {
+                    current: self.hard_state.promised,
+                    attempted: hs.promised,
+                });
+            }
+            self.hard_state = hs;
+        }
+        self.unsynced.push(MemFrame {
+            seq: self.next_seq,
+            synced_upto: self.synced_seq,
+            batch: batch.clone(),
+            damaged: false,
+        });
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        self.sync_prefix(self.unsynced.len());
+        Ok(())
+    }
+
+    fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    fn save_snapshot(&mut self, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError> {
+        if let Some(newest) = self.snapshots.last().filter(|s| s.slot >= slot) {
+            return Err(StorageError::SnapshotNotNewer {
+                slot,
+                newest: newest.slot,
+            });
+        }
+        self.snapshots.push(MemSnapshot {
+            slot,
+            data: Bytes::copy_from_slice(data),
+            damaged: false,
+        });
+        let extra = self.snapshots.len().saturating_sub(self.snapshots_kept);
+        self.snapshots.drain(..extra);
+        Ok(SnapshotMeta {
+            slot,
+            size: data.len() as u64,
+        })
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(s) = self.snapshots.last() else {
+            return Ok(None);
+        };
+        if s.damaged {
+            return Err(StorageError::SnapshotCorrupt {
+                path: snapshot_path(s.slot),
+                reason: "checksum mismatch".into(),
+            });
+        }
+        Ok(Some(Snapshot {
+            meta: SnapshotMeta {
+                slot: s.slot,
+                size: s.data.len() as u64,
+            },
+            data: s.data.clone(),
+        }))
+    }
+
+    fn compact(&mut self, upto: Slot) -> Result<(), StorageError> {
+        self.sync()?;
+        let slots: Vec<Slot> = self.snapshots.iter().map(|s| s.slot).collect();
+        let bound = compaction_bound(upto, &slots);
+        let n = self
+            .durable
+            .iter()
+            .take_while(|f| f.batch.records.iter().all(|r| r.slot <= bound))
+            .count();
+        if n == 0 {
+            return Ok(());
+        }
+        let removed: Vec<MemFrame> = self.durable.drain(..n).collect();
+        self.compacted = true;
+        // What the disk version's rotation frame does: the hard state outlives the batches
+        // that carried it.
+        if let Some(hard_state) = removed.iter().rev().find_map(|f| f.batch.hard_state) {
+            let last = &removed[removed.len() - 1];
+            let carrier = MemFrame {
+                seq: last.seq,
+                synced_upto: last.synced_upto,
+                batch: Batch::new(Some(hard_state), Vec::new()),
+                damaged: false,
+            };
+            self.durable.insert(0, carrier);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use synod_paxos::{Ballot, LogRecord, Value};
+
+    fn batch(slot: Slot) -> Batch {
+        Batch::new(
+            Some(HardState {
+                promised: Ballot::new(slot, 1),
+                commit: slot - 1,
+            }),
+            vec![LogRecord {
+                slot,
+                ballot: Ballot::new(slot, 1),
+                value: Arc::new(Value::Noop),
+                chosen: false,
+            }],
+        )
+    }
+
+    fn slots(s: &MemStorage) -> Vec<Slot> {
+        s.recovered().records.keys().copied().collect()
+    }
+
+    #[test]
+    fn a_crash_loses_exactly_the_unsynced_batches() {
+        let mut s = MemStorage::new();
+        s.append(&batch(1)).unwrap();
+        s.write(&batch(2)).unwrap();
+        s.write(&batch(3)).unwrap();
+        assert_eq!(s.unsynced_batches(), 2);
+        s.restart().unwrap();
+        assert_eq!(slots(&s), vec![1]);
+        assert_eq!(s.recovered().hard_state.promised, Ballot::new(1, 1));
+        // The promise check follows what survived, not what was lost.
+        s.append(&batch(2)).unwrap();
+    }
+
+    #[test]
+    fn a_torn_crash_keeps_whole_batches_and_cuts_the_torn_one() {
+        let mut s = MemStorage::new();
+        s.append(&batch(1)).unwrap();
+        for slot in 2..6 {
+            s.write(&batch(slot)).unwrap();
+        }
+        s.crash_torn(2, true);
+        s.restart().unwrap();
+        assert_eq!(slots(&s), vec![1, 2, 3]);
+        let torn = s.recovered().report.torn_tail.clone().unwrap();
+        assert_eq!((torn.offset, torn.bytes_dropped), (3, 1));
+        assert_eq!(s.recovered().hard_state.commit, 2);
+    }
+
+    #[test]
+    fn sync_prefix_completes_the_oldest_writes_only() {
+        let mut s = MemStorage::new();
+        for slot in 1..5 {
+            s.write(&batch(slot)).unwrap();
+        }
+        s.sync_prefix(3);
+        assert_eq!((s.durable_batches(), s.unsynced_batches()), (3, 1));
+        s.restart().unwrap();
+        assert_eq!(slots(&s), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn corrupt_record_says_whether_restart_will_refuse() {
+        let mut s = MemStorage::new();
+        s.append(&batch(1)).unwrap();
+        s.append(&batch(2)).unwrap();
+        // Two batches synced together: nothing after the first vouches that it was synced.
+        s.write(&batch(3)).unwrap();
+        s.write(&batch(4)).unwrap();
+        s.sync().unwrap();
+        let mut last_group = s.clone();
+        assert!(!last_group.corrupt_record(2));
+        last_group.restart().unwrap();
+        assert_eq!(slots(&last_group), vec![1, 2]);
+
+        assert!(s.corrupt_record(1));
+        let err = s.restart().unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        assert!(matches!(
+            s.write(&batch(5)),
+            Err(StorageError::Poisoned { .. })
+        ));
+        assert!(!s.corrupt_record(99));
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_reported_and_the_older_one_used() {
+        let mut s = MemStorage::new();
+        s.save_snapshot(3, b"three").unwrap();
+        s.save_snapshot(5, b"five").unwrap();
+        assert!(s.corrupt_snapshot(5));
+        assert!(!s.corrupt_snapshot(4));
+        assert!(s.latest_snapshot().is_err());
+        s.restart().unwrap();
+        assert_eq!(s.recovered().snapshot_slot(), 3);
+        assert_eq!(s.recovered().report.damaged_snapshots.len(), 1);
+        assert_eq!(&s.latest_snapshot().unwrap().unwrap().data[..], b"three");
+    }
+}
