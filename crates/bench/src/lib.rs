@@ -1,1 +1,3 @@
 //! Synod benchmarks.
+
+pub mod overhead;
