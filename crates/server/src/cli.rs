@@ -1,0 +1,118 @@
+//! The command line. Flags that mean the same as etcd's have etcd's names and defaults, so
+//! that a user can swap Synod in for etcd with the same invocation; Synod's own flags are
+//! prefixed with nothing but say what they tune.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "synod",
+    version,
+    about = "A Multi-Paxos replicated key-value store that speaks the etcd v3 API",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub member: MemberArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a 3-node cluster on loopback (three processes), ready for etcdctl.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadModeArg {
+    /// Linearizable reads served by the leader under a lease (no message round per read).
+    Lease,
+    /// Linearizable reads confirmed by a quorum heartbeat round each.
+    Quorum,
+}
+
+/// One replica. Defaults are etcd's.
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs {
+    /// Human-readable name of this member; must appear in --initial-cluster.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: <name>.synod].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (gRPC, /health, /metrics), comma-separated.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// Client URLs to advertise to the rest of the cluster and to clients.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URL to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URL as the other members reach it.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Every member of the initial cluster: name=peer-url,name=peer-url,...
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// `new` bootstraps a cluster; `existing` joins a running one (needs membership changes,
+    /// which are not built yet).
+    #[arg(long, value_enum, default_value = "new")]
+    pub initial_cluster_state: ClusterState,
+    /// Shared by every member of one cluster; members of different clusters refuse each other.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Time between leader heartbeats, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time without a leader before a member campaigns, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    // Synod's own.
+    /// How linearizable reads are confirmed.
+    #[arg(long, value_enum, default_value = "lease")]
+    pub read_mode: ReadModeArg,
+    /// Largest clock-rate difference between any member and real time that leases must
+    /// survive, in parts per million.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_clock_drift_ppm: u64,
+    /// Most client commands batched into one log slot.
+    #[arg(long, default_value_t = 1024)]
+    pub max_batch_commands: usize,
+    /// Most log slots in flight (proposed, not yet chosen) at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_inflight_slots: usize,
+    /// How long a client request may wait for the cluster before it fails, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout: u64,
+    /// Makes this member's clock run fast (positive) or slow (negative) by this many parts
+    /// per million. For fault-injection tests of leases only.
+    #[arg(long, default_value_t = 0, hide = true, allow_negative_numbers = true)]
+    pub clock_skew_ppm: i64,
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Where the three members keep their data [default: a new directory under the system's
+    /// temporary directory].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Client ports of the three members; peer ports are each plus one.
+    #[arg(long, value_delimiter = ',', default_value = "2379,22379,32379")]
+    pub client_ports: Vec<u16>,
+    /// Extra flags passed to every member (e.g. --read-mode=quorum).
+    #[arg(last = true)]
+    pub member_flags: Vec<String>,
+}

@@ -1,0 +1,250 @@
+//! The initial cluster: who the members are, where they listen, and the ids derived from
+//! the flags. Ids are pure functions of the cluster token and the member names, so every
+//! member computes the same ids without talking to the others.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use synod_paxos::NodeId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagError(pub String);
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, FlagError> {
+    Err(FlagError(msg.into()))
+}
+
+/// An `http://host:port` URL, as etcd's flags take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Url {
+    pub fn parse(flag: &str, s: &str) -> Result<Url, FlagError> {
+        let s = s.trim();
+        let rest = match s.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(("https" | "unixs" | "unix", _)) => {
+                return err(format!(
+                    "{flag}: {s:?}: only http:// URLs are supported (TLS and unix sockets are not \
+                     built yet)"
+                ))
+            }
+            Some((scheme, _)) => return err(format!("{flag}: {s:?}: unknown scheme {scheme:?}")),
+            None => return err(format!("{flag}: {s:?}: expected http://host:port")),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return err(format!("{flag}: {s:?}: a URL here must not have a path"));
+        }
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return err(format!("{flag}: {s:?}: the port is missing"));
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return err(format!("{flag}: {s:?}: the host is missing"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| FlagError(format!("{flag}: {s:?}: bad port {port:?}")))?;
+        Ok(Url {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// `host:port`, for dialing.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The address to bind. `localhost` binds the IPv4 loopback, as clients dialing
+    /// `localhost` try it first.
+    pub fn bind_addr(&self, flag: &str) -> Result<SocketAddr, FlagError> {
+        let host = if self.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            &self.host
+        };
+        (host, self.port)
+            .to_socket_addrs()
+            .map_err(|e| FlagError(format!("{flag}: cannot resolve {}: {e}", self.authority())))?
+            .next()
+            .ok_or_else(|| FlagError(format!("{flag}: {} resolves to nothing", self.authority())))
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority())
+    }
+}
+
+/// A comma-separated list of URLs.
+pub fn parse_urls(flag: &str, s: &str) -> Result<Vec<Url>, FlagError> {
+    let urls = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| Url::parse(flag, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return err(format!("{flag}: no URL given"));
+    }
+    Ok(urls)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: NodeId,
+    pub name: String,
+    pub peer_url: Url,
+}
+
+/// The members named by `--initial-cluster`, and the cluster id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialCluster {
+    pub cluster_id: u64,
+    /// By member id.
+    pub members: BTreeMap<NodeId, Member>,
+}
+
+impl InitialCluster {
+    pub fn parse(initial_cluster: &str, token: &str) -> Result<InitialCluster, FlagError> {
+        const FLAG: &str = "--initial-cluster";
+        if token.is_empty() {
+            return err("--initial-cluster-token must not be empty");
+        }
+        let mut members = BTreeMap::new();
+        let mut names = BTreeMap::new();
+        for part in initial_cluster.split(',').filter(|p| !p.trim().is_empty()) {
+            let Some((name, url)) = part.split_once('=') else {
+                return err(format!("{FLAG}: {part:?}: expected name=http://host:port"));
+            };
+            let name = name.trim();
+            if name.is_empty() {
+                return err(format!("{FLAG}: {part:?}: the member name is empty"));
+            }
+            let peer_url = Url::parse(FLAG, url)?;
+            if names.insert(name.to_string(), ()).is_some() {
+                return err(format!(
+                    "{FLAG}: member {name:?} appears twice (one peer URL per member is supported)"
+                ));
+            }
+            let id = member_id(token, name);
+            members.insert(
+                id,
+                Member {
+                    id,
+                    name: name.to_string(),
+                    peer_url,
+                },
+            );
+        }
+        if members.is_empty() {
+            return err(format!("{FLAG}: no member given"));
+        }
+        let cluster_id = cluster_id(token, members.keys().copied());
+        Ok(InitialCluster {
+            cluster_id,
+            members,
+        })
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.name == name)
+    }
+}
+
+/// FNV-1a, 64-bit: stable across Rust versions and platforms (unlike `DefaultHasher`), which
+/// ids written to disk and compared between processes need.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Never 0: node id 0 is reserved by the engine.
+pub fn member_id(token: &str, name: &str) -> NodeId {
+    fnv1a(&[b"member", token.as_bytes(), name.as_bytes()]).max(1)
+}
+
+pub fn cluster_id(token: &str, members: impl Iterator<Item = NodeId>) -> u64 {
+    let ids: Vec<[u8; 8]> = members.map(u64::to_be_bytes).collect();
+    let mut parts: Vec<&[u8]> = vec![b"cluster", token.as_bytes()];
+    parts.extend(ids.iter().map(|b| &b[..]));
+    fnv1a(&parts).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = Url::parse("f", "http://127.0.0.1:2379").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 2379));
+        assert_eq!(u.to_string(), "http://127.0.0.1:2379");
+        assert_eq!(
+            Url::parse("f", "http://[::1]:80/").unwrap().authority(),
+            "[::1]:80"
+        );
+        for bad in [
+            "127.0.0.1:2379",
+            "https://a:1",
+            "http://a",
+            "http://:1",
+            "http://a:99999",
+            "http://a:1/x",
+        ] {
+            assert!(Url::parse("f", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_initial_cluster() {
+        let c = InitialCluster::parse(
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:22380,c=http://127.0.0.1:32380",
+            "tok",
+        )
+        .unwrap();
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.by_name("b").unwrap().peer_url.port, 22380);
+        // Every member computes the same ids.
+        let again = InitialCluster::parse(
+            "c=http://127.0.0.1:32380,a=http://127.0.0.1:2380,b=http://127.0.0.1:22380",
+            "tok",
+        )
+        .unwrap();
+        assert_eq!(c, again);
+        // Another token, another cluster.
+        let other = InitialCluster::parse("a=http://127.0.0.1:2380", "tok2").unwrap();
+        assert_ne!(other.cluster_id, c.cluster_id);
+        assert!(InitialCluster::parse("a=http://h:1,a=http://h:2", "t").is_err());
+        assert!(InitialCluster::parse("", "t").is_err());
+        assert!(InitialCluster::parse("a", "t").is_err());
+        assert!(InitialCluster::parse("a=http://h:1", "").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Why a client request failed, and the gRPC status etcd answers with in that case (etcd's
+//! clients match on the code and the message, so both are etcd's).
+
+use std::fmt;
+use synod_kv::{ErrorCode, KvError};
+use tonic::{Code, Status};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerError {
+    /// No leader is known (an election is under way, or this member is cut off).
+    NoLeader,
+    /// The request was not applied within the request timeout. Its outcome is unknown: it
+    /// may still be applied later.
+    Timeout,
+    /// Too many requests are waiting; retry later.
+    TooManyRequests,
+    /// The member is shutting down.
+    Stopped,
+    /// The leader changed while the request was in flight; its outcome is unknown.
+    LeaderChanged,
+    /// The state machine refused the request.
+    Kv(KvError),
+    /// The request is not valid (bad field values, unsupported options).
+    InvalidArgument(String),
+    /// The request needs something Synod does not do yet.
+    Unimplemented(&'static str),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::NoLeader => f.write_str("etcdserver: no leader"),
+            ServerError::Timeout => f.write_str("etcdserver: request timed out"),
+            ServerError::TooManyRequests => f.write_str("etcdserver: too many requests"),
+            ServerError::Stopped => f.write_str("etcdserver: server stopped"),
+            ServerError::LeaderChanged => f.write_str("etcdserver: leader changed"),
+            ServerError::Kv(e) => write!(f, "{e}"),
+            ServerError::InvalidArgument(m) => f.write_str(m),
+            ServerError::Unimplemented(what) => write!(f, "synod: {what} is not supported yet"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<KvError> for ServerError {
+    fn from(e: KvError) -> Self {
+        ServerError::Kv(e)
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        let code = match &e {
+            ServerError::NoLeader
+            | ServerError::Timeout
+            | ServerError::Stopped
+            | ServerError::LeaderChanged => Code::Unavailable,
+            ServerError::TooManyRequests => Code::ResourceExhausted,
+            ServerError::InvalidArgument(_) => Code::InvalidArgument,
+            ServerError::Unimplemented(_) => Code::Unimplemented,
+            ServerError::Kv(k) => match k.code() {
+                ErrorCode::InvalidArgument => Code::InvalidArgument,
+                ErrorCode::OutOfRange => Code::OutOfRange,
+                ErrorCode::NotFound => Code::NotFound,
+                ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            },
+        };
+        Status::new(code, e.to_string())
+    }
+}

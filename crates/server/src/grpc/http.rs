@@ -1,0 +1,130 @@
+//! One listener per client URL serving gRPC (HTTP/2) and `/health`, `/metrics` (HTTP/1), as
+//! etcd does on its client port.
+
+use super::cluster::ClusterService;
+use super::kv::KvService;
+use super::maintenance::MaintenanceService;
+use crate::metrics::Metrics;
+use crate::replica::ReplicaHandle;
+use crate::status::Shared;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+/// Largest gRPC message accepted, as etcd's default `--max-request-bytes` (1.5 MiB) plus
+/// room for the envelope.
+const GRPC_MESSAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// How long `/health` waits for its linearizable probe read.
+const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct HttpState {
+    replica: ReplicaHandle,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+}
+
+/// Serves every client listener until `shutdown` resolves.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    replica: ReplicaHandle,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let kv = PbKvServer::new(KvService {
+        replica: replica.clone(),
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let cluster = PbClusterServer::new(ClusterService {
+        shared: shared.clone(),
+    });
+    let maintenance = PbMaintenanceServer::new(MaintenanceService {
+        shared: shared.clone(),
+    });
+    let state = HttpState {
+        replica,
+        shared,
+        metrics,
+    };
+    let http = axum::Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    let router = Routes::new(kv)
+        .add_service(cluster)
+        .add_service(maintenance)
+        .into_axum_router()
+        .merge(http);
+    let routes = Routes::from(router);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for listener in listeners {
+        let routes = routes.clone();
+        let mut stop = stop_rx.clone();
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        servers.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("client server: {e}")),
+            Err(e) => return Err(format!("client server task: {e}")),
+        }
+    }
+    Ok(())
+}
+
+async fn health(State(state): State<HttpState>) -> impl IntoResponse {
+    let reason = if state.shared.snapshot().leader.is_none() {
+        Some("RAFT NO LEADER".to_string())
+    } else {
+        // A linearizable read proves the member can reach a quorum, not only that it
+        // remembers a leader.
+        let probe = synod_kv::RangeRequest::key(bytes::Bytes::from_static(b"health"));
+        match tokio::time::timeout(HEALTH_READ_TIMEOUT, state.replica.read(probe, true)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("timed out".to_string()),
+        }
+    };
+    let (code, body) = match reason {
+        None => (
+            StatusCode::OK,
+            r#"{"health":"true","reason":""}"#.to_string(),
+        ),
+        Some(r) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(r#"{{"health":"false","reason":{:?}}}"#, r),
+        ),
+    };
+    (code, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

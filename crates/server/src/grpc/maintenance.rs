@@ -1,0 +1,126 @@
+//! etcd's Maintenance service: what `etcdctl endpoint status`, `endpoint health` and
+//! `alarm list` need.
+
+use crate::error::ServerError;
+use crate::status::Shared;
+use etcd_client::proto::{
+    PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
+    PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest, PbHashResponse,
+    PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse, PbResponseHeader,
+    PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
+};
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::codegen::tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The etcd API version Synod answers for: the one whose semantics it follows.
+pub const ETCD_VERSION: &str = "3.5.0";
+
+/// The empty store still has a size: etcdctl divides by it.
+const DB_SIZE_MIN_BYTES: u64 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct MaintenanceService {
+    pub shared: Arc<Shared>,
+}
+
+impl MaintenanceService {
+    fn header(&self) -> Option<PbResponseHeader> {
+        let live = self.shared.snapshot();
+        Some(PbResponseHeader {
+            cluster_id: self.shared.cluster_id,
+            member_id: self.shared.member_id,
+            revision: live.revision,
+            raft_term: live.term,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PbMaintenanceService for MaintenanceService {
+    async fn alarm(
+        &self,
+        _request: Request<PbAlarmRequest>,
+    ) -> Result<Response<PbAlarmResponse>, Status> {
+        // No alarm is ever raised (no space quota yet), so every action sees an empty list.
+        Ok(Response::new(PbAlarmResponse {
+            header: self.header(),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<PbStatusRequest>,
+    ) -> Result<Response<PbStatusResponse>, Status> {
+        let live = self.shared.snapshot();
+        let db_size = live.db_size_bytes.max(DB_SIZE_MIN_BYTES) as i64;
+        let mut errors = Vec::new();
+        if live.leader.is_none() {
+            errors.push("etcdserver: no leader".to_string());
+        }
+        Ok(Response::new(PbStatusResponse {
+            header: self.header(),
+            version: ETCD_VERSION.to_string(),
+            db_size,
+            leader: live.leader.unwrap_or(0),
+            raft_index: live.commit_slot,
+            raft_term: live.term,
+            raft_applied_index: live.applied_slot,
+            errors,
+            db_size_in_use: live.db_size_in_use_bytes.max(DB_SIZE_MIN_BYTES) as i64,
+            is_learner: false,
+            storage_version: ETCD_VERSION.to_string(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<PbDefragmentRequest>,
+    ) -> Result<Response<PbDefragmentResponse>, Status> {
+        // The store lives in memory and the log is append-only: nothing to defragment.
+        Ok(Response::new(PbDefragmentResponse {
+            header: self.header(),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<PbHashRequest>,
+    ) -> Result<Response<PbHashResponse>, Status> {
+        Err(ServerError::Unimplemented("Hash").into())
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: Request<PbHashKvRequest>,
+    ) -> Result<Response<PbHashKvResponse>, Status> {
+        Err(ServerError::Unimplemented("HashKV").into())
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<PbSnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(ServerError::Unimplemented("Snapshot").into())
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<PbMoveLeaderRequest>,
+    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        Err(ServerError::Unimplemented("MoveLeader (leader transfer)").into())
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<PbDowngradeRequest>,
+    ) -> Result<Response<PbDowngradeResponse>, Status> {
+        Err(ServerError::Unimplemented("Downgrade").into())
+    }
+}

@@ -1,0 +1,237 @@
+//! Counters and histograms, exported as Prometheus text on `/metrics`. Atomics only: the
+//! replica thread, the storage thread and the gRPC tasks all update them without locks.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A histogram with fixed, cumulative Prometheus-style buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// Sum in millionths of the unit, so it fits an atomic integer.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((v * 1e6) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+const SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const SIZES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub proposals_submitted: AtomicU64,
+    pub proposals_failed: AtomicU64,
+    pub proposals_applied: AtomicU64,
+    pub slots_committed: AtomicU64,
+    pub reads_linearizable: AtomicU64,
+    pub reads_serializable: AtomicU64,
+    pub reads_failed: AtomicU64,
+    pub leader_changes: AtomicU64,
+    pub elections_started: AtomicU64,
+    pub is_leader: AtomicU64,
+    pub has_leader: AtomicU64,
+    pub lease_held: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    /// Commands per committed slot.
+    pub batch_commands: Histogram,
+    /// Engine `Ready`s per fdatasync (group commit).
+    pub readys_per_sync: Histogram,
+    pub fsync_seconds: Histogram,
+    pub proposal_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            proposals_submitted: AtomicU64::new(0),
+            proposals_failed: AtomicU64::new(0),
+            proposals_applied: AtomicU64::new(0),
+            slots_committed: AtomicU64::new(0),
+            reads_linearizable: AtomicU64::new(0),
+            reads_serializable: AtomicU64::new(0),
+            reads_failed: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+            elections_started: AtomicU64::new(0),
+            is_leader: AtomicU64::new(0),
+            has_leader: AtomicU64::new(0),
+            lease_held: AtomicU64::new(0),
+            wal_syncs: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            batch_commands: Histogram::new(SIZES),
+            readys_per_sync: Histogram::new(SIZES),
+            fsync_seconds: Histogram::new(SECONDS),
+            proposal_seconds: Histogram::new(SECONDS),
+        }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            (
+                "synod_proposals_submitted_total",
+                "Client write requests proposed.",
+                &self.proposals_submitted,
+            ),
+            (
+                "synod_proposals_failed_total",
+                "Client write requests that failed or timed out.",
+                &self.proposals_failed,
+            ),
+            (
+                "synod_proposals_applied_total",
+                "Commands applied to the state machine.",
+                &self.proposals_applied,
+            ),
+            (
+                "synod_slots_committed_total",
+                "Log slots delivered in order.",
+                &self.slots_committed,
+            ),
+            (
+                "synod_reads_linearizable_total",
+                "Linearizable reads served.",
+                &self.reads_linearizable,
+            ),
+            (
+                "synod_reads_serializable_total",
+                "Serializable (local) reads served.",
+                &self.reads_serializable,
+            ),
+            (
+                "synod_reads_failed_total",
+                "Linearizable reads that failed.",
+                &self.reads_failed,
+            ),
+            (
+                "synod_leader_changes_seen_total",
+                "Leader changes seen by this member.",
+                &self.leader_changes,
+            ),
+            (
+                "synod_elections_started_total",
+                "Phase-1 campaigns started by this member.",
+                &self.elections_started,
+            ),
+            (
+                "synod_wal_fsyncs_total",
+                "fdatasync calls on the write-ahead log.",
+                &self.wal_syncs,
+            ),
+            (
+                "synod_wal_bytes_total",
+                "Bytes appended to the write-ahead log.",
+                &self.wal_bytes,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let gauges: [(&str, &str, &AtomicU64); 3] = [
+            (
+                "synod_is_leader",
+                "1 if this member is the leader.",
+                &self.is_leader,
+            ),
+            (
+                "synod_has_leader",
+                "1 if this member knows a leader.",
+                &self.has_leader,
+            ),
+            (
+                "synod_lease_held",
+                "1 if this member holds a read lease (lease read mode).",
+                &self.lease_held,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        self.batch_commands.render(
+            &mut out,
+            "synod_batch_commands",
+            "Client commands per committed log slot.",
+        );
+        self.readys_per_sync.render(
+            &mut out,
+            "synod_wal_batches_per_fsync",
+            "Engine outputs written per fdatasync (group commit).",
+        );
+        self.fsync_seconds.render(
+            &mut out,
+            "synod_wal_fsync_duration_seconds",
+            "Latency of one write-ahead-log write and fdatasync.",
+        );
+        self.proposal_seconds.render(
+            &mut out,
+            "synod_proposal_duration_seconds",
+            "From a write request's arrival to its application.",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.wal_syncs.fetch_add(3, Relaxed);
+        m.fsync_seconds.observe(0.002);
+        m.fsync_seconds.observe(7.0);
+        let text = m.render();
+        assert!(text.contains("synod_wal_fsyncs_total 3\n"));
+        assert!(text.contains("synod_wal_fsync_duration_seconds_bucket{le=\"0.0025\"} 1\n"));
+        assert!(text.contains("synod_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("synod_wal_fsync_duration_seconds_count 2\n"));
+    }
+}

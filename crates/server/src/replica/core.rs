@@ -1,0 +1,434 @@
+//! The core thread: steps the engine with every input, hands its output to the network and
+//! the persist thread, applies chosen commands to the key-value store and answers clients.
+
+use super::persist::{self, PersistJob};
+use super::ticker;
+use super::{Input, ReplicaHandle, Reply, INPUT_QUEUE_MAX};
+use crate::error::ServerError;
+use crate::metrics::Metrics;
+use crate::status::{Shared, Snapshot};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use synod_kv::{KvStore, RangeRequest, RangeResponse, Response};
+use synod_paxos::{
+    Command, Config, DurableState, Engine, Message, NodeId, ProposeError, ReadError, ReadId, Ready,
+    Role, Value,
+};
+use tokio::sync::mpsc;
+
+/// Inputs handled between two `Ready`s at most, so a flood of one kind (say, client writes)
+/// cannot starve the engine's output (and with it, the replies).
+const INPUTS_PER_READY_MAX: usize = 4096;
+
+/// Where the core sends messages for peers. The transport implements it; tests can too.
+pub trait Network: Send + Sync + 'static {
+    fn send(&self, message: Message);
+}
+
+impl Network for crate::transport::Transport {
+    fn send(&self, message: Message) {
+        crate::transport::Transport::send(self, message);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub engine: Config,
+    /// Real time per engine tick.
+    pub tick: Duration,
+    /// Rate error of this member's clock, in parts per million (tests only: how leases
+    /// behave when a clock runs fast or slow).
+    pub clock_skew_ppm: i64,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+struct PendingWrite {
+    reply: Reply<Response>,
+    arrived: Instant,
+    /// The leader the write went to (this member, or the one it was forwarded to).
+    leader: Option<NodeId>,
+}
+
+struct Core {
+    engine: Engine,
+    kv: KvStore,
+    network: Arc<dyn Network>,
+    persist: std::sync::mpsc::Sender<PersistJob>,
+    /// This incarnation's client id for the dedup table: proposals of earlier incarnations
+    /// may still be applied, but nobody here waits for them.
+    client_id: u64,
+    next_seq: u64,
+    writes: BTreeMap<u64, PendingWrite>,
+    next_read: ReadId,
+    reads: HashMap<ReadId, (RangeRequest, Reply<RangeResponse>)>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    request_timeout: Duration,
+    last_leader: Option<NodeId>,
+    last_role: Role,
+    fatal: Option<String>,
+    clock: ticker::TickClock,
+}
+
+/// The running replica's threads.
+#[derive(Debug)]
+pub struct Replica {
+    pub handle: ReplicaHandle,
+    core: JoinHandle<Result<(), String>>,
+    persist: JoinHandle<()>,
+    ticker: JoinHandle<()>,
+}
+
+impl Replica {
+    /// Waits for the threads to end (after `handle.shutdown()`); the error says why the
+    /// replica stopped, if it was not asked to.
+    pub fn join(self) -> Result<(), String> {
+        let result = self
+            .core
+            .join()
+            .unwrap_or_else(|_| Err("replica thread panicked".into()));
+        let _ = self.persist.join();
+        let _ = self.ticker.join();
+        result
+    }
+}
+
+/// Starts the replica's threads. `durable` is what storage recovered (or the bootstrap
+/// state, already written); the engine re-delivers every chosen slot from slot 1, which
+/// rebuilds the key-value store.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    cfg: CoreConfig,
+    durable: DurableState,
+    wal: Box<dyn synod_storage::Storage + Send>,
+    network: Arc<dyn Network>,
+    from_peers: mpsc::Receiver<Message>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    incarnation: u64,
+) -> Result<Replica, StartError> {
+    let engine =
+        Engine::new(cfg.engine.clone(), durable).map_err(|e| StartError(format!("engine: {e}")))?;
+    let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
+    let (persist_tx, persist_rx) = std::sync::mpsc::channel();
+    tokio::spawn(super::forward_peer_messages(from_peers, inputs_tx.clone()));
+
+    let persist = persist::spawn(
+        wal,
+        persist_rx,
+        network.clone(),
+        inputs_tx.clone(),
+        metrics.clone(),
+    );
+    let ticker = ticker::spawn(cfg.tick, inputs_tx.clone());
+    let mut core = Core {
+        engine,
+        kv: KvStore::new(),
+        network,
+        persist: persist_tx,
+        client_id: incarnation,
+        next_seq: 1,
+        writes: BTreeMap::new(),
+        next_read: 1,
+        reads: HashMap::new(),
+        shared,
+        metrics,
+        request_timeout: cfg.request_timeout,
+        last_leader: None,
+        last_role: Role::Follower,
+        fatal: None,
+        clock: ticker::TickClock::new(cfg.tick, cfg.clock_skew_ppm),
+    };
+    let core = std::thread::Builder::new()
+        .name("synod-core".into())
+        .spawn(move || core.run(inputs_rx))
+        .map_err(|e| StartError(format!("cannot start the replica thread: {e}")))?;
+    Ok(Replica {
+        handle: ReplicaHandle {
+            inputs: inputs_tx,
+            request_timeout: cfg.request_timeout,
+        },
+        core,
+        persist,
+        ticker,
+    })
+}
+
+impl Core {
+    fn run(&mut self, mut inputs: mpsc::Receiver<Input>) -> Result<(), String> {
+        self.publish();
+        while let Some(first) = inputs.blocking_recv() {
+            // Time first: whatever arrived is handled at the engine's current idea of now.
+            for _ in 0..self.clock.take_due(Instant::now()) {
+                self.engine.tick();
+            }
+            if !self.handle(first) {
+                break;
+            }
+            let mut stop = false;
+            for _ in 0..INPUTS_PER_READY_MAX {
+                match inputs.try_recv() {
+                    Ok(input) => {
+                        if !self.handle(input) {
+                            stop = true;
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            while self.engine.has_ready() {
+                let ready = self.engine.ready();
+                self.process(ready);
+            }
+            self.publish();
+            if stop {
+                break;
+            }
+        }
+        self.fail_all(ServerError::Stopped);
+        match self.fatal.take() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns false when the replica must stop.
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Peer(m) => self.engine.step(m),
+            Input::Write {
+                payload,
+                reply,
+                arrived,
+            } => self.propose(payload, reply, arrived),
+            Input::Read {
+                request,
+                linearizable,
+                reply,
+            } => self.read(request, linearizable, reply),
+            Input::Tick => self.expire(Instant::now()),
+            Input::Persisted(seq) => self.engine.persisted(seq),
+            Input::Fatal(reason) => {
+                tracing::error!("stopping: {reason}");
+                self.fatal = Some(reason);
+                return false;
+            }
+            Input::Shutdown => return false,
+        }
+        true
+    }
+
+    fn propose(&mut self, payload: bytes::Bytes, reply: Reply<Response>, arrived: Instant) {
+        let seq = self.next_seq;
+        let command = Command {
+            client_id: self.client_id,
+            seq,
+            payload,
+        };
+        match self.engine.propose(vec![command]) {
+            Ok(()) => {
+                self.next_seq += 1;
+                self.metrics.proposals_submitted.fetch_add(1, Relaxed);
+                let leader = self.engine.status().leader;
+                self.writes.insert(
+                    seq,
+                    PendingWrite {
+                        reply,
+                        arrived,
+                        leader,
+                    },
+                );
+            }
+            Err(e) => {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                let _ = reply.send(Err(match e {
+                    ProposeError::NoLeader => ServerError::NoLeader,
+                    ProposeError::Busy => ServerError::TooManyRequests,
+                    ProposeError::Empty => unreachable!("one command is proposed"),
+                }));
+            }
+        }
+    }
+
+    fn read(&mut self, request: RangeRequest, linearizable: bool, reply: Reply<RangeResponse>) {
+        if !linearizable {
+            self.metrics.reads_serializable.fetch_add(1, Relaxed);
+            let _ = reply.send(self.kv.range(&request).map_err(ServerError::from));
+            return;
+        }
+        let id = self.next_read;
+        self.next_read += 1;
+        self.reads.insert(id, (request, reply));
+        self.engine.read_barrier(id);
+    }
+
+    fn process(&mut self, ready: Ready) {
+        let Ready {
+            persist_seq,
+            hard_state,
+            records,
+            messages,
+            messages_after_persist,
+            committed,
+            reads_ready,
+            reads_failed,
+        } = ready;
+        // Messages that do not depend on the write leave first: the disk write then runs in
+        // parallel with the peers' own.
+        for m in messages {
+            self.network.send(m);
+        }
+        if persist_seq.is_some() || !messages_after_persist.is_empty() {
+            let job = PersistJob {
+                seq: persist_seq,
+                batch: synod_storage::Batch::new(hard_state, records),
+                after: messages_after_persist,
+            };
+            if self.persist.send(job).is_err() {
+                self.fatal
+                    .get_or_insert_with(|| "the persist thread stopped".to_string());
+            }
+        }
+        let mut last = None;
+        for c in committed {
+            self.apply(&c.value);
+            last = Some(c.slot);
+        }
+        if let Some(slot) = last {
+            self.engine.applied(slot);
+        }
+        for id in reads_ready {
+            if let Some((request, reply)) = self.reads.remove(&id) {
+                self.metrics.reads_linearizable.fetch_add(1, Relaxed);
+                let _ = reply.send(self.kv.range(&request).map_err(ServerError::from));
+            }
+        }
+        for (id, e) in reads_failed {
+            if let Some((_, reply)) = self.reads.remove(&id) {
+                self.metrics.reads_failed.fetch_add(1, Relaxed);
+                let _ = reply.send(Err(match e {
+                    ReadError::NoLeader => ServerError::NoLeader,
+                    ReadError::Busy => ServerError::TooManyRequests,
+                    ReadError::Timeout => ServerError::Timeout,
+                }));
+            }
+        }
+    }
+
+    fn apply(&mut self, value: &Value) {
+        self.metrics.slots_committed.fetch_add(1, Relaxed);
+        let Value::Commands(commands) = value else {
+            return; // no-ops fill gaps; membership changes come with issue 7
+        };
+        self.metrics.batch_commands.observe(commands.len() as f64);
+        for c in commands {
+            // A payload that does not decode fails the same way on every replica, so the
+            // replicas stay identical; the proposer learns why.
+            let outcome = self.kv.apply_encoded(c.client_id, c.seq, &c.payload);
+            self.metrics.proposals_applied.fetch_add(1, Relaxed);
+            if c.client_id != self.client_id {
+                continue;
+            }
+            if let Some(w) = self.writes.remove(&c.seq) {
+                self.metrics
+                    .proposal_seconds
+                    .observe(w.arrived.elapsed().as_secs_f64());
+                let _ = w.reply.send(outcome.map_err(ServerError::from));
+            }
+        }
+    }
+
+    /// Fails writes that waited longer than the request timeout (the client has given up;
+    /// the command may still be applied later, which is why its outcome is "unknown").
+    fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.writes.first_entry() {
+            if now.duration_since(entry.get().arrived) < self.request_timeout {
+                break;
+            }
+            let w = entry.remove();
+            self.metrics.proposals_failed.fetch_add(1, Relaxed);
+            let _ = w.reply.send(Err(ServerError::Timeout));
+        }
+    }
+
+    /// Writes that went to a leader that is no longer the leader may have been lost with
+    /// it (or may still be chosen by its successor): tell their clients now that the outcome
+    /// is unknown, rather than at the request timeout.
+    fn fail_orphaned_writes(&mut self, leader: Option<NodeId>) {
+        let orphaned: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.leader != leader)
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in orphaned {
+            if let Some(w) = self.writes.remove(&seq) {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                let _ = w.reply.send(Err(ServerError::LeaderChanged));
+            }
+        }
+    }
+
+    fn fail_all(&mut self, e: ServerError) {
+        for (_, w) in std::mem::take(&mut self.writes) {
+            let _ = w.reply.send(Err(e.clone()));
+        }
+        for (_, (_, reply)) in self.reads.drain() {
+            let _ = reply.send(Err(e.clone()));
+        }
+    }
+
+    fn publish(&mut self) {
+        let status = self.engine.status();
+        if status.leader != self.last_leader {
+            if status.leader.is_some() {
+                self.metrics.leader_changes.fetch_add(1, Relaxed);
+            }
+            tracing::info!(leader = ?status.leader, role = ?status.role, "leader changed");
+            self.last_leader = status.leader;
+            self.fail_orphaned_writes(status.leader);
+        }
+        if status.role != self.last_role {
+            if status.role == Role::Candidate {
+                self.metrics.elections_started.fetch_add(1, Relaxed);
+            }
+            self.last_role = status.role;
+        }
+        self.metrics
+            .is_leader
+            .store(u64::from(status.role == Role::Leader), Relaxed);
+        self.metrics
+            .has_leader
+            .store(u64::from(status.leader.is_some()), Relaxed);
+        self.metrics
+            .lease_held
+            .store(u64::from(status.lease_held), Relaxed);
+        let size = self.kv.size_bytes();
+        self.shared.publish(Snapshot {
+            role: status.role,
+            leader: status.leader,
+            term: status.promised.round,
+            commit_slot: status.commit,
+            applied_slot: status.applied,
+            revision: self.kv.revision(),
+            db_size_bytes: size,
+            db_size_in_use_bytes: size,
+            voters: status.members.voters().to_vec(),
+        });
+    }
+}

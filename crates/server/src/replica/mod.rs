@@ -1,0 +1,126 @@
+//! The replica: one thread that owns the engine and the state machine (`core`), one that
+//! makes the engine's output durable (`persist`), and one that ticks (`ticker`). Everything
+//! else (gRPC handlers, the peer transport) talks to the core through one bounded queue of
+//! [`Input`]s, via a [`ReplicaHandle`].
+//!
+//! Why threads and not tasks: the core never waits on anything but its queue, and the
+//! persist thread blocks in fdatasync; keeping both off the async runtime keeps that
+//! blocking from stalling network I/O, and lets the leader's disk write run in parallel with
+//! its Accepts going out (the seeds' "write to disk in parallel with sending accepts").
+
+mod core;
+mod persist;
+mod ticker;
+
+pub use self::core::{CoreConfig, StartError};
+
+use crate::error::ServerError;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use synod_kv::{RangeRequest, RangeResponse, Response};
+use synod_paxos::Message;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most inputs waiting for the core; beyond it clients get "too many requests".
+pub const INPUT_QUEUE_MAX: usize = 65_536;
+
+type Reply<T> = oneshot::Sender<Result<T, ServerError>>;
+
+#[derive(Debug)]
+pub(crate) enum Input {
+    Peer(Message),
+    /// An encoded `synod_kv::Request` to replicate.
+    Write {
+        payload: Bytes,
+        reply: Reply<Response>,
+        arrived: Instant,
+    },
+    /// A read; `linearizable` ones wait for a read barrier first.
+    Read {
+        request: RangeRequest,
+        linearizable: bool,
+        reply: Reply<RangeResponse>,
+    },
+    Tick,
+    /// Everything the core handed the persist thread up to this sequence is durable.
+    Persisted(u64),
+    /// The disk failed: an acceptor that cannot persist must stop answering.
+    Fatal(String),
+    Shutdown,
+}
+
+/// How gRPC handlers reach the replica. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ReplicaHandle {
+    inputs: mpsc::Sender<Input>,
+    request_timeout: Duration,
+}
+
+impl ReplicaHandle {
+    fn submit(&self, input: Input) -> Result<(), ServerError> {
+        self.inputs.try_send(input).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
+            mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
+        })
+    }
+
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, ServerError>>,
+    ) -> Result<T, ServerError> {
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Replicates a write (or a read through the log) and returns its outcome once applied.
+    pub async fn write(&self, request: &synod_kv::Request) -> Result<Response, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Write {
+            payload: synod_kv::encode_request(request),
+            reply,
+            arrived: Instant::now(),
+        })?;
+        self.wait(rx).await
+    }
+
+    pub async fn read(
+        &self,
+        request: RangeRequest,
+        linearizable: bool,
+    ) -> Result<RangeResponse, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Read {
+            request,
+            linearizable,
+            reply,
+        })?;
+        self.wait(rx).await
+    }
+
+    /// Asks the replica to stop; returns at once.
+    pub fn shutdown(&self) {
+        // A full queue still gets the message through eventually; a closed one is stopped.
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let _ = inputs.send(Input::Shutdown).await;
+        });
+    }
+}
+
+/// Delivers peer messages from the transport to the core, waiting for room rather than
+/// dropping (the transport's own queues are bounded, so back-pressure reaches the sockets).
+pub(crate) async fn forward_peer_messages(
+    mut from_peers: mpsc::Receiver<Message>,
+    inputs: mpsc::Sender<Input>,
+) {
+    while let Some(m) = from_peers.recv().await {
+        if inputs.send(Input::Peer(m)).await.is_err() {
+            return;
+        }
+    }
+}
+
+pub use self::core::start;

@@ -1,0 +1,288 @@
+//! Starting and stopping one member: flags to configuration, the data directory, storage
+//! recovery, the peer transport, the replica threads and the client API.
+
+use crate::cli::{ClusterState, MemberArgs, ReadModeArg};
+use crate::cluster::{parse_urls, FlagError, InitialCluster, Url};
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::replica::{self, CoreConfig};
+use crate::status::{MemberInfo, Shared};
+use crate::transport::{Transport, TransportConfig};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use synod_paxos::{Config, DurableState, Membership, ReadMode};
+use synod_storage::{Batch, DiskStorage, Storage};
+use tokio::net::TcpListener;
+
+/// Engine ticks per heartbeat: the tick is a tenth of the heartbeat interval, fine enough
+/// for timeouts and leases, coarse enough to cost nothing.
+const TICKS_PER_HEARTBEAT: u64 = 10;
+
+/// Everything a member needs, checked.
+#[derive(Debug)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub cluster: InitialCluster,
+    pub member_id: u64,
+    pub client_listen: Vec<Url>,
+    pub client_advertise: Vec<Url>,
+    pub peer_listen: Url,
+    pub core: CoreConfig,
+}
+
+impl MemberConfig {
+    pub fn from_args(a: &MemberArgs) -> Result<MemberConfig, FlagError> {
+        let cluster = InitialCluster::parse(&a.initial_cluster, &a.initial_cluster_token)?;
+        let me = cluster.by_name(&a.name).ok_or_else(|| {
+            FlagError(format!(
+                "--name {:?} is not among the members of --initial-cluster ({})",
+                a.name,
+                cluster
+                    .members
+                    .values()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let advertised_peer = Url::parse(
+            "--initial-advertise-peer-urls",
+            &a.initial_advertise_peer_urls,
+        )?;
+        if advertised_peer != me.peer_url {
+            return Err(FlagError(format!(
+                "--initial-advertise-peer-urls {advertised_peer} does not match {}'s URL in \
+                 --initial-cluster ({})",
+                a.name, me.peer_url
+            )));
+        }
+        if a.initial_cluster_state == ClusterState::Existing {
+            return Err(FlagError(
+                "--initial-cluster-state existing: joining a running cluster needs membership \
+                 changes, which Synod does not support yet; start every member with `new`"
+                    .into(),
+            ));
+        }
+        if a.heartbeat_interval == 0 {
+            return Err(FlagError(
+                "--heartbeat-interval must be at least 1 ms".into(),
+            ));
+        }
+        if a.election_timeout < 3 * a.heartbeat_interval {
+            return Err(FlagError(format!(
+                "--election-timeout ({} ms) must be at least 3 × --heartbeat-interval ({} ms): \
+                 a follower must hear several heartbeats before it gives up on the leader",
+                a.election_timeout, a.heartbeat_interval
+            )));
+        }
+        if a.max_clock_drift_ppm >= 500_000 {
+            return Err(FlagError(
+                "--max-clock-drift-ppm must be below 500000 (50%)".into(),
+            ));
+        }
+        let tick_us = (a.heartbeat_interval * 1000 / TICKS_PER_HEARTBEAT).max(1);
+        let mut engine = Config::new(me.id);
+        engine.heartbeat_interval_ticks = TICKS_PER_HEARTBEAT;
+        engine.election_timeout_ticks = a.election_timeout * 1000 / tick_us;
+        engine.read_mode = match a.read_mode {
+            ReadModeArg::Lease => ReadMode::Lease,
+            ReadModeArg::Quorum => ReadMode::Quorum,
+        };
+        engine.clock_drift_max_ppm = a.max_clock_drift_ppm;
+        engine.batch_commands_max = a.max_batch_commands.max(1);
+        engine.inflight_slots_max = a.max_inflight_slots.max(1) as u64;
+        engine
+            .validate()
+            .map_err(|e| FlagError(format!("configuration: {e}")))?;
+        Ok(MemberConfig {
+            name: a.name.clone(),
+            data_dir: a
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.synod", a.name))),
+            member_id: me.id,
+            client_listen: parse_urls("--listen-client-urls", &a.listen_client_urls)?,
+            client_advertise: parse_urls("--advertise-client-urls", &a.advertise_client_urls)?,
+            peer_listen: Url::parse("--listen-peer-urls", &a.listen_peer_urls)?,
+            cluster,
+            core: CoreConfig {
+                engine,
+                tick: Duration::from_micros(tick_us),
+                clock_skew_ppm: a.clock_skew_ppm,
+                request_timeout: Duration::from_millis(a.request_timeout.max(1)),
+            },
+        })
+    }
+}
+
+/// A fresh random number for this process: the engine's seed and the dedup client id must
+/// differ on every start (docs/PROTOCOL.md, "Reads"). The standard library's hasher keys
+/// are drawn from the OS's random source.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Runs one member until `shutdown` resolves or it fails.
+pub async fn run(
+    mut cfg: MemberConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create --data-dir {}: {e}", cfg.data_dir.display()))?;
+    Identity {
+        name: cfg.name.clone(),
+        member_id: cfg.member_id,
+        cluster_id: cfg.cluster.cluster_id,
+    }
+    .check_or_create(&cfg.data_dir)?;
+
+    let mut storage = DiskStorage::open(cfg.data_dir.join("log"), Default::default())
+        .map_err(|e| format!("cannot recover the data directory: {e}"))?;
+    let durable = if storage.recovered().is_empty() {
+        let members = Membership::new(cfg.cluster.members.keys().copied())
+            .ok_or("the initial cluster has no valid member")?;
+        let state = DurableState::bootstrap(&members);
+        storage
+            .append(&Batch::new(Some(state.hard_state), state.records.clone()))
+            .map_err(|e| format!("cannot write the initial state: {e}"))?;
+        tracing::info!(members = ?members.voters(), "bootstrapped a new cluster member");
+        state
+    } else {
+        let r = storage.recovered();
+        if let Some(torn) = &r.report.torn_tail {
+            tracing::warn!(
+                path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_dropped,
+                "cut off an interrupted write at the end of the log"
+            );
+        }
+        tracing::info!(
+            batches = r.report.batches,
+            promised = ?r.hard_state.promised,
+            commit = r.hard_state.commit,
+            "recovered from the data directory"
+        );
+        r.durable_state()
+    };
+
+    let incarnation = random_u64();
+    cfg.core.engine.seed = incarnation;
+
+    let peers: BTreeMap<u64, String> = cfg
+        .cluster
+        .members
+        .values()
+        .filter(|m| m.id != cfg.member_id)
+        .map(|m| (m.id, m.peer_url.authority()))
+        .collect();
+    let peer_addr = cfg
+        .peer_listen
+        .bind_addr("--listen-peer-urls")
+        .map_err(|e| e.to_string())?;
+    let (to_core, from_peers) = tokio::sync::mpsc::channel(replica::INPUT_QUEUE_MAX);
+    let transport = Transport::start(
+        TransportConfig::new(cfg.cluster.cluster_id, cfg.member_id, peer_addr, peers),
+        to_core,
+    )
+    .await
+    .map_err(|e| format!("cannot listen for peers on {}: {e}", cfg.peer_listen))?;
+
+    let mut client_listeners = Vec::new();
+    for url in &cfg.client_listen {
+        let addr = url
+            .bind_addr("--listen-client-urls")
+            .map_err(|e| e.to_string())?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for clients on {url}: {e}"))?;
+        client_listeners.push(listener);
+    }
+
+    let members = cfg
+        .cluster
+        .members
+        .values()
+        .map(|m| MemberInfo {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: vec![m.peer_url.to_string()],
+            // Only this member's client URLs are known here; the others' are learned with
+            // membership changes (issue 7).
+            client_urls: if m.id == cfg.member_id {
+                cfg.client_advertise.iter().map(Url::to_string).collect()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let shared = Shared::new(
+        cfg.cluster.cluster_id,
+        cfg.member_id,
+        cfg.name.clone(),
+        members,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let replica = replica::start(
+        cfg.core.clone(),
+        durable,
+        Box::new(storage),
+        Arc::new(transport.clone()),
+        from_peers,
+        shared.clone(),
+        metrics.clone(),
+        incarnation,
+    )
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        name = %cfg.name,
+        member_id = format!("{:x}", cfg.member_id),
+        cluster_id = format!("{:x}", cfg.cluster.cluster_id),
+        clients = %cfg.client_listen.iter().map(Url::to_string).collect::<Vec<_>>().join(","),
+        peers = %cfg.peer_listen,
+        "serving"
+    );
+
+    // The client API stops when asked, or when the replica stops on its own (a disk error).
+    let handle = replica.handle.clone();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(crate::grpc::serve(
+        client_listeners,
+        handle.clone(),
+        shared,
+        metrics,
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stopped_rx => {}
+            }
+        },
+    ));
+    let replica_done = tokio::task::spawn_blocking(move || replica.join());
+    tokio::pin!(replica_done);
+    let mut api = api;
+    let outcome = tokio::select! {
+        r = &mut api => {
+            // Asked to stop: stop the replica, then wait for it.
+            handle.shutdown();
+            let replica_result = (&mut replica_done).await.unwrap_or_else(|e| Err(e.to_string()));
+            r.unwrap_or_else(|e| Err(e.to_string())).and(replica_result)
+        }
+        r = &mut replica_done => {
+            let _ = stopped_tx.send(());
+            let _ = api.await;
+            r.unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
+    transport.shutdown().await;
+    outcome
+}

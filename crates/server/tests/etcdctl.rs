@@ -1,0 +1,107 @@
+//! End-to-end with etcd's own command-line client (Debian's `etcd-client` package, which
+//! `scripts/test.sh` installs): what a user who swaps Synod in for etcd types first.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{wait_leader, Cluster};
+
+fn etcdctl_available() -> bool {
+    Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("write etcdctl's input");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("etcdctl finishes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn ok(endpoints: &str, args: &[&str]) -> String {
+    let (success, out) = etcdctl(endpoints, args, None);
+    assert!(success, "etcdctl {args:?} failed:\n{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_unchanged() {
+    if !etcdctl_available() {
+        if std::env::var_os("SYNOD_REQUIRE_ETCDCTL").is_some() {
+            panic!("etcdctl is not installed (apt-get install etcd-client)");
+        }
+        eprintln!("SKIPPED: etcdctl is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let mut cluster = Cluster::start(3);
+    let leader = wait_leader(&mut cluster, Duration::from_secs(20)).await;
+    let all = cluster.endpoints().join(",");
+    let follower = cluster.members[(leader + 1) % 3].endpoint();
+
+    assert_eq!(ok(&all, &["put", "greeting", "hello"]).trim(), "OK");
+    // Through a follower.
+    assert_eq!(ok(&follower, &["put", "greeting2", "hi"]).trim(), "OK");
+    assert_eq!(ok(&follower, &["get", "greeting"]), "greeting\nhello\n");
+    assert_eq!(
+        ok(&all, &["get", "greeting", "--prefix", "--print-value-only"]),
+        "hello\nhi\n"
+    );
+    assert_eq!(
+        ok(&all, &["get", "greeting", "--consistency=s"]),
+        "greeting\nhello\n"
+    );
+
+    // A compare-and-set transaction, as etcdctl reads it from standard input.
+    let (success, out) = etcdctl(
+        &all,
+        &["txn"],
+        Some("value(\"greeting\") = \"hello\"\n\nput greeting bonjour\n\nget greeting\n\n"),
+    );
+    assert!(success, "{out}");
+    assert!(out.starts_with("SUCCESS"), "{out}");
+    assert_eq!(
+        ok(&all, &["get", "greeting", "--print-value-only"]),
+        "bonjour\n"
+    );
+
+    assert_eq!(ok(&all, &["del", "greeting"]).trim(), "1");
+    assert_eq!(ok(&all, &["get", "greeting"]), "");
+
+    let members = ok(&all, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for m in &cluster.members {
+        assert!(members.contains(&m.name), "{members}");
+    }
+    let status = ok(&all, &["endpoint", "status"]);
+    assert_eq!(status.lines().count(), 3, "{status}");
+    let health = ok(&all, &["endpoint", "health"]);
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    let (_, alarms) = etcdctl(&all, &["alarm", "list"], None);
+    assert_eq!(alarms.trim(), "");
+}
