@@ -98,6 +98,10 @@ pub struct MemberArgs {
     /// per million. For fault-injection tests of leases only.
     #[arg(long, default_value_t = 0, hide = true, allow_negative_numbers = true)]
     pub clock_skew_ppm: i64,
+    /// A deliberately broken mode for the fault-injection harness's own test: serve
+    /// linearizable reads from local state without a read barrier (stale reads). Never use.
+    #[arg(long, hide = true)]
+    pub planted_bug_local_reads: bool,
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,

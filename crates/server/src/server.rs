@@ -113,6 +113,7 @@ impl MemberConfig {
                 tick: Duration::from_micros(tick_us),
                 clock_skew_ppm: a.clock_skew_ppm,
                 request_timeout: Duration::from_millis(a.request_timeout.max(1)),
+                planted_bug_local_reads: a.planted_bug_local_reads,
             },
         })
     }
@@ -175,6 +176,9 @@ pub async fn run(
         r.durable_state()
     };
 
+    if cfg.core.planted_bug_local_reads {
+        tracing::warn!("PLANTED BUG: linearizable reads are served locally (stale reads possible)");
+    }
     let incarnation = random_u64();
     cfg.core.engine.seed = incarnation;
 

@@ -43,6 +43,9 @@ pub struct CoreConfig {
     /// behave when a clock runs fast or slow).
     pub clock_skew_ppm: i64,
     pub request_timeout: Duration,
+    /// Planted bug (tests of the fault-injection harness only): linearizable reads are
+    /// served from local state, with no read barrier.
+    pub planted_bug_local_reads: bool,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,7 @@ struct Core {
     last_role: Role,
     fatal: Option<String>,
     clock: ticker::TickClock,
+    planted_bug_local_reads: bool,
 }
 
 /// The running replica's threads.
@@ -152,6 +156,7 @@ pub fn start(
         last_role: Role::Follower,
         fatal: None,
         clock: ticker::TickClock::new(cfg.tick, cfg.clock_skew_ppm),
+        planted_bug_local_reads: cfg.planted_bug_local_reads,
     };
     let core = std::thread::Builder::new()
         .name("synod-core".into())
@@ -266,7 +271,7 @@ impl Core {
     }
 
     fn read(&mut self, request: RangeRequest, linearizable: bool, reply: Reply<RangeResponse>) {
-        if !linearizable {
+        if !linearizable || self.planted_bug_local_reads {
             self.metrics.reads_serializable.fetch_add(1, Relaxed);
             let _ = reply.send(self.kv.range(&request).map_err(ServerError::from));
             return;
