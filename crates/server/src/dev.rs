@@ -99,13 +99,13 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     println!("  etcdctl --endpoints=$ENDPOINTS endpoint status -w table");
     println!();
     println!(
-        "Ctrl-C stops the cluster (the data stays in {}).",
+        "Ctrl-C (or SIGTERM) stops the cluster (the data stays in {}).",
         dir.display()
     );
 
     let exited = wait_first_exit(&mut children);
     let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = crate::stop_signal() => Ok(()),
         (name, status) = exited => Err(format!("member {name} exited unexpectedly ({status}); see its log")),
     };
     println!("stopping...");

@@ -23,9 +23,15 @@ fn main() -> ExitCode {
         None => {
             let filter = EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(&cli.member.log_level));
-            tracing_subscriber::fmt().with_env_filter(filter).init();
+            // Logs go to stderr, coloured only on a terminal (log files stay plain text).
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(colour)
+                .init();
             match MemberConfig::from_args(&cli.member) {
-                Ok(cfg) => runtime.block_on(server::run(cfg, stop_signal())),
+                Ok(cfg) => runtime.block_on(server::run(cfg, synod_server::stop_signal())),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -37,21 +43,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("stopping on signal");
 }
