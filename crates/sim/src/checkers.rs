@@ -6,7 +6,10 @@
 //!    applied every command a client saw acknowledged.
 //! 3. The client history is linearizable (Wing–Gong/Lowe search, see `linearizability`).
 //! 4. Liveness: once every fault is healed, a fresh write commits and every replica catches
-//!    up within a stated bound.
+//!    up within a stated bound (a replica whose disk refused to start is not healed and is
+//!    left out; corruption never takes away the majority of healthy disks).
+//! 5. Storage: a restart never accepts a log damaged in a way the storage said it would
+//!    detect ("corruption served"), and never refuses an undamaged one.
 
 use crate::client::{History, HistoryOp};
 use crate::kv::{KvOp, KvResult};
@@ -29,6 +32,11 @@ pub enum ViolationKind {
     Contract,
     /// The engine (or the simulator) panicked: an internal assertion fired.
     Panic,
+    /// A restart accepted a log with damage `corrupt_record` reported as detectable: an engine
+    /// would have started from corrupted state.
+    CorruptionServed,
+    /// A restart refused a disk nobody damaged.
+    StorageRefused,
 }
 
 #[derive(Clone, Debug)]

@@ -1,122 +1,205 @@
-//! A node's simulated disk: write batches become durable only after a random fsync latency,
-//! in order; a crash loses whatever is not durable yet (optionally keeping a torn prefix).
+//! A node's disk: the real storage contract ([`synod_storage::MemStorage`], the in-memory twin
+//! of the server's write-ahead log, behind the same [`Storage`] trait), driven the way the
+//! server's persist thread drives it, with the simulator's fsync latency.
 //!
-//! A batch is exactly one `Ready`'s `hard_state` + `records`, plus the messages that must
-//! wait for it (`messages_after_persist`) and its `persist_seq`: the engine may only learn
-//! "persisted" and those messages may only leave once the batch is on disk.
+//! The server (`crates/server/src/replica/persist.rs`) writes each `Ready`'s hard state and
+//! records as one [`Batch`]; a single persist thread takes every job that queued up, writes
+//! them all, syncs once (group commit), and only then sends their `messages_after_persist`
+//! and reports the last `persist_seq` to the engine. Here the jobs queue in [`Disk`]; a group
+//! is written when the previous sync has completed, and its sync completes after one random
+//! fsync latency (a `DiskDone` event). So at any moment the storage's unsynced batches are
+//! exactly the group whose fdatasync is in flight, and jobs still queued never reached the
+//! kernel.
+//!
+//! Faults: a crash loses the unsynced group, or (with torn writes) keeps a prefix of it whole
+//! and tears the next batch, which the restart cuts off as the disk version cuts a torn frame.
+//! Corruption damages a record that was synced and that a restart will detect; the restart
+//! then fails, as the real server refuses to start on a damaged log, and the node stays down.
 
 use crate::rng::Rng;
-use std::collections::{BTreeMap, VecDeque};
-use synod_paxos::{DurableState, HardState, LogRecord, Message, Slot};
+use std::collections::VecDeque;
+use synod_paxos::{DurableState, Message};
+use synod_storage::{Batch, MemStorage, Storage, StorageError};
 
-/// One write batch on its way to the platter.
+/// Most jobs merged into one sync (the server's `JOBS_PER_SYNC_MAX`).
+const JOBS_PER_SYNC_MAX: usize = 1024;
+
+/// One `Ready`'s durable part and what waits for it.
 #[derive(Debug)]
-pub struct Batch {
-    pub persist_seq: Option<u64>,
-    pub hard_state: Option<HardState>,
-    pub records: Vec<LogRecord>,
-    pub after_persist: Vec<Message>,
-    /// Simulated time at which the batch is durable.
-    pub done_at_us: u64,
+struct PersistJob {
+    seq: Option<u64>,
+    batch: Batch,
+    after: Vec<Message>,
 }
 
-/// What a crash kept of the writes in flight, for the trace.
+/// The jobs written together, whose one sync is in flight.
+#[derive(Debug)]
+struct Group {
+    last_seq: Option<u64>,
+    after: Vec<Message>,
+}
+
+/// What a crash did to the writes in flight, for the trace.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CrashLoss {
-    pub batches_lost: usize,
-    pub batches_kept: usize,
-    pub torn_records_kept: usize,
+    /// Batches written but not synced (the group in flight).
+    pub unsynced: usize,
+    /// Of those, how many reached the disk whole anyway.
+    pub kept: usize,
+    /// The next one reached it in part (the restart cuts it off).
+    pub torn: bool,
+    /// Jobs the persist thread had not written yet.
+    pub unwritten: usize,
+}
+
+/// A record damaged on purpose, and what `corrupt_record` said about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corruption {
+    /// Index among the durable batches (0 = oldest).
+    pub index: usize,
+    /// `corrupt_record` promised that the next restart will detect it.
+    pub detectable: bool,
 }
 
 #[derive(Debug)]
 pub struct Disk {
-    hard_state: HardState,
-    /// The latest durable record per slot.
-    records: BTreeMap<Slot, LogRecord>,
-    pending: VecDeque<Batch>,
+    storage: MemStorage,
+    /// What a brand-new member writes first (as the server does on an empty data directory).
+    bootstrap: DurableState,
+    /// Jobs waiting for the persist thread (a sync is in flight).
+    queued: VecDeque<PersistJob>,
+    /// The group written and being synced.
+    syncing: Option<Group>,
+    /// Damage injected while the node was down.
+    corruption: Option<Corruption>,
 }
 
 impl Disk {
-    /// A fresh member's disk, holding the bootstrap state.
+    /// An empty data directory: the first [`Disk::open`] bootstraps it.
     pub fn new(bootstrap: DurableState) -> Disk {
-        let mut disk = Disk {
-            hard_state: bootstrap.hard_state,
-            records: BTreeMap::new(),
-            pending: VecDeque::new(),
+        Disk {
+            storage: MemStorage::new(),
+            bootstrap,
+            queued: VecDeque::new(),
+            syncing: None,
+            corruption: None,
+        }
+    }
+
+    /// What the server does at start: recover; on a brand-new (empty) disk append the
+    /// bootstrap state; start the engine from what was recovered. A damaged log is an error
+    /// and no engine may be started from it.
+    pub fn open(&mut self) -> Result<DurableState, StorageError> {
+        self.queued.clear();
+        self.syncing = None;
+        self.storage.restart()?;
+        if self.storage.recovered().is_empty() {
+            let state = self.bootstrap.clone();
+            self.storage
+                .append(&Batch::new(Some(state.hard_state), state.records.clone()))?;
+            return Ok(state);
+        }
+        Ok(self.storage.recovered().durable_state())
+    }
+
+    /// The storage itself (what recovery found, batch counts).
+    pub fn storage(&self) -> &MemStorage {
+        &self.storage
+    }
+
+    pub fn corruption(&self) -> Option<Corruption> {
+        self.corruption
+    }
+
+    /// Hands one `Ready`'s persistence to the persist thread.
+    pub fn enqueue(&mut self, seq: Option<u64>, batch: Batch, after: Vec<Message>) {
+        self.queued.push_back(PersistJob { seq, batch, after });
+    }
+
+    /// The persist thread picks up what queued, if it is idle: writes every job's batch (an
+    /// empty one is skipped) and starts one sync for all of them. `Ok(Some(true))` when a
+    /// sync was started, `Ok(Some(false))` when nothing needed writing (the jobs are
+    /// released without a sync, everything before them being durable already), `Ok(None)`
+    /// when busy or idle with nothing to do.
+    pub fn start_group(&mut self) -> Result<Option<bool>, StorageError> {
+        if self.syncing.is_some() || self.queued.is_empty() {
+            return Ok(None);
+        }
+        let n = self.queued.len().min(JOBS_PER_SYNC_MAX);
+        let mut group = Group {
+            last_seq: None,
+            after: Vec::new(),
         };
-        for r in bootstrap.records {
-            disk.records.insert(r.slot, r);
+        let mut wrote = false;
+        for job in self.queued.drain(..n) {
+            if !job.batch.is_empty() {
+                self.storage.write(&job.batch)?;
+                wrote = true;
+            }
+            group.after.extend(job.after);
+            group.last_seq = job.seq.or(group.last_seq);
         }
-        disk
+        self.syncing = Some(group);
+        Ok(Some(wrote))
     }
 
-    /// Queues a batch. Batches complete in submission order (one log file, one fsync queue),
-    /// so a batch is never durable before an earlier one. Returns its completion time.
-    pub fn write(&mut self, mut batch: Batch, now_us: u64, latency_us: u64) -> u64 {
-        let after_previous = self.pending.back().map_or(0, |b| b.done_at_us);
-        batch.done_at_us = (now_us + latency_us).max(after_previous);
-        let done = batch.done_at_us;
-        self.pending.push_back(batch);
-        done
+    /// The group's fdatasync returned: its batches are durable. Returns the last persist seq
+    /// to report and the messages that waited for it.
+    pub fn complete_group(&mut self) -> Result<(Option<u64>, Vec<Message>), StorageError> {
+        let group = self.syncing.take().expect("one DiskDone per group");
+        self.storage.sync()?;
+        Ok((group.last_seq, group.after))
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Completes the oldest pending batch (its fsync returned): it becomes durable. Returns
-    /// its persist sequence number and the messages that waited for it.
-    pub fn complete_next(&mut self) -> Option<(Option<u64>, Vec<Message>)> {
-        let batch = self.pending.pop_front()?;
-        self.make_durable(batch.hard_state, batch.records);
-        Some((batch.persist_seq, batch.after_persist))
-    }
-
-    fn make_durable(&mut self, hard_state: Option<HardState>, records: Vec<LogRecord>) {
-        if let Some(hs) = hard_state {
-            self.hard_state = hs;
-        }
-        for r in records {
-            self.records.insert(r.slot, r);
-        }
-    }
-
-    /// The process died: writes not yet durable are lost. With `torn`, a random prefix of the
-    /// pending batches may survive whole, and a prefix of the next one's records without its
-    /// hard state. Both are legal outcomes of a crash mid-write, and neither can hurt: nothing
+    /// The process died. Jobs not yet written are gone; of the group whose sync was in
+    /// flight, nothing survives, or (with `torn`) a random prefix whole and possibly the next
+    /// batch torn: both legal outcomes of a crash mid-fdatasync, and harmless, since nothing
     /// that depended on those writes was sent yet.
     pub fn crash(&mut self, rng: &mut Rng, torn: bool) -> CrashLoss {
-        let pending = std::mem::take(&mut self.pending);
-        let mut loss = CrashLoss::default();
-        let keep = if torn && !pending.is_empty() {
-            rng.below(pending.len() as u64 + 1) as usize
-        } else {
-            0
+        let unsynced = self.storage.unsynced_batches();
+        let mut loss = CrashLoss {
+            unsynced,
+            unwritten: self.queued.len(),
+            ..CrashLoss::default()
         };
-        for (i, batch) in pending.into_iter().enumerate() {
-            if i < keep {
-                self.make_durable(batch.hard_state, batch.records);
-                loss.batches_kept += 1;
-            } else if i == keep && torn && !batch.records.is_empty() && rng.chance(0.5) {
-                let n = rng.below(batch.records.len() as u64 + 1) as usize;
-                let records: Vec<LogRecord> = batch.records.into_iter().take(n).collect();
-                loss.torn_records_kept = records.len();
-                loss.batches_lost += 1;
-                self.make_durable(None, records);
-            } else {
-                loss.batches_lost += 1;
-            }
+        self.queued.clear();
+        self.syncing = None;
+        if torn && unsynced > 0 {
+            loss.kept = rng.below(unsynced as u64 + 1) as usize;
+            loss.torn = loss.kept < unsynced && rng.chance(0.5);
         }
+        self.storage.crash_torn(loss.kept, loss.torn);
         loss
     }
 
-    /// What a restarting replica reads back: the last durable hard state and the latest
-    /// durable record per slot, in slot order.
-    pub fn recover(&self) -> DurableState {
-        DurableState {
-            hard_state: self.hard_state,
-            records: self.records.values().cloned().collect(),
+    /// Damages one synced batch that the next restart must detect (never one in the last
+    /// synced group, which recovery cannot tell from a torn write: that is the documented
+    /// limit of a checksummed log, not something the system promises to survive). Returns
+    /// the damage, or `None` when no such batch exists yet. Call only while the node is down.
+    pub fn corrupt(&mut self, rng: &mut Rng) -> Option<Corruption> {
+        // Detectable batches form a prefix of the durable ones (a batch is detectable when a
+        // later one was written after it had been synced), so shrink the range on a miss.
+        let mut upto = self.storage.durable_batches();
+        for _ in 0..8 {
+            if upto == 0 {
+                return None;
+            }
+            let index = rng.below(upto as u64) as usize;
+            if self.storage.clone().corrupt_record(index) {
+                let detectable = self.storage.corrupt_record(index);
+                let c = Corruption { index, detectable };
+                self.corruption = Some(c);
+                return Some(c);
+            }
+            upto = index;
         }
+        None
+    }
+
+    /// Records damage without making it: a storage that fails to detect what it promised to.
+    #[cfg(test)]
+    pub(crate) fn pretend_corrupted(&mut self, c: Corruption) {
+        self.corruption = Some(c);
     }
 }
 
@@ -124,38 +207,76 @@ impl Disk {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use synod_paxos::{Ballot, Membership, Value};
+    use synod_paxos::{Ballot, HardState, LogRecord, Membership, Slot, Value};
 
-    fn record(slot: Slot) -> LogRecord {
-        LogRecord {
-            slot,
-            ballot: Ballot::new(1, 1),
-            value: Arc::new(Value::Noop),
-            chosen: false,
-        }
+    fn batch(slot: Slot) -> Batch {
+        Batch::new(
+            Some(HardState {
+                promised: Ballot::new(1, 1),
+                commit: 0,
+            }),
+            vec![LogRecord {
+                slot,
+                ballot: Ballot::new(1, 1),
+                value: Arc::new(Value::Noop),
+                chosen: false,
+            }],
+        )
     }
 
-    fn batch(slots: &[Slot]) -> Batch {
-        Batch {
-            persist_seq: Some(1),
-            hard_state: None,
-            records: slots.iter().map(|&s| record(s)).collect(),
-            after_persist: Vec::new(),
-            done_at_us: 0,
-        }
+    fn disk() -> Disk {
+        let members = Membership::new([1, 2, 3]).unwrap();
+        let mut disk = Disk::new(DurableState::bootstrap(&members));
+        let state = disk.open().unwrap();
+        assert_eq!(state.records.len(), 1, "the bootstrap membership record");
+        disk
+    }
+
+    fn slots(state: &DurableState) -> Vec<Slot> {
+        state.records.iter().map(|r| r.slot).collect()
     }
 
     #[test]
-    fn batches_complete_in_order_and_crash_loses_pending() {
-        let members = Membership::new([1, 2, 3]).unwrap();
-        let mut disk = Disk::new(DurableState::bootstrap(&members));
-        let first = disk.write(batch(&[2]), 0, 500);
-        let second = disk.write(batch(&[3]), 10, 100);
-        assert!(second >= first, "a later batch never completes first");
-        disk.complete_next();
+    fn group_commit_writes_what_queued_and_a_crash_loses_the_unsynced_group() {
+        let mut disk = disk();
+        disk.enqueue(Some(1), batch(2), Vec::new());
+        assert_eq!(disk.start_group().unwrap(), Some(true));
+        // Queued while the sync is in flight: written by the next group only.
+        disk.enqueue(Some(2), batch(3), Vec::new());
+        disk.enqueue(Some(3), batch(4), Vec::new());
+        assert_eq!(disk.start_group().unwrap(), None, "one sync at a time");
+        assert_eq!(disk.complete_group().unwrap().0, Some(1));
+        assert_eq!(disk.start_group().unwrap(), Some(true));
+        assert_eq!(disk.storage().unsynced_batches(), 2);
         let loss = disk.crash(&mut Rng::new(1), false);
-        assert_eq!(loss.batches_lost, 1);
-        let slots: Vec<Slot> = disk.recover().records.iter().map(|r| r.slot).collect();
-        assert_eq!(slots, vec![1, 2]);
+        assert_eq!((loss.unsynced, loss.kept, loss.torn), (2, 0, false));
+        assert_eq!(slots(&disk.open().unwrap()), vec![1, 2]);
+    }
+
+    #[test]
+    fn jobs_with_nothing_to_write_are_released_without_a_sync() {
+        let mut disk = disk();
+        disk.enqueue(Some(1), Batch::default(), Vec::new());
+        assert_eq!(disk.start_group().unwrap(), Some(false));
+        assert_eq!(disk.complete_group().unwrap().0, Some(1));
+    }
+
+    #[test]
+    fn corruption_is_detectable_and_the_restart_refuses() {
+        let mut disk = disk();
+        for slot in 2..6 {
+            disk.enqueue(Some(slot), batch(slot), Vec::new());
+            disk.start_group().unwrap();
+            disk.complete_group().unwrap();
+        }
+        disk.crash(&mut Rng::new(1), false);
+        let c = disk
+            .corrupt(&mut Rng::new(2))
+            .expect("synced batches to damage");
+        assert!(c.detectable);
+        assert!(c.index < 4, "never the last synced group");
+        let err = disk.open().unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        assert!(disk.open().is_err(), "and it stays refused");
     }
 }

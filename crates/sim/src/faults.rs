@@ -4,14 +4,25 @@
 //! Node faults (crash, pause) are capped by the seed's `node_faults_max` (usually a
 //! minority, so clients still get work done; sometimes everyone, since safety must hold even
 //! then). Partitions stack: a link is cut while any active partition names it.
+//!
+//! Disk corruption rides on a crash: with the seed's `corrupt` probability the crashed node's
+//! log gets a damaged synced record while it is down. Its restart then fails (as the server
+//! refuses to start on a damaged log) and it stays down for the rest of the seed, counting as
+//! a node fault. At most [`CORRUPT_NODES_MAX`] node per seed, and only while a majority of
+//! disks stays healthy, so a healed majority can still make progress.
 
+use crate::checkers::ViolationKind;
 use crate::network::Link;
-use crate::node::Effects;
+use crate::node::{Effects, StartError};
 use crate::options::FaultKind;
 use crate::simulation::{Event, Phase, Simulation};
 use crate::trace::node_name;
 use std::collections::BTreeSet;
 use synod_paxos::NodeId;
+use synod_storage::Storage;
+
+/// Most nodes whose disk is corrupted in one seed.
+pub(crate) const CORRUPT_NODES_MAX: usize = 1;
 
 impl Simulation {
     pub(crate) fn inject_fault(&mut self) {
@@ -86,31 +97,102 @@ impl Simulation {
         } else {
             duration
         };
+        self.crash_node(id, duration);
+        if self.rng.chance(self.swarm.corrupt) && self.may_corrupt() {
+            self.corrupt_disk(id);
+        }
+    }
+
+    /// Crashes a running node and schedules its restart.
+    pub(crate) fn crash_node(&mut self, id: NodeId, duration: u64) {
         let torn = self.swarm.torn_writes;
         let node = &mut self.nodes[id as usize - 1];
         let loss = node.crash(&mut self.rng, torn);
         self.stats.crashes += 1;
         self.trace.emit(self.now, &node_name(id), || {
             format!(
-                "CRASH (unsynced batches lost={} kept={} torn records kept={}) for {}us",
-                loss.batches_lost, loss.batches_kept, loss.torn_records_kept, duration
+                "CRASH (unsynced batches {}: kept {}, torn {}; {} never written) for {}us",
+                loss.unsynced, loss.kept, loss.torn, loss.unwritten, duration
             )
         });
         self.schedule(self.now + duration, Event::Restart(id));
     }
 
-    /// Restarts a crashed node from its disk.
+    /// Whether one more disk may be damaged: fewer than the per-seed limit so far, and a
+    /// majority of healthy disks left afterwards.
+    fn may_corrupt(&self) -> bool {
+        let damaged = self
+            .nodes
+            .iter()
+            .filter(|n| n.disk.corruption().is_some())
+            .count();
+        let healthy_after = self.nodes.len() - damaged - 1;
+        damaged < CORRUPT_NODES_MAX && healthy_after > self.nodes.len() / 2
+    }
+
+    /// Damages a synced record of a crashed node's log, one its next restart must detect.
+    pub(crate) fn corrupt_disk(&mut self, id: NodeId) {
+        let node = &mut self.nodes[id as usize - 1];
+        assert!(
+            !node.is_up(),
+            "disks are only damaged while their node is down"
+        );
+        let durable = node.disk.storage().durable_batches();
+        let Some(c) = node.disk.corrupt(&mut self.rng) else {
+            return; // nothing synced that a restart could tell from a torn write yet
+        };
+        self.stats.corruptions += 1;
+        self.trace.emit(self.now, &node_name(id), || {
+            format!(
+                "CORRUPT durable batch {} of {durable} in the log (detectable: {})",
+                c.index, c.detectable
+            )
+        });
+    }
+
+    /// Restarts a crashed node from its disk. A node whose disk fails recovery stays down for
+    /// the rest of the seed; one that starts from a disk it should have refused is a violation.
     pub(crate) fn restart(&mut self, id: NodeId) {
-        if self.node(id).is_up() {
+        let now = self.now;
+        let node = self.node(id);
+        if node.is_up() || node.refused.is_some() {
             return;
         }
-        let now = self.now;
-        self.node(id).restart(now);
-        self.trace.emit(self.now, &node_name(id), || {
-            "RESTART from durable state".to_string()
-        });
-        self.start_ticking(id);
-        self.poke(id);
+        let damaged = node.disk.corruption().is_some();
+        match node.restart(now) {
+            Ok(()) => {
+                let r = self.node(id).disk.storage().recovered().report.clone();
+                self.trace.emit(self.now, &node_name(id), || {
+                    let torn = r
+                        .torn_tail
+                        .map(|t| format!(", torn tail cut at batch {}", t.offset))
+                        .unwrap_or_default();
+                    format!("RESTART from durable state ({} batches{torn})", r.batches)
+                });
+                self.start_ticking(id);
+                self.poke(id);
+            }
+            Err(StartError::Refused(e)) => {
+                self.stats.refusals += 1;
+                self.trace.emit(self.now, &node_name(id), || {
+                    format!("node {id} refuses to start: {e}")
+                });
+                if !damaged || !e.is_corruption() {
+                    self.fail(
+                        ViolationKind::StorageRefused,
+                        format!("node {id} refuses to start from a disk nobody damaged: {e}"),
+                    );
+                }
+            }
+            Err(StartError::CorruptionServed(c)) => self.fail(
+                ViolationKind::CorruptionServed,
+                format!(
+                    "node {id}: recovery accepted a log whose durable batch {} was damaged \
+                     and reported detectable (corruption served; the engine was not started)",
+                    c.index
+                ),
+            ),
+        }
     }
 
     fn pause_some(&mut self, duration: u64) {
@@ -221,5 +303,64 @@ impl Simulation {
                 format!("HEAL #{id} ({remaining} links still cut)")
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::checkers::ViolationKind;
+    use crate::disk::Corruption;
+    use crate::options::Options;
+    use crate::simulation::{Phase, Simulation};
+    use crate::trace::Trace;
+
+    /// A seed without random faults, run for 300 ms so that its disks hold synced batches.
+    fn quiet(seed: u64) -> Simulation {
+        let mut sim = Simulation::new(seed, &Options::default(), Trace::capture());
+        sim.swarm.faults.clear();
+        sim.begin();
+        sim.run_until(300_000);
+        assert!(sim.violation.is_none(), "{:?}", sim.violation);
+        sim
+    }
+
+    #[test]
+    fn a_corrupted_node_refuses_to_restart_and_stays_down() {
+        let mut sim = quiet(11);
+        sim.crash_node(2, 50_000);
+        sim.corrupt_disk(2);
+        assert_eq!(sim.stats.corruptions, 1, "a detectable batch to damage");
+        sim.run_until(400_000); // past the restart
+        assert!(sim.violation.is_none(), "{:?}", sim.violation);
+        assert!(!sim.node(2).is_up());
+        let why = sim.node(2).refused.clone().expect("refused");
+        assert!(why.contains("corrupt write-ahead log"), "{why}");
+        assert_eq!(sim.stats.refusals, 1);
+        // The liveness phase does not restart it, and the others make progress without it.
+        sim.run_until(u64::MAX);
+        assert!(sim.violation.is_none(), "{:?}", sim.violation);
+        assert_eq!(sim.phase, Phase::Done);
+        assert!(!sim.node(2).is_up());
+        assert_eq!(sim.stats.refusals, 1, "one attempt; never retried");
+        let lines = std::mem::take(&mut sim.trace).into_lines();
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("node 2 refuses to start: corrupt write-ahead log")));
+        assert!(lines.iter().any(|l| l.contains("liveness ok")));
+    }
+
+    #[test]
+    fn a_restart_that_accepts_detectable_damage_is_corruption_served() {
+        let mut sim = quiet(11);
+        sim.crash_node(2, 50_000);
+        // A storage that misses damage it promised to detect.
+        sim.node(2).disk.pretend_corrupted(Corruption {
+            index: 0,
+            detectable: true,
+        });
+        sim.run_until(400_000);
+        let v = sim.violation.clone().expect("caught");
+        assert_eq!(v.kind, ViolationKind::CorruptionServed, "{v}");
+        assert!(!sim.node(2).is_up(), "no engine started from that disk");
     }
 }

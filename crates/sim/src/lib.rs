@@ -2,8 +2,9 @@
 //!
 //! Runs N replicas of the real `synod-paxos` engine, clients and a fault injector in one
 //! thread, from one seed: a seeded generator, logical time in microseconds, per-node clock
-//! drift, a network that drops, duplicates, delays, reorders and partitions, disks that lose
-//! unsynced writes on a crash, and pauses. Each seed draws its own parameters (swarm
+//! drift, a network that drops, duplicates, delays, reorders and partitions, pauses, and
+//! disks (the storage crate's `MemStorage`, driven like the server's write-ahead log) that
+//! lose or tear unsynced writes on a crash and may be corrupted. Each seed draws its own parameters (swarm
 //! testing). Checkers: agreement on every delivered slot, no acknowledged command lost,
 //! linearizable client history, and liveness once everything is healed.
 //!
@@ -57,11 +58,12 @@ pub const BUG_NAMES: [(&str, PlantedBug); 3] = [
 ];
 
 /// Command-line names of the focuses.
-pub const FOCUS_NAMES: [(&str, Focus); 4] = [
+pub const FOCUS_NAMES: [(&str, Focus); 5] = [
     ("swarm", Focus::Swarm),
     ("leader-churn", Focus::LeaderChurn),
     ("stale-leader", Focus::StaleLeader),
     ("lease", Focus::Lease),
+    ("corruption", Focus::Corruption),
 ];
 
 pub fn bug_name(bug: PlantedBug) -> &'static str {

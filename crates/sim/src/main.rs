@@ -41,8 +41,8 @@ struct Args {
     /// Do not stop at the first violation: run every seed and list each failing one.
     #[arg(long)]
     keep_going: bool,
-    /// Bias the swarm draw: swarm (default), leader-churn, stale-leader, lease. Defaults to
-    /// the planted bug's focus when --plant is given.
+    /// Bias the swarm draw: swarm (default), leader-churn, stale-leader, lease, corruption.
+    /// Defaults to the planted bug's focus when --plant is given.
     #[arg(long, value_parser = parse_focus)]
     focus: Option<Focus>,
 }
@@ -103,7 +103,8 @@ fn replay(seed: u64, options: &Options) -> ExitCode {
     let s = &outcome.stats;
     println!(
         "seed {seed}: {} in {:.1}ms wall; simulated {}ms, {} events, {} messages, {} slots, \
-         ops ok/unknown/failed {}/{}/{}, faults {} (crashes {}), liveness after {}ms",
+         ops ok/unknown/failed {}/{}/{}, faults {} (crashes {}, disks corrupted {}), \
+         liveness after {}ms",
         if outcome.is_ok() { "ok" } else { "VIOLATION" },
         start.elapsed().as_secs_f64() * 1000.0,
         s.sim_us / 1000,
@@ -115,6 +116,7 @@ fn replay(seed: u64, options: &Options) -> ExitCode {
         s.ops_failed,
         s.faults,
         s.crashes,
+        s.corruptions,
         s.liveness_us / 1000
     );
     if outcome.is_ok() {
@@ -167,12 +169,15 @@ fn many(args: &Args, options: &Options) -> ExitCode {
     }
     let wall = summary.wall.as_secs_f64();
     println!(
-        "simulated {:.0}s, {} operations acknowledged, {} with unknown outcome, {} faults; \
-         slowest recovery after healing: {}ms of the {}ms allowed (seed {})",
+        "simulated {:.0}s, {} operations acknowledged, {} with unknown outcome, {} faults \
+         ({} disks corrupted, {} restarts refused); slowest recovery after healing: {}ms of \
+         the {}ms allowed (seed {})",
         summary.sim_ms as f64 / 1000.0,
         summary.ops_ok,
         summary.ops_unknown,
         summary.faults,
+        summary.corruptions,
+        summary.refusals,
         summary.slowest_liveness.1.as_millis(),
         summary.slowest_liveness.2.as_millis(),
         summary.slowest_liveness.0

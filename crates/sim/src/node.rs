@@ -1,15 +1,16 @@
 //! One replica: the real engine, its drifting clock, its disk and its state machine, and the
 //! driver loop that moves `Ready` output between them exactly as the server will.
 //!
-//! The driver loop, per `Ready`: hand `hard_state` + `records` to the disk as one batch
-//! (durable after a simulated fsync, in order), send `messages` now, hold
-//! `messages_after_persist` until the batch is durable (then send them and call
-//! `persisted`), apply `committed` in slot order and call `applied`, serve `reads_ready` from
-//! the state machine and fail `reads_failed`. Before any message or client request is
-//! handled, every tick the local clock owes is delivered first: a node that was paused
-//! catches up on time before it acts, which is what makes leader leases sound.
+//! The driver loop, per `Ready`: hand `hard_state` + `records` to the persist path as one
+//! storage batch (written with whatever else queued, then synced once: group commit, see
+//! `disk.rs`), send `messages` now, hold `messages_after_persist` until that sync returned
+//! (then send them and call `persisted`), apply `committed` in slot order and call
+//! `applied`, serve `reads_ready` from the state machine and fail `reads_failed`. Before any
+//! message or client request is handled, every tick the local clock owes is delivered first:
+//! a node that was paused catches up on time before it acts, which is what makes leader
+//! leases sound.
 
-use crate::disk::{Batch, CrashLoss, Disk};
+use crate::disk::{Corruption, CrashLoss, Disk};
 use crate::kv::{Key, Kv, KvResult, Val};
 use crate::rng::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -17,6 +18,7 @@ use synod_paxos::{
     Command, Config, DurableState, Engine, Message, ProposeError, ReadError, ReadId, SharedValue,
     Slot,
 };
+use synod_storage::{Batch, StorageError};
 
 /// Most `Ready`s one input may produce before the driver calls it a livelock.
 const READY_ROUNDS_MAX: usize = 10_000;
@@ -40,7 +42,8 @@ pub enum Request {
 pub enum Held {
     Message(Message),
     Request(Request),
-    /// A write batch became durable while the process was stopped.
+    /// A group of writes became durable (its sync returned): the last persist seq and the
+    /// messages that waited for it. Held while the process is stopped.
     Persisted(Option<u64>, Vec<Message>),
 }
 
@@ -56,13 +59,23 @@ pub struct Applied {
 #[derive(Debug, Default)]
 pub struct Effects {
     pub sends: Vec<Message>,
-    /// Completion times of new disk batches (each needs a `DiskDone` event).
+    /// Completion times of syncs started (each needs a `DiskDone` event).
     pub disk_done_at: Vec<u64>,
     pub applied: Vec<Applied>,
     pub reads: Vec<(Ticket, Result<Option<Val>, ReadError>)>,
     pub rejected: Vec<(Ticket, ProposeError)>,
     /// A breach of the engine's driver contract (not a protocol violation per se).
     pub contract: Option<String>,
+}
+
+/// Why a node did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Recovery failed: the disk is damaged (what the server refuses to start on).
+    Refused(StorageError),
+    /// Recovery succeeded on a disk damaged in a way the storage said it would detect. The
+    /// engine was not started: that would serve corrupted state.
+    CorruptionServed(Corruption),
 }
 
 /// A clock running at `1 + drift_ppm / 10^6` times real speed since `epoch_us`; one local
@@ -103,6 +116,9 @@ pub struct Node {
     /// Bumped on every restart, so events meant for a previous life are ignored.
     pub incarnation: u64,
     pub paused: bool,
+    /// The disk refused to start (damage detected): down for good, as an operator would keep
+    /// it until the replica is replaced.
+    pub refused: Option<String>,
     held: VecDeque<Held>,
     next_read_id: ReadId,
     reads: BTreeMap<ReadId, (Ticket, Key)>,
@@ -123,11 +139,13 @@ impl Node {
             ticks_delivered: 0,
             incarnation: 0,
             paused: false,
+            refused: None,
             held: VecDeque::new(),
             next_read_id: 1,
             reads: BTreeMap::new(),
         };
-        node.start(0);
+        node.start(0)
+            .expect("a brand-new member's disk opens and bootstraps");
         node
     }
 
@@ -144,14 +162,19 @@ impl Node {
         self.engine.is_some() && !self.paused
     }
 
-    /// Starts (or restarts) the engine from what the disk made durable, with an empty state
-    /// machine (the engine re-delivers every chosen slot from slot 1) and a fresh clock.
-    fn start(&mut self, now_us: u64) {
+    /// Starts (or restarts) the engine from what the disk recovered, with an empty state
+    /// machine (the engine re-delivers every chosen slot from slot 1) and a fresh clock. An
+    /// engine is never started from a damaged disk, whether recovery noticed or not.
+    fn start(&mut self, now_us: u64) -> Result<(), StartError> {
+        let durable = self.disk.open().map_err(StartError::Refused)?;
+        if let Some(c) = self.disk.corruption().filter(|c| c.detectable) {
+            return Err(StartError::CorruptionServed(c));
+        }
         let mut config = self.config.clone();
         // A real process seeds its election randomness afresh on every start.
         config.seed = self.config.seed ^ self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let engine = Engine::new(config, self.disk.recover())
-            .expect("the configuration was validated before the run");
+        let engine =
+            Engine::new(config, durable).expect("the configuration was validated before the run");
         self.engine = Some(engine);
         self.kv = Kv::default();
         self.clock.epoch_us = now_us;
@@ -159,6 +182,7 @@ impl Node {
         self.paused = false;
         self.held.clear();
         self.reads.clear();
+        Ok(())
     }
 
     /// The process dies: pending disk writes are lost (or torn), memory is gone.
@@ -171,9 +195,15 @@ impl Node {
         self.disk.crash(rng, torn)
     }
 
-    pub fn restart(&mut self, now_us: u64) {
-        debug_assert!(self.engine.is_none());
-        self.start(now_us);
+    /// Starts the process again from its disk, or fails and stays down for good.
+    pub fn restart(&mut self, now_us: u64) -> Result<(), StartError> {
+        debug_assert!(self.engine.is_none() && self.refused.is_none());
+        self.start(now_us).inspect_err(|e| {
+            self.refused = Some(match e {
+                StartError::Refused(e) => e.to_string(),
+                StartError::CorruptionServed(c) => format!("corruption served: {c:?}"),
+            })
+        })
     }
 
     /// Real time of the next local tick, for scheduling.
@@ -267,16 +297,11 @@ impl Node {
             }
             let ready = engine.ready();
             if ready.persist_seq.is_some() {
-                let batch = Batch {
-                    persist_seq: ready.persist_seq,
-                    hard_state: ready.hard_state,
-                    records: ready.records,
-                    after_persist: ready.messages_after_persist,
-                    done_at_us: 0,
-                };
-                let latency = rng.range(fsync.0, fsync.1);
-                fx.disk_done_at
-                    .push(self.disk.write(batch, now_us, latency));
+                self.disk.enqueue(
+                    ready.persist_seq,
+                    Batch::new(ready.hard_state, ready.records),
+                    ready.messages_after_persist,
+                );
             } else if ready.hard_state.is_some()
                 || !ready.records.is_empty()
                 || !ready.messages_after_persist.is_empty()
@@ -318,6 +343,21 @@ impl Node {
                 if let Some((ticket, _)) = self.reads.remove(&id) {
                     fx.reads.push((ticket, Err(e)));
                 }
+            }
+        }
+        // The persist thread picks up what this input queued once its current sync is done.
+        match self.disk.start_group() {
+            Ok(None) => {}
+            Ok(Some(wrote)) => {
+                let latency = if wrote {
+                    rng.range(fsync.0, fsync.1)
+                } else {
+                    0
+                };
+                fx.disk_done_at.push(now_us + latency);
+            }
+            Err(e) => {
+                fx.contract = Some(format!("node {}: storage refused a write: {e}", self.id));
             }
         }
     }

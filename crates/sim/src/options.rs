@@ -63,6 +63,9 @@ pub enum Focus {
     StaleLeader,
     /// Lease reads at an isolated or paused leader while clocks drift near the allowed max.
     Lease,
+    /// Frequent crashes with disk corruption on: one node's log is damaged while it is down,
+    /// it refuses to restart, and the rest of the cluster carries on without it.
+    Corruption,
 }
 
 impl Focus {
@@ -129,8 +132,12 @@ pub struct Swarm {
     pub duplicate: f64,
     pub fsync_min_us: u64,
     pub fsync_max_us: u64,
-    /// A crash may keep a prefix of the writes not yet synced (torn batches).
+    /// A crash may keep a prefix of the writes not yet synced, and tear the next one.
     pub torn_writes: bool,
+    /// Probability that a crash also damages a synced record of the crashed node's log (at
+    /// most one node per seed, and only while a majority of disks stays healthy). The node
+    /// then refuses to restart and stays down for the rest of the seed.
+    pub corrupt: f64,
     pub faults: Vec<FaultKind>,
     /// Mean time between fault injections.
     pub fault_mean_ms: u64,
@@ -209,6 +216,7 @@ impl Swarm {
             fsync_min_us: rng.range(20, 500),
             fsync_max_us: 0,
             torn_writes: rng.chance(0.5),
+            corrupt: 0.0,
             faults,
             fault_mean_ms: rng.range(30, 400),
             fault_len_max_ms: election_ticks * rng.range(1, 6),
@@ -228,6 +236,14 @@ impl Swarm {
         };
         swarm.fsync_max_us = swarm.fsync_min_us + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
+        // Drawn last, so that it shifts no other parameter. Off in half the seeds (a node lost
+        // for good also uses up one node fault of the budget for the rest of its seed), and
+        // under the planted-bug focuses, whose bugs need every node.
+        swarm.corrupt = match focus {
+            Focus::Corruption => 0.2 + rng.unit() * 0.8,
+            Focus::Swarm if rng.chance(0.5) => rng.unit() * 0.08,
+            _ => 0.0,
+        };
         swarm
     }
 
@@ -289,6 +305,13 @@ impl Swarm {
                 self.log_read_pct = 0;
                 self.think_max_us = 200;
             }
+            Focus::Corruption => {
+                if !self.faults.contains(&FaultKind::Crash) {
+                    self.faults.push(FaultKind::Crash);
+                }
+                self.fault_mean_ms = rng.range(30, 150);
+                self.torn_writes = rng.chance(0.7);
+            }
         }
     }
 
@@ -327,7 +350,7 @@ impl fmt::Display for Swarm {
             f,
             "nodes={} hb={}t et={}t inflight={} batch={}/{}B queue={}/{}r catchup={} reads={:?} drift_max={}ppm drift={:?} \
              delay={}..{}us late={:.2}%<={}us drop={:.1}% dup={:.1}% fsync={}..{}us torn={} \
-             faults=[{}] every~{}ms len<={}ms node_faults<={} clients={} keys={} \
+             faults=[{}] every~{}ms len<={}ms node_faults<={} corrupt={:.1}%/crash clients={} keys={} \
              read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms",
             self.nodes,
             self.heartbeat_ticks,
@@ -354,6 +377,7 @@ impl fmt::Display for Swarm {
             self.fault_mean_ms,
             self.fault_len_max_ms,
             self.node_faults_max,
+            pct(self.corrupt),
             self.clients,
             self.keys,
             self.read_pct,

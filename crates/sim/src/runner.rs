@@ -130,6 +130,9 @@ pub struct Summary {
     pub ops_ok: u64,
     pub ops_unknown: u64,
     pub faults: u64,
+    /// Disks corrupted, and restarts refused because of it.
+    pub corruptions: u64,
+    pub refusals: u64,
     /// The slowest recovery in a liveness phase relative to its bound: (seed, time from
     /// healing to liveness, the bound).
     pub slowest_liveness: (u64, Duration, Duration),
@@ -142,6 +145,8 @@ impl Summary {
         self.ops_ok += o.stats.ops_ok;
         self.ops_unknown += o.stats.ops_unknown;
         self.faults += o.stats.faults;
+        self.corruptions += o.stats.corruptions;
+        self.refusals += o.stats.refusals;
         let liveness = Duration::from_micros(o.stats.liveness_us);
         let bound = Duration::from_micros(o.stats.liveness_bound_us.max(1));
         let (_, worst, worst_bound) = self.slowest_liveness;

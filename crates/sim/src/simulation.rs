@@ -89,6 +89,9 @@ pub struct Stats {
     pub slots: u64,
     pub crashes: u64,
     pub faults: u64,
+    /// Disks damaged, and restarts refused because of it.
+    pub corruptions: u64,
+    pub refusals: u64,
     /// Time from the end of faults until the liveness condition held, and the bound on it.
     pub liveness_us: u64,
     pub liveness_bound_us: u64,
@@ -181,6 +184,12 @@ impl Simulation {
 
     /// Runs the seed to the end of the liveness phase or the first violation.
     pub(crate) fn run(&mut self) {
+        self.begin();
+        self.run_until(u64::MAX);
+    }
+
+    /// Starts the nodes and clients and schedules the fault phase.
+    pub(crate) fn begin(&mut self) {
         SIM_NOW_US.with(|t| t.set(0));
         for id in 1..=self.swarm.nodes {
             self.start_ticking(id);
@@ -195,7 +204,13 @@ impl Simulation {
             self.schedule(first_fault, Event::Fault);
         }
         self.schedule(self.swarm.fault_phase_ms * 1000, Event::PhaseEnd);
-        while let Some(s) = self.queue.pop() {
+    }
+
+    /// Handles events up to simulated time `until_us`, or to the end of the liveness phase
+    /// or the first violation.
+    pub(crate) fn run_until(&mut self, until_us: u64) {
+        while self.queue.peek().is_some_and(|s| s.at <= until_us) {
+            let s = self.queue.pop().expect("peeked");
             self.now = s.at;
             SIM_NOW_US.with(|t| t.set(s.at));
             self.stats.events += 1;
@@ -289,15 +304,25 @@ impl Simulation {
         self.input(to, Held::Message(m));
     }
 
+    /// A node's fdatasync returned: the group it covered is durable (even if the process is
+    /// paused: the kernel finished it), and what waited for it is released (a paused process
+    /// handles that when it resumes).
     fn disk_done(&mut self, id: NodeId, incarnation: u64) {
         let node = self.node(id);
         if node.incarnation != incarnation || !node.is_up() {
-            return; // the crash already decided this batch's fate
+            return; // the crash already decided this group's fate
         }
-        let (seq, after) = node.disk.complete_next().expect("one event per batch");
+        let (seq, after) = match node.disk.complete_group() {
+            Ok(done) => done,
+            Err(e) => {
+                let detail = format!("node {id}: storage refused a sync: {e}");
+                self.fail(ViolationKind::Contract, detail);
+                return;
+            }
+        };
         self.trace.emit(self.now, &node_name(id), || {
             format!(
-                "durable batch seq={seq:?}, releasing {} messages",
+                "synced up to persist seq {seq:?}, releasing {} messages",
                 after.len()
             )
         });

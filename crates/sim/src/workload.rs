@@ -237,7 +237,9 @@ impl Simulation {
     }
 
     /// Liveness holds once the fresh write is acknowledged, no client waits any more, and
-    /// every replica runs and has applied every slot any replica delivered.
+    /// every healed replica runs and has applied every slot any replica delivered. A replica
+    /// whose disk refused to start is not healed (it stays down, as an operator would keep it
+    /// until it is replaced); corruption is only injected while the others keep a majority.
     pub(crate) fn probe_liveness(&mut self) {
         let Phase::Liveness { started_us } = self.phase else {
             return;
@@ -248,6 +250,7 @@ impl Simulation {
             && self
                 .nodes
                 .iter()
+                .filter(|n| n.refused.is_none())
                 .all(|n| n.is_running() && n.kv.applied() >= target);
         if !done {
             self.schedule(self.now + PROBE_US, Event::Probe);
@@ -283,7 +286,10 @@ impl Simulation {
                         n.kv.applied()
                     )
                 }
-                None => format!("n{}: down", n.id),
+                None => match &n.refused {
+                    Some(why) => format!("n{}: down for good ({why})", n.id),
+                    None => format!("n{}: down", n.id),
+                },
             })
             .collect();
         let detail = format!(
@@ -297,8 +303,8 @@ impl Simulation {
         self.fail(ViolationKind::Liveness, detail);
     }
 
-    /// After liveness: every acknowledged command is in every replica's applied state, and
-    /// the history is linearizable.
+    /// After liveness: every acknowledged command is in every healed replica's applied state,
+    /// and the history is linearizable.
     fn final_checks(&mut self) {
         let clients = self
             .clients
@@ -307,7 +313,7 @@ impl Simulation {
         let mut lost = None;
         'outer: for c in clients {
             for &seq in &c.acked {
-                for n in &self.nodes {
+                for n in self.nodes.iter().filter(|n| n.refused.is_none()) {
                     if !n.kv.contains(c.id, seq) {
                         lost = Some(format!(
                             "client {} command #{seq} was acknowledged but replica {} \

@@ -63,3 +63,62 @@ fn every_fault_kind_occurs_across_seeds() {
     }
     assert_eq!(seen.len(), FaultKind::ALL.len());
 }
+
+#[test]
+fn corrupted_disks_refuse_to_start_and_the_rest_carries_on() {
+    use synod_sim::Focus;
+    let options = Options {
+        focus: Focus::Corruption,
+        ..Options::default()
+    };
+    let summary = run_many(
+        0,
+        200,
+        2,
+        &options,
+        std::time::Duration::from_secs(600),
+        true,
+        |_, _| {},
+    );
+    if let Some(f) = summary.failures.first() {
+        panic!(
+            "{} of 200 seeds failed; first: seed {}: {}\nswarm: {}\nreplay: {}",
+            summary.failures.len(),
+            f.seed,
+            f.violation.as_ref().unwrap(),
+            f.swarm,
+            synod_sim::replay_command(f.seed, &options)
+        );
+    }
+    assert_eq!(summary.seeds_run, 200);
+    assert!(
+        summary.corruptions >= 150,
+        "only {} of 200 seeds damaged a disk",
+        summary.corruptions
+    );
+    assert_eq!(
+        summary.refusals, summary.corruptions,
+        "every damaged disk refuses to start, exactly once"
+    );
+    assert!(summary.ops_ok > 0, "clients got no work done");
+}
+
+#[test]
+fn a_seed_with_a_corrupted_disk_replays_exactly() {
+    let options = Options {
+        focus: synod_sim::Focus::Corruption,
+        ..Options::default()
+    };
+    let (a, trace_a) = run_seed_traced(3, &options, Trace::capture());
+    let (b, trace_b) = run_seed_traced(3, &options, Trace::capture());
+    assert!(a.is_ok(), "{:?}", a.violation);
+    assert_eq!(a.stats.corruptions, 1);
+    assert!(
+        trace_a[0].contains("corrupt="),
+        "first line: {}",
+        trace_a[0]
+    );
+    assert!(trace_a.iter().any(|l| l.contains("refuses to start")));
+    assert_eq!(trace_a, trace_b, "same seed, different runs");
+    assert_eq!(run_seed(3, &options).stats.events, b.stats.events);
+}
