@@ -46,6 +46,13 @@ impl Engine {
                 // candidate times out and backs off.
                 return;
             }
+            if first_slot <= self.log.compacted() {
+                // The candidate is behind our snapshot: the values it would have to learn from
+                // us are gone (all chosen). Stay silent, as if down: promises counted from
+                // others still carry every value chosen from its first slot on, and a replica
+                // that is not behind can win instead (the pre-vote already prefers one).
+                return;
+            }
             self.raise_promise(ballot);
             self.abandon_role_below(ballot);
         }
@@ -113,8 +120,10 @@ impl Engine {
                 // Known chosen: nothing to write. A different value can only come from a
                 // proposer whose ballot is below the one that chose it (a stale leader this
                 // acceptor never promised against); it gets no vote from us.
-                let entry = self.log.get(slot).expect("chosen slots are held");
-                stale |= entry.value != value;
+                // (A compacted slot is no longer held; nothing to compare with.)
+                if let Some(entry) = self.log.get(slot) {
+                    stale |= entry.value != value;
+                }
                 continue;
             }
             let record = self.log.accept(slot, ballot, value, ignores_promise);

@@ -8,7 +8,9 @@ use crate::log::Log;
 use crate::message::{Body, Message};
 use crate::outbox::Outbox;
 use crate::reads::FollowerReads;
-use crate::ready::{Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, Status};
+use crate::ready::{
+    Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, SnapshotInfo, Status,
+};
 use crate::rng::Rng;
 use crate::types::{Ballot, Command, Membership, NodeId, Slot, Value};
 
@@ -56,15 +58,17 @@ impl Engine {
     /// Starts a replica from what its disk holds (`DurableState::bootstrap` for a new one).
     pub fn new(config: Config, durable: DurableState) -> Result<Engine, ConfigError> {
         config.validate()?;
+        let compacted = durable.snapshot.as_ref().map_or(0, |s| s.slot);
         let members = durable
             .records
             .iter()
-            .filter(|r| r.chosen || r.slot <= durable.hard_state.commit)
+            .filter(|r| r.slot > compacted && (r.chosen || r.slot <= durable.hard_state.commit))
             .filter_map(|r| match &*r.value {
                 Value::Membership(m) => Some(m.clone()),
                 _ => None,
             })
             .next_back()
+            .or_else(|| durable.snapshot.as_ref().map(|s| s.membership.clone()))
             .ok_or_else(|| {
                 ConfigError("durable state holds no membership (bootstrap it)".into())
             })?;
@@ -75,7 +79,7 @@ impl Engine {
             .iter()
             .map(|r| r.ballot)
             .fold(durable.hard_state.promised, Ballot::max);
-        let log = Log::recover(&durable.records, durable.hard_state.commit);
+        let log = Log::recover(&durable.records, durable.hard_state.commit, compacted);
         let id = config.id;
         let mut engine = Engine {
             rng: Rng::new(config.seed ^ 0x5359_4E4F_4400_0000),
@@ -85,8 +89,9 @@ impl Engine {
             promised,
             max_round_seen: promised.round,
             log,
-            delivered: 0,
-            applied: 0,
+            // The driver restored its state machine from the snapshot.
+            delivered: compacted,
+            applied: compacted,
             role: RoleState::Follower,
             leader: None,
             // A restarted acceptor cannot know whom it acknowledged before the crash, so it
@@ -178,6 +183,46 @@ impl Engine {
         self.release_applied_reads();
     }
 
+    /// The driver holds a durable snapshot of its state machine covering every slot up to
+    /// `upto` (at most what it has applied): the engine forgets those slots. A peer that
+    /// later needs them is listed in `Ready::send_snapshot`.
+    pub fn compact(&mut self, upto: Slot) {
+        assert!(
+            upto <= self.applied,
+            "compact({upto}) beyond what the state machine applied ({})",
+            self.applied
+        );
+        self.log.compact(upto);
+    }
+
+    /// Whether a snapshot covering `1..=slot` from a peer would move this replica forward
+    /// (it is ahead of everything known chosen here). Ask before replacing the state
+    /// machine with it.
+    pub fn wants_snapshot(&self, slot: Slot) -> bool {
+        slot > self.log.commit()
+    }
+
+    /// The driver has made a snapshot received from a peer durable and restored its state
+    /// machine from it: every slot up to `snapshot.slot` is chosen and applied. Returns false
+    /// (and changes nothing) if the snapshot is not ahead of this replica; the driver must
+    /// then not have replaced its state machine (see [`Engine::wants_snapshot`]).
+    pub fn install_snapshot(&mut self, snapshot: SnapshotInfo) -> bool {
+        if !self.wants_snapshot(snapshot.slot) {
+            return false;
+        }
+        if !matches!(self.role, RoleState::Follower) {
+            // Anyone holding a newer chosen prefix outranks our campaign or leadership.
+            self.step_down();
+        }
+        self.log.install_snapshot(snapshot.slot);
+        self.members = snapshot.membership;
+        self.delivered = snapshot.slot;
+        self.applied = snapshot.slot;
+        self.release_applied_reads();
+        self.process_inbox();
+        true
+    }
+
     pub fn has_ready(&self) -> bool {
         self.out.has_output(self.hard_state())
             || self.log.commit() > self.delivered
@@ -222,6 +267,7 @@ impl Engine {
             promised: self.promised,
             commit: self.log.commit(),
             applied: self.applied,
+            compacted: self.log.compacted(),
             members: self.members.clone(),
             lease_held: self.lease_held(),
         }

@@ -33,6 +33,9 @@ pub(crate) struct Peer {
     learn_sent_tick: Option<u64>,
     /// Catch-up goes on until the peer's commit point reaches this slot.
     learn_target: Slot,
+    /// When the driver was last asked to send this peer a snapshot: a transfer takes a
+    /// while, so it is asked again only after an election timeout.
+    snapshot_sent_tick: Option<u64>,
 }
 
 /// Commit points sent with recent heartbeat rounds, kept so a reply can be judged against
@@ -430,6 +433,7 @@ impl Engine {
             self.cfg.heartbeat_interval_ticks,
         );
         let chunk = self.cfg.catchup_slots_max;
+        let (compacted, election_timeout) = (self.log.compacted(), self.cfg.election_timeout_ticks);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -454,6 +458,20 @@ impl Engine {
         }
         peer.learn_sent_tick = Some(now);
         let first_slot = peer_commit + 1;
+        if first_slot <= compacted {
+            // What the peer misses is only in our snapshot now.
+            peer.learn_sent_tick = None;
+            let due = peer
+                .snapshot_sent_tick
+                .is_none_or(|t| now >= t + election_timeout);
+            if due {
+                peer.snapshot_sent_tick = Some(now);
+                if !self.out.send_snapshot.contains(&from) {
+                    self.out.send_snapshot.push(from);
+                }
+            }
+            return;
+        }
         let last = target.min(peer_commit + chunk);
         let values: Vec<SharedValue> = (first_slot..=last)
             .map_while(|s| self.log.get(s).map(|e| e.value.clone()))

@@ -19,16 +19,19 @@ pub(crate) struct Log {
     /// A BTreeMap because an acceptor may hold slots with gaps between them (an Accept for a
     /// later slot can arrive before an earlier one, or the earlier one may be lost).
     entries: BTreeMap<Slot, Entry>,
-    /// Every slot in `1..=commit` is chosen and present here.
+    /// Every slot in `1..=commit` is chosen; those above `compacted` are present here.
     commit: Slot,
+    /// Slots `1..=compacted` are covered by a snapshot of the state machine and forgotten:
+    /// all chosen, none held. A replica that needs them gets the snapshot instead.
+    compacted: Slot,
 }
 
 impl Log {
     /// Rebuilds the log from the durable records (latest per slot) and the durable commit
     /// point. Records at or below the commit point are chosen by definition.
-    pub(crate) fn recover(records: &[LogRecord], commit: Slot) -> Log {
+    pub(crate) fn recover(records: &[LogRecord], commit: Slot, compacted: Slot) -> Log {
         let mut entries = BTreeMap::new();
-        for r in records {
+        for r in records.iter().filter(|r| r.slot > compacted) {
             let entry = Entry {
                 ballot: r.ballot,
                 value: r.value.clone(),
@@ -38,8 +41,12 @@ impl Log {
         }
         // The durable commit point can only name slots whose records were written before it
         // (same or earlier batch); trust it only as far as the records are contiguous.
-        let mut log = Log { entries, commit: 0 };
-        let mut c = 0;
+        let mut log = Log {
+            entries,
+            commit: compacted,
+            compacted,
+        };
+        let mut c = compacted;
         while c < commit && log.entries.contains_key(&(c + 1)) {
             c += 1;
         }
@@ -50,6 +57,38 @@ impl Log {
 
     pub(crate) fn commit(&self) -> Slot {
         self.commit
+    }
+
+    pub(crate) fn compacted(&self) -> Slot {
+        self.compacted
+    }
+
+    /// Forgets every slot up to `upto`, which must be chosen (at or below the commit point):
+    /// a snapshot of the state machine now stands for them.
+    pub(crate) fn compact(&mut self, upto: Slot) {
+        assert!(
+            upto <= self.commit,
+            "compacting up to slot {upto}, beyond the commit point {}",
+            self.commit
+        );
+        if upto <= self.compacted {
+            return;
+        }
+        self.entries = self.entries.split_off(&(upto + 1));
+        self.compacted = upto;
+    }
+
+    /// Installs a snapshot covering `1..=upto` from another replica: every slot up to it is
+    /// chosen, and what this log held for them is superseded.
+    pub(crate) fn install_snapshot(&mut self, upto: Slot) {
+        assert!(
+            upto > self.commit,
+            "a snapshot that is not ahead is not installed"
+        );
+        self.entries = self.entries.split_off(&(upto + 1));
+        self.compacted = upto;
+        self.commit = upto;
+        self.absorb_chosen();
     }
 
     pub(crate) fn get(&self, slot: Slot) -> Option<&Entry> {
@@ -213,7 +252,7 @@ mod tests {
 
     #[test]
     fn commit_by_ballot_stops_at_foreign_ballot() {
-        let mut log = Log::recover(&[], 0);
+        let mut log = Log::recover(&[], 0, 0);
         let b1 = Ballot::new(1, 1);
         let b2 = Ballot::new(2, 2);
         log.accept(1, b2, v(1), false);
@@ -232,7 +271,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "safety")]
     fn chosen_slot_refuses_other_value() {
-        let mut log = Log::recover(&[], 0);
+        let mut log = Log::recover(&[], 0, 0);
         log.learn(1, Ballot::new(1, 1), &v(1));
         log.learn(1, Ballot::new(1, 1), &v(2));
     }
@@ -246,7 +285,40 @@ mod tests {
             value: v(slot),
             chosen: false,
         };
-        let log = Log::recover(&[rec(1), rec(2), rec(4)], 4);
+        let log = Log::recover(&[rec(1), rec(2), rec(4)], 4, 0);
         assert_eq!(log.commit(), 2);
+    }
+
+    #[test]
+    fn compaction_forgets_chosen_slots_only() {
+        let b = Ballot::new(1, 1);
+        let rec = |slot| LogRecord {
+            slot,
+            ballot: b,
+            value: v(slot),
+            chosen: false,
+        };
+        let mut log = Log::recover(&[rec(1), rec(2), rec(3), rec(5)], 3, 0);
+        log.compact(2);
+        assert_eq!((log.compacted(), log.commit()), (2, 3));
+        assert!(log.get(2).is_none() && log.get(3).is_some());
+        assert!(log.is_chosen(1), "compacted slots are chosen");
+        // Recovery above a snapshot: records at or below it are ignored, the commit point
+        // starts at it.
+        let log = Log::recover(&[rec(2), rec(4), rec(5)], 5, 3);
+        assert_eq!((log.compacted(), log.commit()), (3, 5));
+        // Installing a snapshot ahead of the commit point.
+        let mut log = Log::recover(&[rec(1), rec(7)], 1, 0);
+        log.learn(7, b, &v(7));
+        log.install_snapshot(6);
+        assert_eq!((log.compacted(), log.commit()), (6, 7));
+        assert!(log.get(1).is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the commit point")]
+    fn compaction_past_the_commit_point_is_a_bug() {
+        let mut log = Log::recover(&[], 0, 0);
+        log.compact(1);
     }
 }

@@ -28,6 +28,7 @@ pub(crate) struct Outbox {
     pub(crate) self_inbox: VecDeque<Message>,
     pub(crate) reads_ready: Vec<ReadId>,
     pub(crate) reads_failed: Vec<(ReadId, ReadError)>,
+    pub(crate) send_snapshot: Vec<NodeId>,
 }
 
 impl Outbox {
@@ -88,6 +89,7 @@ impl Outbox {
             || !self.messages.is_empty()
             || !self.reads_ready.is_empty()
             || !self.reads_failed.is_empty()
+            || !self.send_snapshot.is_empty()
     }
 
     /// Moves the accumulated output into `ready`. The hard state goes out whenever the
@@ -113,6 +115,7 @@ impl Outbox {
         ready.records = std::mem::take(&mut self.records);
         ready.messages = std::mem::take(&mut self.messages);
         ready.messages_after_persist = std::mem::take(&mut self.after_persist);
+        ready.send_snapshot = std::mem::take(&mut self.send_snapshot);
         ready.reads_ready = std::mem::take(&mut self.reads_ready);
         ready.reads_failed = std::mem::take(&mut self.reads_failed);
     }

@@ -27,12 +27,22 @@ pub struct LogRecord {
     pub chosen: bool,
 }
 
-/// Everything a replica recovers from its disk: the latest hard state and, per slot, the
-/// latest record (in slot order).
+/// A snapshot of the state machine that stands for slots `1..=slot`, and the membership in
+/// force after `slot` (the engine needs it: the entries that held it are gone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub slot: Slot,
+    pub membership: Membership,
+}
+
+/// Everything a replica recovers from its disk: the newest snapshot (the driver restores
+/// its state machine from it before starting the engine), the latest hard state and, per
+/// slot above the snapshot, the latest record (in slot order).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DurableState {
     pub hard_state: HardState,
     pub records: Vec<LogRecord>,
+    pub snapshot: Option<SnapshotInfo>,
 }
 
 impl DurableState {
@@ -50,6 +60,7 @@ impl DurableState {
                 value: Arc::new(Value::Membership(members.clone())),
                 chosen: true,
             }],
+            snapshot: None,
         }
     }
 }
@@ -113,6 +124,10 @@ pub struct Ready {
     pub committed: Vec<Committed>,
     pub reads_ready: Vec<ReadId>,
     pub reads_failed: Vec<(ReadId, ReadError)>,
+    /// Peers that lag behind this replica's compaction point: the log entries they need are
+    /// gone, so send each the latest snapshot (out of band, in chunks); the receiver's driver
+    /// restores it and calls [`crate::Engine::install_snapshot`].
+    pub send_snapshot: Vec<NodeId>,
 }
 
 impl Ready {
@@ -122,6 +137,7 @@ impl Ready {
             && self.committed.is_empty()
             && self.reads_ready.is_empty()
             && self.reads_failed.is_empty()
+            && self.send_snapshot.is_empty()
     }
 }
 
@@ -144,6 +160,8 @@ pub struct Status {
     pub promised: Ballot,
     pub commit: Slot,
     pub applied: Slot,
+    /// Slots up to here are covered by a snapshot and no longer held.
+    pub compacted: Slot,
     pub members: Membership,
     /// The leader holds a read lease right now.
     pub lease_held: bool,

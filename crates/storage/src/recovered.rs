@@ -66,10 +66,13 @@ impl Recovered {
     }
 
     /// What the engine is started from: the hard state and the records in slot order.
+    /// `snapshot` is left `None`: the membership a snapshot carries lives in its data, which
+    /// only the driver decodes, so the driver fills it in when it restores the snapshot.
     pub fn durable_state(&self) -> DurableState {
         DurableState {
             hard_state: self.hard_state,
             records: self.records.values().cloned().collect(),
+            snapshot: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! A deterministic test cluster: engines, a message queue, and per-node durable state.
 
 use crate::{
-    Body, Command, Config, DurableState, Engine, Membership, Message, NodeId, Role, Slot, Value,
+    Body, Command, Config, DurableState, Engine, Membership, Message, NodeId, Role, Slot,
+    SnapshotInfo, Value,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -15,6 +16,10 @@ pub(crate) struct Cluster {
     pub(crate) cut: BTreeSet<(NodeId, NodeId)>,
     pub(crate) down: BTreeSet<NodeId>,
     pub(crate) trace: Vec<String>,
+    /// Per node, its durable snapshot: the state machine (here, the applied history) as of
+    /// the snapshot's slot.
+    pub(crate) snapshots: BTreeMap<NodeId, (SnapshotInfo, Vec<(Slot, Value)>)>,
+    pub(crate) snapshots_sent: usize,
     config: fn(NodeId) -> Config,
 }
 
@@ -34,6 +39,8 @@ impl Cluster {
             cut: BTreeSet::new(),
             down: BTreeSet::new(),
             trace: Vec::new(),
+            snapshots: BTreeMap::new(),
+            snapshots_sent: 0,
             config,
         };
         for id in 1..=n {
@@ -46,7 +53,12 @@ impl Cluster {
     pub(crate) fn start(&mut self, id: NodeId) {
         let engine = Engine::new((self.config)(id), self.disks[&id].clone()).unwrap();
         self.engines.insert(id, engine);
-        self.applied.insert(id, Vec::new());
+        // The state machine restarts from the snapshot, if any; the engine replays the rest.
+        let restored = self
+            .snapshots
+            .get(&id)
+            .map_or(Vec::new(), |(_, s)| s.clone());
+        self.applied.insert(id, restored);
         self.down.remove(&id);
     }
 
@@ -98,6 +110,9 @@ impl Cluster {
                     .entry(id)
                     .or_default()
                     .extend(r.reads_ready);
+                for to in r.send_snapshot {
+                    self.transfer_snapshot(id, to);
+                }
             }
             while let Some(m) = self.queue.pop_front() {
                 moved = true;
@@ -115,6 +130,55 @@ impl Cluster {
             }
         }
         panic!("cluster did not settle");
+    }
+
+    /// Takes a snapshot of `id`'s state machine at its applied slot and compacts its log.
+    pub(crate) fn compact(&mut self, id: NodeId) -> Slot {
+        let e = &self.engines[&id];
+        let status = e.status();
+        let slot = status.applied;
+        let state: Vec<(Slot, Value)> = self.applied[&id]
+            .iter()
+            .filter(|(s, _)| *s <= slot)
+            .cloned()
+            .collect();
+        let info = SnapshotInfo {
+            slot,
+            membership: status.members,
+        };
+        // Durable first, then the log may forget.
+        self.snapshots.insert(id, (info.clone(), state));
+        let disk = self.disks.get_mut(&id).unwrap();
+        disk.snapshot = Some(info);
+        disk.records.retain(|r| r.slot > slot);
+        self.engine(id).compact(slot);
+        slot
+    }
+
+    /// What a driver does with `Ready::send_snapshot`: ships its snapshot; the receiver
+    /// makes it durable, restores its state machine and tells its engine.
+    fn transfer_snapshot(&mut self, from: NodeId, to: NodeId) {
+        if self.cut.contains(&(from, to)) || self.down.contains(&to) {
+            return;
+        }
+        let Some((info, state)) = self.snapshots.get(&from).cloned() else {
+            panic!("node {from} asked to send a snapshot it does not have");
+        };
+        self.snapshots_sent += 1;
+        self.trace
+            .push(format!("{from} -> {to}: Snapshot({})", info.slot));
+        let Some(e) = self.engines.get(&to) else {
+            return;
+        };
+        if !e.wants_snapshot(info.slot) {
+            return;
+        }
+        self.snapshots.insert(to, (info.clone(), state.clone()));
+        let disk = self.disks.get_mut(&to).unwrap();
+        disk.snapshot = Some(info.clone());
+        disk.records.retain(|r| r.slot > info.slot);
+        self.applied.insert(to, state);
+        assert!(self.engine(to).install_snapshot(info));
     }
 
     pub(crate) fn tick_all(&mut self, ticks: u64) {

@@ -168,3 +168,138 @@ fn restarted_acceptor_keeps_its_promise() {
     let l2 = c.elect();
     assert!(c.engines[&l2].status().promised > promised);
 }
+
+#[test]
+fn a_lagging_follower_catches_up_from_a_snapshot() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f: NodeId = if l == 1 { 2 } else { 1 };
+    let other: NodeId = 6 - l - f;
+    for peer in [l, other] {
+        c.cut.insert((f, peer));
+        c.cut.insert((peer, f));
+    }
+    for seq in 1..=40 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    c.tick_all(20);
+    let upto = c.compact(l);
+    c.compact(other);
+    assert!(
+        upto >= 40,
+        "the leader applied everything before compacting"
+    );
+    assert_eq!(c.engines[&l].status().compacted, upto);
+    c.cut.clear();
+    c.tick_all(30);
+    assert!(
+        c.snapshots_sent >= 1,
+        "the lagging follower needed the snapshot"
+    );
+    let expected: Vec<(u64, u64)> = (1..=40).map(|s| (1, s)).collect();
+    assert_eq!(c.applied_commands(f), expected);
+    // And it keeps up afterwards, from the log.
+    c.engine(l).propose(cmd(1, 41)).unwrap();
+    c.settle();
+    c.tick_all(20);
+    assert_eq!(c.applied_commands(f).last(), Some(&(1, 41)));
+    assert_eq!(c.engines[&f].status().compacted, upto);
+}
+
+#[test]
+fn a_replica_restarts_from_its_snapshot_and_log_suffix() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for seq in 1..=20 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    c.tick_all(20);
+    let f: NodeId = if l == 1 { 2 } else { 1 };
+    let upto = c.compact(f);
+    for seq in 21..=30 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    c.tick_all(20);
+    c.crash(f);
+    c.start(f);
+    c.tick_all(30);
+    assert_eq!(c.engines[&f].status().compacted, upto);
+    let expected: Vec<(u64, u64)> = (1..=30).map(|s| (1, s)).collect();
+    assert_eq!(c.applied_commands(f), expected);
+}
+
+#[test]
+fn a_candidate_behind_every_snapshot_cannot_lead() {
+    // Two replicas compact past what the third has; with the leader gone, the lagging one
+    // must not win an election it cannot complete, and the up-to-date one must.
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f: NodeId = if l == 1 { 2 } else { 1 };
+    let other: NodeId = 6 - l - f;
+    for peer in [l, other] {
+        c.cut.insert((f, peer));
+        c.cut.insert((peer, f));
+    }
+    for seq in 1..=10 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    c.tick_all(20);
+    c.compact(l);
+    c.compact(other);
+    c.crash(l);
+    c.cut.clear();
+    c.tick_all(600);
+    let new_leader = c.leader().expect("a leader is elected");
+    assert_eq!(
+        new_leader, other,
+        "only the replica holding the history can lead"
+    );
+    c.engine(new_leader).propose(cmd(2, 1)).unwrap();
+    c.settle();
+    c.tick_all(20);
+    let expected: Vec<(u64, u64)> = (1..=10).map(|s| (1, s)).chain([(2, 1)]).collect();
+    assert_eq!(c.applied_commands(f), expected);
+}
+
+#[test]
+fn an_acceptor_gives_no_promise_for_slots_it_compacted() {
+    use crate::{Ballot, Body, Message};
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for seq in 1..=5 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    c.tick_all(20);
+    let a: NodeId = if l == 1 { 2 } else { 1 };
+    let upto = c.compact(a);
+    c.crash(l);
+    // Long enough that `a` no longer hears a leader.
+    for _ in 0..300 {
+        c.engine(a).tick();
+    }
+    let stranger: NodeId = 6 - l - a;
+    let ballot = Ballot::new(1_000, stranger);
+    let promised_before = c.engines[&a].status().promised;
+    c.engine(a).step(Message {
+        from: stranger,
+        to: a,
+        body: Body::Prepare {
+            ballot,
+            first_slot: upto,
+        },
+    });
+    let ready = c.engine(a).ready();
+    let promises = ready
+        .messages
+        .iter()
+        .chain(&ready.messages_after_persist)
+        .filter(|m| matches!(m.body, Body::Promise { .. }))
+        .count();
+    assert_eq!(promises, 0, "no promise without the compacted values");
+    assert_eq!(c.engines[&a].status().promised, promised_before);
+}

@@ -40,6 +40,7 @@ impl Model {
                 .range(snapshot_slot + 1..)
                 .map(|(_, r)| r.clone())
                 .collect(),
+            snapshot: None,
         }
     }
 }
