@@ -383,6 +383,18 @@ fn put_body(out: &mut impl BufMut, body: &Body) {
             put_varint(out, *request);
             put_option_slot(out, *read_index);
         }
+        Body::SnapshotChunk {
+            slot,
+            total,
+            offset,
+            data,
+        } => {
+            out.put_u8(16);
+            put_varint(out, *slot);
+            put_varint(out, *total);
+            put_varint(out, *offset);
+            put_bytes(out, data);
+        }
     }
 }
 
@@ -467,6 +479,22 @@ fn get_body(r: &mut Reader) -> Result<Body> {
             request: r.varint()?,
             read_index: get_option_slot(r)?,
         },
+        16 => {
+            let (slot, total, offset) = (r.varint()?, r.varint()?, r.varint()?);
+            let data = r.bytes()?;
+            let fits = offset
+                .checked_add(data.len() as u64)
+                .is_some_and(|end| end <= total);
+            if !fits {
+                return Err(DecodeError("snapshot chunk past the snapshot's end"));
+            }
+            Body::SnapshotChunk {
+                slot,
+                total,
+                offset,
+                data,
+            }
+        }
         _ => return Err(DecodeError("unknown message kind")),
     })
 }
@@ -564,6 +592,12 @@ mod tests {
             Body::ReadIndexReply {
                 request: 6,
                 read_index: None,
+            },
+            Body::SnapshotChunk {
+                slot: 40,
+                total: 10,
+                offset: 7,
+                data: Bytes::from_static(b"abc"),
             },
         ]
     }

@@ -9,7 +9,8 @@ use crate::message::{Body, Message};
 use crate::outbox::Outbox;
 use crate::reads::FollowerReads;
 use crate::ready::{
-    Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, SnapshotInfo, Status,
+    Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, SnapshotChunk,
+    SnapshotInfo, Status,
 };
 use crate::rng::Rng;
 use crate::types::{Ballot, Command, Membership, NodeId, Slot, Value};
@@ -372,6 +373,23 @@ impl Engine {
                 request,
                 read_index,
             } => self.on_read_index_reply(request, read_index),
+            Body::SnapshotChunk {
+                slot,
+                total,
+                offset,
+                data,
+            } => {
+                // Only worth reassembling if it would move this replica forward.
+                if self.wants_snapshot(slot) {
+                    self.out.snapshot_chunks.push(SnapshotChunk {
+                        from,
+                        slot,
+                        total,
+                        offset,
+                        data,
+                    });
+                }
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ pub use engine::Engine;
 pub use message::{Body, Message, PromisedSlot};
 pub use ready::{
     Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,
-    SnapshotInfo, Status,
+    SnapshotChunk, SnapshotInfo, Status,
 };
 pub use types::{Ballot, Command, Membership, NodeId, SharedValue, Slot, Value};
 

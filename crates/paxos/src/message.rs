@@ -2,6 +2,7 @@
 //! (from a deposed leader or an abandoned election) is recognised and answered or ignored.
 
 use crate::types::{Ballot, Command, NodeId, SharedValue, Slot};
+use bytes::Bytes;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -102,6 +103,16 @@ pub enum Body {
         request: u64,
         read_index: Option<Slot>,
     },
+    /// A piece of a state-machine snapshot covering slots `1..=slot`, whose encoding is
+    /// `total` bytes long; this piece starts at byte `offset`. Drivers send these (for
+    /// `Ready::send_snapshot`) and reassemble them (from `Ready::snapshot_chunks`); the
+    /// engine only carries them, so snapshots share the peer connections and their codec.
+    SnapshotChunk {
+        slot: Slot,
+        total: u64,
+        offset: u64,
+        data: Bytes,
+    },
 }
 
 impl Body {
@@ -123,6 +134,7 @@ impl Body {
             Body::Forward { .. } => "Forward",
             Body::ReadIndex { .. } => "ReadIndex",
             Body::ReadIndexReply { .. } => "ReadIndexReply",
+            Body::SnapshotChunk { .. } => "SnapshotChunk",
         }
     }
 }

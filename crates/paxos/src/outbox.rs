@@ -2,7 +2,7 @@
 //! messages (including a node's messages to itself) wait for which write to be durable.
 
 use crate::message::Message;
-use crate::ready::{HardState, LogRecord, ReadError, ReadId, Ready};
+use crate::ready::{HardState, LogRecord, ReadError, ReadId, Ready, SnapshotChunk};
 use crate::types::NodeId;
 use std::collections::VecDeque;
 
@@ -29,6 +29,7 @@ pub(crate) struct Outbox {
     pub(crate) reads_ready: Vec<ReadId>,
     pub(crate) reads_failed: Vec<(ReadId, ReadError)>,
     pub(crate) send_snapshot: Vec<NodeId>,
+    pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
 }
 
 impl Outbox {
@@ -90,6 +91,7 @@ impl Outbox {
             || !self.reads_ready.is_empty()
             || !self.reads_failed.is_empty()
             || !self.send_snapshot.is_empty()
+            || !self.snapshot_chunks.is_empty()
     }
 
     /// Moves the accumulated output into `ready`. The hard state goes out whenever the
@@ -116,6 +118,7 @@ impl Outbox {
         ready.messages = std::mem::take(&mut self.messages);
         ready.messages_after_persist = std::mem::take(&mut self.after_persist);
         ready.send_snapshot = std::mem::take(&mut self.send_snapshot);
+        ready.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
         ready.reads_ready = std::mem::take(&mut self.reads_ready);
         ready.reads_failed = std::mem::take(&mut self.reads_failed);
     }

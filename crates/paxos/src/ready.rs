@@ -128,6 +128,18 @@ pub struct Ready {
     /// gone, so send each the latest snapshot (out of band, in chunks); the receiver's driver
     /// restores it and calls [`crate::Engine::install_snapshot`].
     pub send_snapshot: Vec<NodeId>,
+    /// Snapshot pieces peers sent (see `Body::SnapshotChunk`), for the driver to reassemble.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+}
+
+/// A piece of a peer's snapshot, as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub from: NodeId,
+    pub slot: Slot,
+    pub total: u64,
+    pub offset: u64,
+    pub data: bytes::Bytes,
 }
 
 impl Ready {
@@ -138,6 +150,7 @@ impl Ready {
             && self.reads_ready.is_empty()
             && self.reads_failed.is_empty()
             && self.send_snapshot.is_empty()
+            && self.snapshot_chunks.is_empty()
     }
 }
 

@@ -77,7 +77,16 @@ pub struct MemberArgs {
     #[arg(long, default_value_t = 1000)]
     pub election_timeout: u64,
 
+    /// Applied commands between two snapshots of the store; each snapshot lets the log
+    /// before it be dropped.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
     // Synod's own.
+    /// Size at which the write-ahead log starts a new segment file; whole segments below
+    /// the older of the two newest snapshots are deleted.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub wal_segment_bytes: u64,
     /// How linearizable reads are confirmed.
     #[arg(long, value_enum, default_value = "lease")]
     pub read_mode: ReadModeArg,

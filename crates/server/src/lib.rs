@@ -13,6 +13,7 @@ mod identity;
 pub mod metrics;
 pub mod replica;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 pub mod transport;
 

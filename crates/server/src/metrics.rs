@@ -69,6 +69,8 @@ pub struct Metrics {
     pub lease_held: AtomicU64,
     pub wal_syncs: AtomicU64,
     pub wal_bytes: AtomicU64,
+    pub snapshots_saved: AtomicU64,
+    pub snapshots_installed: AtomicU64,
     /// Commands per committed slot.
     pub batch_commands: Histogram,
     /// Engine `Ready`s per fdatasync (group commit).
@@ -94,6 +96,8 @@ impl Default for Metrics {
             lease_held: AtomicU64::new(0),
             wal_syncs: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
+            snapshots_saved: AtomicU64::new(0),
+            snapshots_installed: AtomicU64::new(0),
             batch_commands: Histogram::new(SIZES),
             readys_per_sync: Histogram::new(SIZES),
             fsync_seconds: Histogram::new(SECONDS),
@@ -106,7 +110,17 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
+            (
+                "synod_snapshots_saved_total",
+                "Snapshots of the store taken and made durable.",
+                &self.snapshots_saved,
+            ),
+            (
+                "synod_snapshots_installed_total",
+                "Snapshots received from a peer and installed.",
+                &self.snapshots_installed,
+            ),
             (
                 "synod_proposals_submitted_total",
                 "Client write requests proposed.",

@@ -30,6 +30,7 @@ pub struct MemberConfig {
     pub client_listen: Vec<Url>,
     pub client_advertise: Vec<Url>,
     pub peer_listen: Url,
+    pub wal_segment_bytes: u64,
     pub core: CoreConfig,
 }
 
@@ -107,6 +108,7 @@ impl MemberConfig {
             client_listen: parse_urls("--listen-client-urls", &a.listen_client_urls)?,
             client_advertise: parse_urls("--advertise-client-urls", &a.advertise_client_urls)?,
             peer_listen: Url::parse("--listen-peer-urls", &a.listen_peer_urls)?,
+            wal_segment_bytes: a.wal_segment_bytes.max(4096),
             cluster,
             core: CoreConfig {
                 engine,
@@ -114,6 +116,7 @@ impl MemberConfig {
                 clock_skew_ppm: a.clock_skew_ppm,
                 request_timeout: Duration::from_millis(a.request_timeout.max(1)),
                 planted_bug_local_reads: a.planted_bug_local_reads,
+                snapshot_every_commands: a.snapshot_count.max(1),
             },
         })
     }
@@ -148,9 +151,14 @@ pub async fn run(
     }
     .check_or_create(&cfg.data_dir)?;
 
-    let mut storage = DiskStorage::open(cfg.data_dir.join("log"), Default::default())
+    let options = synod_storage::Options {
+        segment_bytes_max: cfg.wal_segment_bytes,
+        ..Default::default()
+    };
+    let mut storage = DiskStorage::open(cfg.data_dir.join("log"), options)
         .map_err(|e| format!("cannot recover the data directory: {e}"))?;
-    let durable = if storage.recovered().is_empty() {
+    let mut restored = replica::Restored::default();
+    let mut durable = if storage.recovered().is_empty() {
         let members = Membership::new(cfg.cluster.members.keys().copied())
             .ok_or("the initial cluster has no valid member")?;
         let state = DurableState::bootstrap(&members);
@@ -175,6 +183,34 @@ pub async fn run(
         );
         r.durable_state()
     };
+    // The store resumes from the newest snapshot; the engine replays the log above it.
+    if let Some(snap) = storage
+        .latest_snapshot()
+        .map_err(|e| format!("cannot read the newest snapshot: {e}"))?
+    {
+        let (membership, kv) = crate::snapshot::decode(&snap.data).map_err(|e| {
+            format!(
+                "the newest snapshot (slot {}) is damaged: {e}",
+                snap.meta.slot
+            )
+        })?;
+        restored.kv = synod_kv::KvStore::restore(&kv).map_err(|e| {
+            format!(
+                "the newest snapshot (slot {}) is damaged: {e}",
+                snap.meta.slot
+            )
+        })?;
+        durable.snapshot = Some(synod_paxos::SnapshotInfo {
+            slot: snap.meta.slot,
+            membership,
+        });
+        tracing::info!(
+            slot = snap.meta.slot,
+            bytes = snap.data.len(),
+            "restored the newest snapshot"
+        );
+        restored.latest = Some((snap.meta.slot, snap.data));
+    }
 
     if cfg.core.planted_bug_local_reads {
         tracing::warn!("PLANTED BUG: linearizable reads are served locally (stale reads possible)");
@@ -239,6 +275,7 @@ pub async fn run(
     let replica = replica::start(
         cfg.core.clone(),
         durable,
+        restored,
         Box::new(storage),
         Arc::new(transport.clone()),
         from_peers,

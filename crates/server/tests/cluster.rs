@@ -6,7 +6,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{client, wait_leader, Cluster, ELECTION_MS};
+use support::{client, put_retry, wait_leader, Cluster, ELECTION_MS};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 
@@ -104,9 +104,7 @@ async fn leader_crash_loses_no_acknowledged_write() {
     let leader = wait_leader(&mut cluster, LEADER_WAIT).await;
     let mut c = client(&cluster.endpoints()).await;
     for k in 0..100 {
-        c.put(format!("a{k:03}"), format!("{k}"), None)
-            .await
-            .unwrap();
+        put_retry(&mut c, format!("a{k:03}"), format!("{k}")).await;
     }
 
     cluster.kill(leader);
@@ -135,9 +133,7 @@ async fn leader_crash_loses_no_acknowledged_write() {
         killed_at.elapsed()
     );
     for k in 100..150 {
-        c.put(format!("a{k:03}"), format!("{k}"), None)
-            .await
-            .unwrap();
+        put_retry(&mut c, format!("a{k:03}"), format!("{k}")).await;
     }
     let r = c
         .get("a", Some(GetOptions::new().with_prefix()))
@@ -175,9 +171,7 @@ async fn a_restarted_cluster_recovers_its_data() {
     wait_leader(&mut cluster, LEADER_WAIT).await;
     let mut c = client(&cluster.endpoints()).await;
     for k in 0..50 {
-        c.put(format!("r{k:02}"), format!("{k}"), None)
-            .await
-            .unwrap();
+        put_retry(&mut c, format!("r{k:02}"), format!("{k}")).await;
     }
     c.delete("r00", None).await.unwrap();
     let revision = c.get("r", None).await.unwrap().header().unwrap().revision();

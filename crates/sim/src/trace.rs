@@ -139,6 +139,15 @@ fn describe_body(body: &Body) -> String {
             request,
             read_index,
         } => format!("{kind} req={request} index={read_index:?}"),
+        Body::SnapshotChunk {
+            slot,
+            total,
+            offset,
+            data,
+        } => format!(
+            "{kind} slot={slot} bytes={offset}..{} of {total}",
+            offset + data.len() as u64
+        ),
     }
 }
 

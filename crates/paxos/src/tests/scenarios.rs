@@ -303,3 +303,28 @@ fn an_acceptor_gives_no_promise_for_slots_it_compacted() {
     assert_eq!(promises, 0, "no promise without the compacted values");
     assert_eq!(c.engines[&a].status().promised, promised_before);
 }
+
+#[test]
+fn a_restarted_follower_behind_the_compaction_point_gets_a_snapshot() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f: NodeId = if l == 1 { 2 } else { 1 };
+    let other: NodeId = 6 - l - f;
+    c.crash(f);
+    for seq in 1..=40 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    c.tick_all(20);
+    c.compact(l);
+    c.compact(other);
+    c.start(f);
+    c.tick_all(30);
+    assert!(
+        c.snapshots_sent >= 1,
+        "{:?}",
+        &c.trace[c.trace.len().saturating_sub(30)..]
+    );
+    let expected: Vec<(u64, u64)> = (1..=40).map(|s| (1, s)).collect();
+    assert_eq!(c.applied_commands(f), expected);
+}

@@ -142,5 +142,14 @@ pub fn body(b: &Body) -> String {
             Some(i) => format!("ReadIndexReply req={request} index={i}"),
             None => format!("ReadIndexReply req={request} index=none"),
         },
+        Body::SnapshotChunk {
+            slot,
+            total,
+            offset,
+            data,
+        } => format!(
+            "SnapshotChunk slot={slot} bytes={offset}..{} of {total}",
+            offset + data.len() as u64
+        ),
     }
 }

@@ -50,6 +50,7 @@ pub async fn serve(
     });
     let maintenance = PbMaintenanceServer::new(MaintenanceService {
         shared: shared.clone(),
+        replica: replica.clone(),
     });
     let state = HttpState {
         replica,

@@ -23,7 +23,11 @@ const DB_SIZE_MIN_BYTES: u64 = 4096;
 #[derive(Debug, Clone)]
 pub struct MaintenanceService {
     pub shared: Arc<Shared>,
+    pub replica: crate::replica::ReplicaHandle,
 }
+
+/// Pieces of a snapshot streamed to a client.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 impl MaintenanceService {
     fn header(&self) -> Option<PbResponseHeader> {
@@ -103,11 +107,35 @@ impl PbMaintenanceService for MaintenanceService {
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
 
+    /// A consistent copy of the store (Synod's snapshot format, not etcd's bbolt file), in
+    /// etcd's stream convention that `etcdctl snapshot save` checks: zero padding to a
+    /// multiple of 512 bytes, then the SHA-256 of everything before it.
     async fn snapshot(
         &self,
         _request: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(ServerError::Unimplemented("Snapshot").into())
+        let (_, snapshot) = self.replica.export().await?;
+        let mut padded = snapshot.to_vec();
+        padded.resize(snapshot.len().div_ceil(512) * 512, 0);
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(&padded);
+        padded.extend_from_slice(&digest);
+        let data = bytes::Bytes::from(padded);
+        let header = self.header();
+        let total = data.len();
+        let mut pieces = Vec::new();
+        let mut offset = 0;
+        while offset < total || pieces.is_empty() {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(total);
+            pieces.push(Ok(PbSnapshotResponse {
+                header,
+                remaining_bytes: (total - end) as u64,
+                blob: data.slice(offset..end).to_vec(),
+                version: ETCD_VERSION.to_string(),
+            }));
+            offset = end;
+        }
+        let stream = tonic::codegen::tokio_stream::iter(pieces);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(

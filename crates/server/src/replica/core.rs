@@ -6,7 +6,9 @@ use super::ticker;
 use super::{Input, ReplicaHandle, Reply, INPUT_QUEUE_MAX};
 use crate::error::ServerError;
 use crate::metrics::Metrics;
+use crate::snapshot;
 use crate::status::{Shared, Snapshot};
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,14 +16,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use synod_kv::{KvStore, RangeRequest, RangeResponse, Response};
 use synod_paxos::{
-    Command, Config, DurableState, Engine, Message, NodeId, ProposeError, ReadError, ReadId, Ready,
-    Role, Value,
+    Body, Command, Config, DurableState, Engine, Message, NodeId, ProposeError, ReadError, ReadId,
+    Ready, Role, Slot, SnapshotChunk, SnapshotInfo, Value,
 };
 use tokio::sync::mpsc;
 
 /// Inputs handled between two `Ready`s at most, so a flood of one kind (say, client writes)
 /// cannot starve the engine's output (and with it, the replies).
 const INPUTS_PER_READY_MAX: usize = 4096;
+
+/// Snapshots travel to peers in pieces of this size (each one peer message).
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// A peer's snapshot larger than this is refused, so a bad peer cannot make us allocate
+/// without bound.
+const SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
 
 /// Where the core sends messages for peers. The transport implements it; tests can too.
 pub trait Network: Send + Sync + 'static {
@@ -46,6 +55,8 @@ pub struct CoreConfig {
     /// Planted bug (tests of the fault-injection harness only): linearizable reads are
     /// served from local state, with no read barrier.
     pub planted_bug_local_reads: bool,
+    /// Take a snapshot (and drop the log below it) after this many applied commands.
+    pub snapshot_every_commands: u64,
 }
 
 #[derive(Debug)]
@@ -83,9 +94,43 @@ struct Core {
     request_timeout: Duration,
     last_leader: Option<NodeId>,
     last_role: Role,
+    applied_since_snapshot: u64,
     fatal: Option<String>,
     clock: ticker::TickClock,
     planted_bug_local_reads: bool,
+    snapshots: Snapshots,
+}
+
+/// Snapshot state: taking them by policy, serving them to lagging peers, and reassembling
+/// one from a peer.
+#[derive(Debug, Default)]
+struct Snapshots {
+    /// Take a snapshot after this many applied commands (etcd's `--snapshot-count`).
+    every_commands: u64,
+    /// The newest durable snapshot (slot, encoded), served to peers that need it.
+    latest: Option<(Slot, Bytes)>,
+    /// A snapshot of our own is being written.
+    saving: bool,
+    /// A snapshot from a peer being reassembled.
+    incoming: Option<Incoming>,
+    /// A received snapshot, decoded and waiting to be durable before it replaces the store.
+    installing: Option<(SnapshotInfo, KvStore)>,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    from: NodeId,
+    slot: Slot,
+    total: u64,
+    data: Vec<u8>,
+}
+
+/// The state machine as restored from the newest snapshot (empty without one).
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub kv: KvStore,
+    /// The snapshot itself (slot, encoded), to serve to peers that need it.
+    pub latest: Option<(Slot, Bytes)>,
 }
 
 /// The running replica's threads.
@@ -118,6 +163,7 @@ impl Replica {
 pub fn start(
     cfg: CoreConfig,
     durable: DurableState,
+    restored: Restored,
     wal: Box<dyn synod_storage::Storage + Send>,
     network: Arc<dyn Network>,
     from_peers: mpsc::Receiver<Message>,
@@ -141,7 +187,7 @@ pub fn start(
     let ticker = ticker::spawn(cfg.tick, inputs_tx.clone());
     let mut core = Core {
         engine,
-        kv: KvStore::new(),
+        kv: restored.kv,
         network,
         persist: persist_tx,
         client_id: incarnation,
@@ -154,9 +200,15 @@ pub fn start(
         request_timeout: cfg.request_timeout,
         last_leader: None,
         last_role: Role::Follower,
+        applied_since_snapshot: 0,
         fatal: None,
         clock: ticker::TickClock::new(cfg.tick, cfg.clock_skew_ppm),
         planted_bug_local_reads: cfg.planted_bug_local_reads,
+        snapshots: Snapshots {
+            every_commands: cfg.snapshot_every_commands,
+            latest: restored.latest,
+            ..Snapshots::default()
+        },
     };
     let core = std::thread::Builder::new()
         .name("synod-core".into())
@@ -227,7 +279,18 @@ impl Core {
                 reply,
             } => self.read(request, linearizable, reply),
             Input::Tick => self.expire(Instant::now()),
+            Input::Export { reply } => {
+                let status = self.engine.status();
+                let data = snapshot::encode(&status.members, &self.kv.snapshot());
+                let _ = reply.send(Ok((status.applied, data)));
+            }
             Input::Persisted(seq) => self.engine.persisted(seq),
+            Input::SnapshotSaved {
+                slot,
+                data,
+                received,
+                saved,
+            } => self.snapshot_saved(slot, data, received, saved),
             Input::Fatal(reason) => {
                 tracing::error!("stopping: {reason}");
                 self.fatal = Some(reason);
@@ -292,6 +355,8 @@ impl Core {
             committed,
             reads_ready,
             reads_failed,
+            send_snapshot,
+            snapshot_chunks,
         } = ready;
         // Messages that do not depend on the write leave first: the disk write then runs in
         // parallel with the peers' own.
@@ -299,15 +364,11 @@ impl Core {
             self.network.send(m);
         }
         if persist_seq.is_some() || !messages_after_persist.is_empty() {
-            let job = PersistJob {
+            self.persist_job(PersistJob::Ready {
                 seq: persist_seq,
                 batch: synod_storage::Batch::new(hard_state, records),
                 after: messages_after_persist,
-            };
-            if self.persist.send(job).is_err() {
-                self.fatal
-                    .get_or_insert_with(|| "the persist thread stopped".to_string());
-            }
+            });
         }
         let mut last = None;
         for c in committed {
@@ -316,6 +377,13 @@ impl Core {
         }
         if let Some(slot) = last {
             self.engine.applied(slot);
+            self.maybe_snapshot(slot);
+        }
+        for peer in send_snapshot {
+            self.send_snapshot(peer);
+        }
+        for chunk in snapshot_chunks {
+            self.receive_chunk(chunk);
         }
         for id in reads_ready {
             if let Some((request, reply)) = self.reads.remove(&id) {
@@ -341,6 +409,7 @@ impl Core {
             return; // no-ops fill gaps; membership changes come with issue 7
         };
         self.metrics.batch_commands.observe(commands.len() as f64);
+        self.applied_since_snapshot += commands.len() as u64;
         for c in commands {
             // A payload that does not decode fails the same way on every replica, so the
             // replicas stay identical; the proposer learns why.
@@ -355,6 +424,156 @@ impl Core {
                     .observe(w.arrived.elapsed().as_secs_f64());
                 let _ = w.reply.send(outcome.map_err(ServerError::from));
             }
+        }
+    }
+
+    fn persist_job(&mut self, job: PersistJob) {
+        if self.persist.send(job).is_err() {
+            self.fatal
+                .get_or_insert_with(|| "the persist thread stopped".to_string());
+        }
+    }
+
+    /// Takes a snapshot at `applied` when enough was applied since the last one. The store
+    /// is serialized here (the only part that holds up the core); writing it is the persist
+    /// thread's, after every batch queued before it.
+    fn maybe_snapshot(&mut self, applied: Slot) {
+        if self.applied_since_snapshot < self.snapshots.every_commands
+            || self.snapshots.saving
+            || self.snapshots.installing.is_some()
+        {
+            return;
+        }
+        let started = Instant::now();
+        let membership = self.engine.status().members;
+        let data = snapshot::encode(&membership, &self.kv.snapshot());
+        tracing::debug!(
+            slot = applied,
+            bytes = data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        self.applied_since_snapshot = 0;
+        self.snapshots.saving = true;
+        self.persist_job(PersistJob::Snapshot {
+            slot: applied,
+            data,
+            received: false,
+        });
+    }
+
+    fn snapshot_saved(&mut self, slot: Slot, data: Bytes, received: bool, saved: bool) {
+        if !received {
+            self.snapshots.saving = false;
+            if saved {
+                // Durable: the engine may forget what it covers.
+                self.engine.compact(slot);
+                self.snapshots.latest = Some((slot, data));
+                self.metrics.snapshots_saved.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let Some((info, kv)) = self.snapshots.installing.take() else {
+            return;
+        };
+        debug_assert_eq!(info.slot, slot);
+        if !saved || !self.engine.wants_snapshot(slot) {
+            return; // overtaken meanwhile: keep the store we have
+        }
+        self.kv = kv;
+        let installed = self.engine.install_snapshot(info);
+        debug_assert!(installed, "wanted a moment ago, on this same thread");
+        self.snapshots.latest = Some((slot, data));
+        self.applied_since_snapshot = 0;
+        self.metrics.snapshots_installed.fetch_add(1, Relaxed);
+        tracing::info!(slot, "installed a snapshot from a peer");
+    }
+
+    /// Sends our newest snapshot to a peer that lags behind our compaction point.
+    fn send_snapshot(&mut self, peer: NodeId) {
+        let Some((slot, data)) = self.snapshots.latest.clone() else {
+            return; // nothing compacted without a snapshot, so this does not happen
+        };
+        let total = data.len() as u64;
+        tracing::info!(peer, slot, bytes = total, "sending a snapshot");
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            self.network.send(Message {
+                from: self.engine.id(),
+                to: peer,
+                body: Body::SnapshotChunk {
+                    slot,
+                    total,
+                    offset: offset as u64,
+                    data: data.slice(offset..end),
+                },
+            });
+            offset = end;
+        }
+    }
+
+    /// Reassembles a peer's snapshot; once whole and valid, has it made durable (then
+    /// `snapshot_saved` installs it). Pieces arrive in order on one connection; anything
+    /// else (a piece missing, another sender) restarts the assembly at the next first piece.
+    fn receive_chunk(&mut self, c: SnapshotChunk) {
+        if c.offset == 0 {
+            if c.total > SNAPSHOT_BYTES_MAX {
+                tracing::warn!(
+                    from = c.from,
+                    bytes = c.total,
+                    "refusing an oversized snapshot"
+                );
+                return;
+            }
+            self.snapshots.incoming = Some(Incoming {
+                from: c.from,
+                slot: c.slot,
+                total: c.total,
+                data: Vec::new(),
+            });
+        }
+        let Some(inc) = &mut self.snapshots.incoming else {
+            return;
+        };
+        if (inc.from, inc.slot, inc.total) != (c.from, c.slot, c.total)
+            || c.offset != inc.data.len() as u64
+        {
+            self.snapshots.incoming = None;
+            return;
+        }
+        inc.data.extend_from_slice(&c.data);
+        if (inc.data.len() as u64) < inc.total {
+            return;
+        }
+        let inc = self.snapshots.incoming.take().expect("just matched");
+        if self.snapshots.installing.is_some() || !self.engine.wants_snapshot(inc.slot) {
+            return;
+        }
+        let data = Bytes::from(inc.data);
+        let decoded = snapshot::decode(&data).and_then(|(membership, kv)| {
+            KvStore::restore(&kv)
+                .map(|kv| (membership, kv))
+                .map_err(|e| e.to_string())
+        });
+        match decoded {
+            Ok((membership, kv)) => {
+                let info = SnapshotInfo {
+                    slot: inc.slot,
+                    membership,
+                };
+                self.snapshots.installing = Some((info, kv));
+                self.persist_job(PersistJob::Snapshot {
+                    slot: inc.slot,
+                    data,
+                    received: true,
+                });
+            }
+            Err(e) => tracing::warn!(
+                from = inc.from,
+                slot = inc.slot,
+                "bad snapshot from a peer: {e}"
+            ),
         }
     }
 

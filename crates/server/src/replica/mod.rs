@@ -12,7 +12,7 @@ mod core;
 mod persist;
 mod ticker;
 
-pub use self::core::{CoreConfig, StartError};
+pub use self::core::{CoreConfig, Restored, StartError};
 
 use crate::error::ServerError;
 use bytes::Bytes;
@@ -41,9 +41,21 @@ pub(crate) enum Input {
         linearizable: bool,
         reply: Reply<RangeResponse>,
     },
+    /// A consistent copy of the store for a client (Maintenance.Snapshot).
+    Export {
+        reply: Reply<(synod_paxos::Slot, Bytes)>,
+    },
     Tick,
     /// Everything the core handed the persist thread up to this sequence is durable.
     Persisted(u64),
+    /// A snapshot job finished (`saved`: it is durable and the log below it dropped; else a
+    /// newer snapshot was already there).
+    SnapshotSaved {
+        slot: synod_paxos::Slot,
+        data: Bytes,
+        received: bool,
+        saved: bool,
+    },
     /// The disk failed: an acceptor that cannot persist must stop answering.
     Fatal(String),
     Shutdown,
@@ -97,6 +109,13 @@ impl ReplicaHandle {
             linearizable,
             reply,
         })?;
+        self.wait(rx).await
+    }
+
+    /// The store as of the last applied slot, encoded as a snapshot (with the membership).
+    pub async fn export(&self) -> Result<(synod_paxos::Slot, Bytes), ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Export { reply })?;
         self.wait(rx).await
     }
 

@@ -6,12 +6,13 @@
 use super::core::Network;
 use super::Input;
 use crate::metrics::Metrics;
+use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use synod_paxos::Message;
+use synod_paxos::{Message, Slot};
 use synod_storage::{Batch, Storage, StorageError};
 use tokio::sync::mpsc::Sender;
 
@@ -19,12 +20,21 @@ use tokio::sync::mpsc::Sender;
 const JOBS_PER_SYNC_MAX: usize = 1024;
 
 #[derive(Debug)]
-pub(crate) struct PersistJob {
-    /// Report `Persisted(seq)` once this job is durable.
-    pub seq: Option<u64>,
-    pub batch: Batch,
-    /// Messages that may leave only once the batch is durable (Promise, Accepted, ...).
-    pub after: Vec<Message>,
+pub(crate) enum PersistJob {
+    Ready {
+        /// Report `Persisted(seq)` once this job is durable.
+        seq: Option<u64>,
+        batch: Batch,
+        /// Messages that may leave only once the batch is durable (Promise, Accepted, ...).
+        after: Vec<Message>,
+    },
+    /// Save a snapshot (durably), then drop the log it covers; report `SnapshotSaved`.
+    Snapshot {
+        slot: Slot,
+        data: Bytes,
+        /// Received from a peer (to be installed), rather than taken here.
+        received: bool,
+    },
 }
 
 pub(crate) fn spawn(
@@ -53,24 +63,33 @@ fn run(
 ) -> Result<(), StorageError> {
     // Ends when the core drops its sender: every job it sent has been handled by then.
     while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < JOBS_PER_SYNC_MAX {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+        let mut group = Vec::new();
+        let mut snapshot = None;
+        let mut next = Some(first);
+        // A group is the Ready jobs queued up to the next snapshot job (if any), which runs
+        // after the group is durable: order is kept.
+        while let Some(job) = next.take() {
+            match job {
+                PersistJob::Ready { seq, batch, after } => group.push((seq, batch, after)),
+                PersistJob::Snapshot {
+                    slot,
+                    data,
+                    received,
+                } => {
+                    snapshot = Some((slot, data, received));
+                    break;
+                }
+            }
+            if group.len() < JOBS_PER_SYNC_MAX {
+                next = jobs.try_recv().ok();
             }
         }
         let started = Instant::now();
         let mut wrote = false;
-        for job in &group {
-            if !job.batch.is_empty() {
-                wal.write(&job.batch)?;
-                let payload: usize = job
-                    .batch
-                    .records
-                    .iter()
-                    .map(|r| r.value.payload_bytes())
-                    .sum();
+        for (_, batch, _) in &group {
+            if !batch.is_empty() {
+                wal.write(batch)?;
+                let payload: usize = batch.records.iter().map(|r| r.value.payload_bytes()).sum();
                 metrics.wal_bytes.fetch_add(payload as u64, Relaxed);
                 wrote = true;
             }
@@ -84,16 +103,45 @@ fn run(
             metrics.readys_per_sync.observe(group.len() as f64);
         }
         let mut last_seq = None;
-        for job in group {
-            for m in job.after {
+        for (seq, _, after) in group {
+            for m in after {
                 network.send(m);
             }
-            last_seq = job.seq.or(last_seq);
+            last_seq = seq.or(last_seq);
         }
         if let Some(seq) = last_seq {
             // The core must learn of every sync, so wait for room rather than drop.
             if inputs.blocking_send(Input::Persisted(seq)).is_err() {
                 break; // the core has stopped
+            }
+        }
+        if let Some((slot, data, received)) = snapshot {
+            let started = Instant::now();
+            let saved = match wal.save_snapshot(slot, &data) {
+                Ok(_) => {
+                    wal.compact(slot)?;
+                    true
+                }
+                // A newer one is already durable (a received snapshot raced our own).
+                Err(StorageError::SnapshotNotNewer { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            tracing::info!(
+                slot,
+                bytes = data.len(),
+                received,
+                saved,
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot saved"
+            );
+            let done = Input::SnapshotSaved {
+                slot,
+                data,
+                received,
+                saved,
+            };
+            if inputs.blocking_send(done).is_err() {
+                break;
             }
         }
     }

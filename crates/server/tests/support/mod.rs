@@ -284,3 +284,22 @@ pub async fn wait_leader(cluster: &mut Cluster, within: Duration) -> usize {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A put that retries while the cluster is between leaders (errors whose outcome is
+/// unknown: a retried put of the same key and value is idempotent, so that is safe here).
+/// Machines running these tests are often loaded, and elections then happen.
+pub async fn put_retry(c: &mut Client, key: String, value: String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.put(key.clone(), value.clone(), None).await {
+            Ok(_) => return,
+            Err(e) => {
+                let transient = matches!(&e, etcd_client::Error::GRpcStatus(s)
+                    if s.code() == tonic::Code::Unavailable
+                        || s.code() == tonic::Code::ResourceExhausted);
+                assert!(transient && Instant::now() < deadline, "put {key}: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
