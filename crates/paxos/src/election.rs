@@ -20,6 +20,8 @@ pub(crate) struct Campaign {
     pub(crate) first_slot: Slot,
     /// Voters that granted the pre-vote, or the promises received in phase 1.
     pub(crate) votes: BTreeMap<NodeId, Vec<PromisedSlot>>,
+    /// Voters that refused the pre-vote.
+    pub(crate) refusals: Vec<NodeId>,
 }
 
 impl Engine {
@@ -37,8 +39,12 @@ impl Engine {
         }
         match self.role {
             RoleState::Follower => self.start_pre_vote(),
-            RoleState::PreCandidate(_) | RoleState::Candidate(_) => {
-                // The campaign stalled (lost messages, or acceptors still hear a leader).
+            // A pre-vote changes no state, so a stalled one cannot be duelling anyone: try
+            // again after a fresh timeout, without widening the back-off (which would only
+            // delay recovery once the cluster heals).
+            RoleState::PreCandidate(_) => self.step_down(),
+            RoleState::Candidate(_) => {
+                // Phase 1 stalled (lost messages, or acceptors still hear a leader).
                 self.backoff_exp = self.backoff_exp.saturating_add(1);
                 self.step_down();
             }
@@ -61,6 +67,7 @@ impl Engine {
             ballot,
             first_slot: self.log.commit() + 1,
             votes: BTreeMap::new(),
+            refusals: Vec::new(),
         });
         self.election_deadline = self.now + self.random_election_timeout();
         let commit = self.log.commit();
@@ -69,10 +76,22 @@ impl Engine {
 
     pub(crate) fn on_pre_vote_reply(&mut self, from: NodeId, ballot: Ballot, granted: bool) {
         let quorum = self.members.quorum();
+        let voters = self.members.voters().len();
         let RoleState::PreCandidate(c) = &mut self.role else {
             return;
         };
-        if c.ballot != ballot || !granted {
+        if c.ballot != ballot {
+            return;
+        }
+        if !granted {
+            if !c.refusals.contains(&from) {
+                c.refusals.push(from);
+            }
+            if c.refusals.len() > voters - quorum {
+                // A majority can no longer grant: end this pre-vote now rather than wait
+                // out its deadline (the refusers hear a leader, or are ahead of us).
+                self.step_down();
+            }
             return;
         }
         c.votes.insert(from, Vec::new());
@@ -91,6 +110,7 @@ impl Engine {
             ballot,
             first_slot,
             votes: BTreeMap::new(),
+            refusals: Vec::new(),
         });
         self.election_deadline = self.now + self.random_election_timeout();
         for i in 0..self.members.voters().len() {
