@@ -1,3 +1,4 @@
 //! Synod benchmarks.
 
+pub mod loadgen;
 pub mod overhead;

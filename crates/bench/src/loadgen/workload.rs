@@ -1,0 +1,313 @@
+//! What one operation of each workload is, and the keys and values it uses.
+
+use clap::ValueEnum;
+use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Put a value under a random key.
+    Put,
+    /// Linearizable get of a random key (etcd: ReadIndex; Synod: leader lease).
+    Get,
+    /// Serializable get: any member answers from its own state.
+    GetSerializable,
+    /// Linearizable gets and puts, --read-percent of them gets.
+    Mix,
+    /// Compare-and-set: a Txn that puts the key if its mod revision is the one this client
+    /// last saw, else reads it (and remembers the revision for its next try). Each client
+    /// works on its own slice of the keyspace, as optimistic-concurrency users mostly do, so
+    /// after its first touch of a key (which fails, learning the revision) a CAS succeeds.
+    Txn,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::GetSerializable => "get-serializable",
+            Workload::Mix => "mix",
+            Workload::Txn => "txn",
+        }
+    }
+
+    /// Whether the workload reads keys, so the keyspace should exist first.
+    pub fn reads(self) -> bool {
+        matches!(
+            self,
+            Workload::Get | Workload::GetSerializable | Workload::Mix
+        )
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadParams {
+    pub key_size: usize,
+    pub value_size: usize,
+    pub keyspace: u64,
+    pub read_percent: u8,
+}
+
+impl WorkloadParams {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.keyspace == 0 {
+            return Err("--keyspace must be at least 1".into());
+        }
+        let digits = (self.keyspace - 1).to_string().len();
+        if self.key_size < 1 + digits {
+            return Err(format!(
+                "--key-size {} is too small for --keyspace {}: keys need {} bytes",
+                self.key_size,
+                self.keyspace,
+                1 + digits
+            ));
+        }
+        Ok(())
+    }
+
+    /// Key number `index`: `k` and the zero-padded number, `key_size` bytes in all, so every
+    /// key has the same size and keys sort by number.
+    pub fn key(&self, index: u64) -> Vec<u8> {
+        format!("k{:0width$}", index, width = self.key_size - 1).into_bytes()
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64): key choice needs speed and
+/// reproducibility, not quality beyond uniformity.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), by multiply-shift, which has no modulo bias worth noting for
+    /// the keyspaces used here.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// What a completed operation reports besides its latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// A compare-and-set Txn; `true` if its compare held and it wrote.
+    Cas(bool),
+}
+
+/// One closed-loop client's state.
+#[derive(Debug)]
+pub struct ClientOps {
+    workload: Workload,
+    params: WorkloadParams,
+    rng: Rng,
+    /// This client's number and how many there are: the Txn workload's key slice.
+    client: u64,
+    clients: u64,
+    /// Printable bytes, so that logs and etcdctl output stay readable.
+    value: Vec<u8>,
+    /// Txn only: the mod revision this client last saw per key (0 = absent, which is what
+    /// etcd compares a missing key's revision as).
+    revisions: HashMap<u64, i64>,
+}
+
+impl ClientOps {
+    /// Client number `client` of `clients`.
+    pub fn new(workload: Workload, params: WorkloadParams, client: u64, clients: u64) -> ClientOps {
+        let mut rng = Rng::new(client + 1);
+        let value = (0..params.value_size)
+            .map(|_| b'a' + rng.below(26) as u8)
+            .collect();
+        ClientOps {
+            workload,
+            params,
+            rng,
+            client,
+            clients: clients.max(1),
+            value,
+            revisions: HashMap::new(),
+        }
+    }
+
+    /// The value this client writes.
+    pub fn value_bytes(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// Issues one operation and waits for its answer.
+    pub async fn execute(&mut self, kv: &mut KvClient) -> Result<Outcome, etcd_client::Error> {
+        let index = self.pick_key();
+        let key = self.params.key(index);
+        match self.workload {
+            Workload::Put => self.put(kv, key).await,
+            Workload::Get => get(kv, key, false).await,
+            Workload::GetSerializable => get(kv, key, true).await,
+            Workload::Mix => {
+                if self.rng.below(100) < u64::from(self.params.read_percent) {
+                    get(kv, key, false).await
+                } else {
+                    self.put(kv, key).await
+                }
+            }
+            Workload::Txn => self.compare_and_set(kv, index, key).await,
+        }
+    }
+
+    /// A key number, uniform over the keyspace, or for Txn over this client's slice of it
+    /// (numbers congruent to the client's modulo the clients; the whole keyspace if there
+    /// are more clients than keys).
+    fn pick_key(&mut self) -> u64 {
+        let keyspace = self.params.keyspace;
+        if self.workload != Workload::Txn || self.clients > keyspace {
+            return self.rng.below(keyspace);
+        }
+        let slice = (keyspace - self.client).div_ceil(self.clients);
+        self.client + self.clients * self.rng.below(slice)
+    }
+
+    async fn put(&self, kv: &mut KvClient, key: Vec<u8>) -> Result<Outcome, etcd_client::Error> {
+        kv.put(key, self.value.clone(), None).await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn compare_and_set(
+        &mut self,
+        kv: &mut KvClient,
+        index: u64,
+        key: Vec<u8>,
+    ) -> Result<Outcome, etcd_client::Error> {
+        let expected = self.revisions.get(&index).copied().unwrap_or(0);
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                expected,
+            )])
+            .and_then(vec![TxnOp::put(key.clone(), self.value.clone(), None)])
+            .or_else(vec![TxnOp::get(key, None)]);
+        let response = kv.txn(txn).await?;
+        let seen = if response.succeeded() {
+            // The put's revision is the store's revision after the Txn.
+            response.header().map(|h| h.revision())
+        } else {
+            response.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(get) => {
+                    Some(get.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0))
+                }
+                _ => None,
+            })
+        };
+        if let Some(revision) = seen {
+            self.revisions.insert(index, revision);
+        }
+        Ok(Outcome::Cas(response.succeeded()))
+    }
+}
+
+async fn get(
+    kv: &mut KvClient,
+    key: Vec<u8>,
+    serializable: bool,
+) -> Result<Outcome, etcd_client::Error> {
+    let options = serializable.then(|| GetOptions::new().with_serializable());
+    kv.get(key, options).await?;
+    Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(key_size: usize, keyspace: u64) -> WorkloadParams {
+        WorkloadParams {
+            key_size,
+            value_size: 8,
+            keyspace,
+            read_percent: 50,
+        }
+    }
+
+    #[test]
+    fn keys_have_the_asked_size_and_sort_by_number() {
+        let p = params(16, 10_000);
+        assert_eq!(p.key(0), b"k000000000000000");
+        assert_eq!(p.key(9_999), b"k000000000009999");
+        assert!(p.key(9) < p.key(10));
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn keys_must_fit_the_keyspace() {
+        assert!(params(4, 1_000).validate().is_ok());
+        assert!(params(4, 1_001).validate().is_err());
+        assert!(params(16, 0).validate().is_err());
+    }
+
+    #[test]
+    fn rng_is_uniform_enough_and_in_range() {
+        let mut rng = Rng::new(7);
+        let mut counts = [0u32; 10];
+        for _ in 0..100_000 {
+            counts[rng.below(10) as usize] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(Rng::new(1).next_u64(), Rng::new(1).next_u64());
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    #[test]
+    fn txn_clients_keep_to_their_own_keys() {
+        for (client, clients, keyspace) in [(0, 4, 10), (3, 4, 10), (1, 3, 3), (2, 64, 10_000)] {
+            let mut ops = ClientOps::new(Workload::Txn, params(16, keyspace), client, clients);
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..10_000 {
+                let k = ops.pick_key();
+                assert!(k < keyspace);
+                assert_eq!(k % clients, client);
+                seen.insert(k);
+            }
+            let slice = (keyspace - client).div_ceil(clients);
+            // Small slices are covered whole; a large one is at least spread wide.
+            if slice <= 10 {
+                assert_eq!(seen.len() as u64, slice);
+            } else {
+                assert!(seen.len() >= 100, "{}", seen.len());
+            }
+        }
+        // More clients than keys: everyone shares.
+        let mut ops = ClientOps::new(Workload::Txn, params(16, 2), 5, 8);
+        assert!(ops.pick_key() < 2);
+        // Other workloads use the whole keyspace.
+        let mut ops = ClientOps::new(Workload::Put, params(16, 1000), 1, 4);
+        assert!((0..1000).any(|_| ops.pick_key() % 4 != 1));
+    }
+
+    #[test]
+    fn values_have_the_asked_size() {
+        let ops = ClientOps::new(Workload::Put, params(16, 10), 3, 4);
+        assert_eq!(ops.value.len(), 8);
+        assert!(ops.value.iter().all(u8::is_ascii_lowercase));
+    }
+}
