@@ -1,0 +1,315 @@
+//! One run: start a cluster behind the proxies, run the clients, inject the faults, heal,
+//! measure recovery, read everything back, check.
+
+use crate::bank::{self, BankCounts};
+use crate::checks;
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::history::OpCounts;
+use crate::nemesis::{self, FaultRecord, Scenario};
+use crate::recovery;
+use crate::workload::{self, Shared, WorkloadSpec};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_sim::kv::{KvOp, KvResult};
+use synod_sim::rng::Rng;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// How long faults are injected (a fault under way is finished).
+    pub duration: Duration,
+    pub scenario: Scenario,
+    pub cluster: ClusterSpec,
+    pub workload: WorkloadSpec,
+    /// (c): after healing, every member must serve a write and a linearizable read within
+    /// this.
+    pub recovery_bound: Duration,
+    /// Keep the members' logs and data even when nothing was found.
+    pub keep_logs: bool,
+    /// Where run directories go [default: the system's temporary directory].
+    pub base_dir: Option<PathBuf>,
+    /// Print each fault as it is injected.
+    pub verbose: bool,
+}
+
+/// Election and heartbeat as in the server's own end-to-end tests: fast enough that a
+/// minute of faults holds dozens of elections.
+pub const HEARTBEAT_MS: u64 = 20;
+pub const ELECTION_MS: u64 = 200;
+
+/// Snapshots every 2,000 commands (etcd's default is 100,000) and 256 KiB log segments, so
+/// that a run of a minute or two takes snapshots, compacts the log, deletes segments, and
+/// brings members that were down or cut off back through snapshot transfer.
+pub const DEFAULT_MEMBER_FLAGS: [&str; 2] = ["--snapshot-count=2000", "--wal-segment-bytes=262144"];
+
+impl RunConfig {
+    pub fn new(binary: PathBuf, nodes: usize, duration: Duration, seed: u64) -> RunConfig {
+        RunConfig {
+            seed,
+            duration,
+            scenario: Scenario::Random(crate::schedule::ALL_FAULTS.to_vec()),
+            cluster: ClusterSpec {
+                nodes,
+                binary,
+                heartbeat_ms: HEARTBEAT_MS,
+                election_ms: ELECTION_MS,
+                request_timeout_ms: 2000,
+                flags: DEFAULT_MEMBER_FLAGS.iter().map(|f| f.to_string()).collect(),
+                member_flags: Vec::new(),
+                log_level: "info".into(),
+            },
+            workload: WorkloadSpec::default(),
+            recovery_bound: Duration::from_secs(10),
+            keep_logs: false,
+            base_dir: None,
+            verbose: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub nodes: usize,
+    pub seed: u64,
+    pub ops: OpCounts,
+    pub bank: BankCounts,
+    pub faults: Vec<FaultRecord>,
+    /// Time some fault was in force.
+    pub fault_time: Duration,
+    /// From healing until every member served a write and a linearizable read.
+    pub recovery: Option<Duration>,
+    pub check_time: Duration,
+    /// The longest an isolated member kept answering reads after being cut off, and how many
+    /// reads it answered so (see `checks::isolated_reads`).
+    pub isolated_read_longest: Option<Duration>,
+    pub isolated_reads: u64,
+    pub violations: Vec<String>,
+    /// Kept when something was found (or when asked).
+    pub log_dir: Option<PathBuf>,
+    pub wall: Duration,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// One line per run.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} nodes, seed {}: {} ops ({} ok, {} unknown, {} failed), {} bank reads, {} \
+             transfers, {} faults over {:.0}s, recovery {}, check {:.1}s, {} violation(s)",
+            self.nodes,
+            self.seed,
+            self.ops.total(),
+            self.ops.ok,
+            self.ops.unknown,
+            self.ops.failed,
+            self.bank.reads,
+            self.bank.transfers_ok,
+            self.faults.len(),
+            self.fault_time.as_secs_f64(),
+            self.recovery
+                .map_or("NONE".into(), |r| format!("{:.2}s", r.as_secs_f64())),
+            self.check_time.as_secs_f64(),
+            self.violations.len()
+        )
+    }
+}
+
+/// Runs once. `Err` is a failure of the harness itself (no cluster came up), not a finding.
+pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
+    let wall = Instant::now();
+    let n = cfg.cluster.nodes;
+    let mut rng = Rng::new(cfg.seed);
+    let base = cfg.base_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("synod-chaos-{n}n-seed{}-", cfg.seed))
+        .tempdir_in(&base)
+        .map_err(|e| format!("a run directory in {}: {e}", base.display()))?;
+    let mut cluster = Cluster::start(&cfg.cluster, dir.path(), cfg.seed)
+        .await
+        .map_err(|e| format!("starting the cluster: {e}"))?;
+    let endpoints: Vec<String> = (0..n).map(|i| cluster.endpoint(i)).collect();
+    if let Err(e) = cluster.wait_leader(Duration::from_secs(30)).await {
+        let _ = dir.keep();
+        return Err(format!("{e} (logs in {})", cluster.dir.display()));
+    }
+    bank::init(&endpoints, &cfg.workload, Duration::from_secs(30)).await?;
+
+    let shared = Shared::new();
+    // Whatever way this function returns, the clients stop.
+    let _stop = StopOnDrop(shared.clone());
+    let workers = start_workers(&endpoints, &cfg.workload, &shared, &mut rng);
+
+    let run_start = Instant::now();
+    let mut nemesis_rng = rng.fork();
+    let faults = nemesis::run(
+        &mut cluster,
+        &cfg.scenario,
+        cfg.duration,
+        &mut nemesis_rng,
+        run_start,
+        cfg.verbose,
+    )
+    .await
+    .map_err(|e| format!("injecting faults: {e}"))?;
+    cluster.heal_all().map_err(|e| format!("healing: {e}"))?;
+    let recovery = recovery::measure(&endpoints, cfg.recovery_bound * 3).await;
+
+    shared.stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let finals = final_reads(&endpoints, &cfg.workload, &shared).await;
+    for i in 0..n {
+        let mut members = crate::clients::Members::new(endpoints.clone(), cfg.workload.op_timeout);
+        if let Some(c) = members.client(i).await {
+            let read = bank::read_and_check(c, false, &cfg.workload, &shared, i);
+            let _ = tokio::time::timeout(cfg.workload.op_timeout, read).await;
+        }
+    }
+    let crashes = cluster.crashes();
+    cluster.shutdown();
+
+    let mut violations = Vec::new();
+    let check_start = Instant::now();
+    let history = shared.recorder.history();
+    let lin = tokio::task::spawn_blocking(move || checks::linearizable(&history))
+        .await
+        .map_err(|e| format!("the checker panicked: {e}"))?;
+    let check_time = check_start.elapsed();
+    if let Err(e) = lin {
+        violations.push(format!("linearizability: {e}"));
+    }
+    let snapshot = shared.recorder.snapshot();
+    let ops: Vec<_> = snapshot.iter().map(|(o, _)| o.clone()).collect();
+    violations.extend(checks::lost_writes(&ops, &finals));
+    violations.extend(shared.bank.violations());
+    violations.extend(
+        shared
+            .anomalies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|a| format!("unexpected answer: {a}")),
+    );
+    violations.extend(
+        crashes
+            .iter()
+            .map(|(m, s)| format!("{m} exited on its own: {s}")),
+    );
+    match recovery {
+        Some(r) if r <= cfg.recovery_bound => {}
+        Some(r) => violations.push(format!(
+            "progress: {r:.2?} after healing before every member served a write and a read \
+             (bound {:?})",
+            cfg.recovery_bound
+        )),
+        None => violations.push(format!(
+            "progress: some member served no write or read within {:?} of healing",
+            cfg.recovery_bound * 3
+        )),
+    }
+    if finals.len() as u64 != cfg.workload.keys {
+        violations.push(format!(
+            "final reads: only {} of {} registers could be read after healing",
+            finals.len(),
+            cfg.workload.keys
+        ));
+    }
+    let (isolated_read_longest, isolated_reads) = checks::isolated_reads(&snapshot, &faults);
+
+    let log_dir = (!violations.is_empty() || cfg.keep_logs).then(|| dir.keep());
+    if let Some(d) = &log_dir {
+        if let Err(e) = crate::evidence::write(d, run_start, &snapshot, &faults, &violations) {
+            eprintln!("could not write the evidence into {}: {e}", d.display());
+        }
+    }
+    Ok(RunReport {
+        nodes: n,
+        seed: cfg.seed,
+        ops: shared.recorder.counts(),
+        bank: shared.bank.counts(),
+        fault_time: faults.iter().map(|f| f.held).sum(),
+        faults,
+        recovery,
+        check_time,
+        isolated_read_longest,
+        isolated_reads,
+        violations,
+        log_dir,
+        wall: wall.elapsed(),
+    })
+}
+
+/// Sets `stop` when dropped.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The register clients (plus pinned readers) and the bank clients.
+fn start_workers(
+    endpoints: &[String],
+    spec: &WorkloadSpec,
+    shared: &Arc<Shared>,
+    rng: &mut Rng,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut workers = Vec::new();
+    let (pinned_at, pinned) = spec.pinned_readers.unwrap_or((0, 0));
+    for id in 1..=(spec.register_clients + pinned) as u64 {
+        let pin = (id as usize > spec.register_clients).then_some(pinned_at);
+        workers.push(tokio::spawn(workload::register_worker(
+            id,
+            endpoints.to_vec(),
+            spec.clone(),
+            shared.clone(),
+            rng.fork(),
+            pin,
+        )));
+    }
+    for _ in 0..spec.bank_clients {
+        workers.push(tokio::spawn(bank::bank_worker(
+            endpoints.to_vec(),
+            spec.clone(),
+            shared.clone(),
+            rng.fork(),
+        )));
+    }
+    workers
+}
+
+/// Reads every register at every member after healing, into the history; returns each
+/// register's last value read.
+async fn final_reads(
+    endpoints: &[String],
+    spec: &WorkloadSpec,
+    shared: &Shared,
+) -> BTreeMap<u64, Option<u64>> {
+    let mut members = crate::clients::Members::new(endpoints.to_vec(), spec.op_timeout);
+    let mut finals = BTreeMap::new();
+    for key in 1..=spec.keys {
+        for node in 0..endpoints.len() {
+            // A healed cluster answers; a few tries cover a member still catching up.
+            for _ in 0..10 {
+                let op = KvOp::Get { key };
+                if let Some(KvResult::Value(v)) =
+                    workload::run_one(0, op, node, &mut members, spec, shared).await
+                {
+                    finals.insert(key, v);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    finals
+}
