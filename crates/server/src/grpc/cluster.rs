@@ -18,13 +18,7 @@ pub struct ClusterService {
 
 impl ClusterService {
     fn header(&self) -> Option<PbResponseHeader> {
-        let live = self.shared.snapshot();
-        Some(PbResponseHeader {
-            cluster_id: self.shared.cluster_id,
-            member_id: self.shared.member_id,
-            revision: live.revision,
-            raft_term: live.term,
-        })
+        super::convert::current_header(&self.shared)
     }
 }
 

@@ -30,6 +30,17 @@ impl HeaderInfo {
     }
 }
 
+/// The header of a response not tied to a request's own revision: the store's current one.
+pub fn current_header(shared: &crate::status::Shared) -> Option<PbResponseHeader> {
+    let live = shared.snapshot();
+    HeaderInfo {
+        cluster_id: shared.cluster_id,
+        member_id: shared.member_id,
+        term: live.term,
+    }
+    .header(live.revision)
+}
+
 fn invalid(msg: impl Into<String>) -> ServerError {
     ServerError::InvalidArgument(msg.into())
 }
