@@ -1,6 +1,11 @@
-//! Which member a data directory belongs to. Starting a member on another member's data (or
-//! on data of another cluster) would let one acceptor speak with another's promises, so it
-//! is refused.
+//! Which member a data directory belongs to, and which incarnation of that member it holds.
+//! Starting a member on another member's data (or on data of another cluster) would let one
+//! acceptor speak with another's promises, so it is refused.
+//!
+//! The incarnation is a random number drawn when the data directory is created. A member
+//! whose directory was wiped comes back under its old name and id but with a new
+//! incarnation, and its peers, which recorded the old one, refuse it at the handshake
+//! (`transport/handshake.rs`): it has forgotten its promises and accepted values.
 
 use std::fs;
 use std::io::Write;
@@ -13,25 +18,45 @@ pub struct Identity {
     pub name: String,
     pub member_id: u64,
     pub cluster_id: u64,
+    /// Drawn at random (never 0) when the data directory was created; names this life of
+    /// the member's acceptor state. 0 in an identity not yet checked against a directory.
+    pub incarnation: u64,
 }
 
 impl Identity {
+    /// The identity the flags name; its incarnation comes from the data directory
+    /// (`check_or_create`).
+    pub fn new(name: String, member_id: u64, cluster_id: u64) -> Identity {
+        Identity {
+            name,
+            member_id,
+            cluster_id,
+            incarnation: 0,
+        }
+    }
+
     fn render(&self) -> String {
         format!(
-            "name={}\nmember_id={:x}\ncluster_id={:x}\n",
-            self.name, self.member_id, self.cluster_id
+            "name={}\nmember_id={:x}\ncluster_id={:x}\nincarnation={:016x}\n",
+            self.name, self.member_id, self.cluster_id, self.incarnation
         )
     }
 
+    /// The identity in a member file; `incarnation` is 0 when the file predates
+    /// incarnations. None if a line is missing or malformed.
     fn parse(text: &str) -> Option<Identity> {
         let mut name = None;
         let mut member_id = None;
         let mut cluster_id = None;
+        let mut incarnation = Some(0);
         for line in text.lines() {
             match line.split_once('=') {
                 Some(("name", v)) => name = Some(v.to_string()),
                 Some(("member_id", v)) => member_id = u64::from_str_radix(v, 16).ok(),
                 Some(("cluster_id", v)) => cluster_id = u64::from_str_radix(v, 16).ok(),
+                Some(("incarnation", v)) => {
+                    incarnation = u64::from_str_radix(v, 16).ok().filter(|&i| i != 0)
+                }
                 _ => {}
             }
         }
@@ -39,22 +64,34 @@ impl Identity {
             name: name?,
             member_id: member_id?,
             cluster_id: cluster_id?,
+            incarnation: incarnation?,
         })
     }
 
-    /// Writes the identity into a new data directory, or checks it against the one there.
-    pub fn check_or_create(&self, dir: &Path) -> Result<(), String> {
+    fn same_member(&self, other: &Identity) -> bool {
+        (self.name.as_str(), self.member_id, self.cluster_id)
+            == (other.name.as_str(), other.member_id, other.cluster_id)
+    }
+
+    /// Writes the identity, with a fresh incarnation, into a new data directory, or checks it
+    /// against the one there. Returns the identity in effect, with the directory's
+    /// incarnation. A member file written before incarnations existed gets one now.
+    pub fn check_or_create(&self, dir: &Path) -> Result<Identity, String> {
         let path = dir.join(FILE);
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let found = Identity::parse(&text).ok_or_else(|| {
                     format!(
-                        "{} is damaged; it should read:\n{}",
+                        "{} is damaged; it should read:\nname={}\nmember_id={:x}\n\
+                         cluster_id={:x}\nincarnation=<16 hex digits: the one the peers \
+                         recorded for this member in their peer-incarnations file>",
                         path.display(),
-                        self.render()
+                        self.name,
+                        self.member_id,
+                        self.cluster_id
                     )
                 })?;
-                if found != *self {
+                if !found.same_member(self) {
                     return Err(format!(
                         "--data-dir {} belongs to member {:?} (id {:x}) of cluster {:x}, not to \
                          member {:?} (id {:x}) of cluster {:x}; check --name, \
@@ -68,7 +105,18 @@ impl Identity {
                         self.cluster_id
                     ));
                 }
-                Ok(())
+                if found.incarnation != 0 {
+                    return Ok(found);
+                }
+                // Written before incarnations existed: the data is this member's, so this
+                // incarnation is the one its peers will first record.
+                let upgraded = found.with_fresh_incarnation()?;
+                write_durably(dir, &upgraded.render())?;
+                tracing::info!(
+                    incarnation = format!("{:016x}", upgraded.incarnation),
+                    "drew an incarnation for a data directory written before incarnations"
+                );
+                Ok(upgraded)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
@@ -78,52 +126,139 @@ impl Identity {
                         dir.display()
                     ));
                 }
-                let tmp = dir.join(format!("{FILE}.tmp"));
-                let write = || -> std::io::Result<()> {
-                    let mut f = fs::File::create(&tmp)?;
-                    f.write_all(self.render().as_bytes())?;
-                    f.sync_all()?;
-                    fs::rename(&tmp, &path)?;
-                    fs::File::open(dir)?.sync_all()
-                };
-                write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+                let created = self.with_fresh_incarnation()?;
+                write_durably(dir, &created.render())?;
+                Ok(created)
             }
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }
+
+    /// Draws a new incarnation and writes it: for a member whose acceptor state is empty
+    /// (bootstrapped from nothing), whatever its member file says, since it holds none of
+    /// the promises an earlier incarnation may have made.
+    pub fn renew_incarnation(&self, dir: &Path) -> Result<Identity, String> {
+        let renewed = self.with_fresh_incarnation()?;
+        write_durably(dir, &renewed.render())?;
+        Ok(renewed)
+    }
+
+    fn with_fresh_incarnation(&self) -> Result<Identity, String> {
+        loop {
+            let incarnation =
+                getrandom::u64().map_err(|e| format!("cannot draw a random incarnation: {e}"))?;
+            if incarnation != 0 && incarnation != self.incarnation {
+                return Ok(Identity {
+                    incarnation,
+                    ..self.clone()
+                });
+            }
+        }
+    }
+}
+
+/// Replaces the member file: temporary file, sync, rename, directory sync.
+fn write_durably(dir: &Path, contents: &str) -> Result<(), String> {
+    let path = dir.join(FILE);
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn id(name: &str) -> Identity {
+        Identity::new(name.into(), 0xabc, 0xdef)
+    }
+
     #[test]
     fn created_then_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let id = Identity {
-            name: "a".into(),
-            member_id: 0xabc,
-            cluster_id: 0xdef,
-        };
-        id.check_or_create(dir.path()).unwrap();
-        id.check_or_create(dir.path()).unwrap();
-        let other = Identity {
-            name: "b".into(),
-            ..id.clone()
-        };
-        let e = other.check_or_create(dir.path()).unwrap_err();
+        let created = id("a").check_or_create(dir.path()).unwrap();
+        assert_ne!(created.incarnation, 0);
+        let text = fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(
+            text.contains(&format!("\nincarnation={:016x}\n", created.incarnation)),
+            "{text}"
+        );
+        // Checked again: the same incarnation, however the claim was built.
+        assert_eq!(id("a").check_or_create(dir.path()).unwrap(), created);
+        assert_eq!(created.check_or_create(dir.path()).unwrap(), created);
+        let e = id("b").check_or_create(dir.path()).unwrap_err();
         assert!(e.contains("belongs to member \"a\""), "{e}");
+    }
+
+    #[test]
+    fn every_new_directory_gets_its_own_incarnation() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let i1 = id("a").check_or_create(d1.path()).unwrap().incarnation;
+        let i2 = id("a").check_or_create(d2.path()).unwrap().incarnation;
+        assert_ne!(i1, i2);
+        // A wiped directory is a new one.
+        fs::remove_dir_all(d1.path()).unwrap();
+        fs::create_dir(d1.path()).unwrap();
+        let again = id("a").check_or_create(d1.path()).unwrap().incarnation;
+        assert_ne!(again, i1);
+    }
+
+    #[test]
+    fn an_older_member_file_gets_an_incarnation_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(FILE),
+            "name=a\nmember_id=abc\ncluster_id=def\n",
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("log")).unwrap();
+        let upgraded = id("a").check_or_create(dir.path()).unwrap();
+        assert_ne!(upgraded.incarnation, 0);
+        assert_eq!(
+            (
+                upgraded.name.as_str(),
+                upgraded.member_id,
+                upgraded.cluster_id
+            ),
+            ("a", 0xabc, 0xdef)
+        );
+        assert!(!dir.path().join(format!("{FILE}.tmp")).exists());
+        assert_eq!(id("a").check_or_create(dir.path()).unwrap(), upgraded);
+    }
+
+    #[test]
+    fn a_damaged_incarnation_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["xyz", "", "0", "10000000000000000"] {
+            fs::write(
+                dir.path().join(FILE),
+                format!("name=a\nmember_id=abc\ncluster_id=def\nincarnation={bad}\n"),
+            )
+            .unwrap();
+            let e = id("a").check_or_create(dir.path()).unwrap_err();
+            assert!(e.contains("is damaged"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn renewing_draws_another_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = id("a").check_or_create(dir.path()).unwrap();
+        let renewed = created.renew_incarnation(dir.path()).unwrap();
+        assert_ne!(renewed.incarnation, created.incarnation);
+        assert_eq!(id("a").check_or_create(dir.path()).unwrap(), renewed);
     }
 
     #[test]
     fn refuses_a_foreign_directory() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("something"), "x").unwrap();
-        let id = Identity {
-            name: "a".into(),
-            member_id: 1,
-            cluster_id: 2,
-        };
-        assert!(id.check_or_create(dir.path()).is_err());
+        assert!(id("a").check_or_create(dir.path()).is_err());
     }
 }

@@ -144,12 +144,8 @@ pub async fn run(
 ) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create --data-dir {}: {e}", cfg.data_dir.display()))?;
-    Identity {
-        name: cfg.name.clone(),
-        member_id: cfg.member_id,
-        cluster_id: cfg.cluster.cluster_id,
-    }
-    .check_or_create(&cfg.data_dir)?;
+    let mut identity = Identity::new(cfg.name.clone(), cfg.member_id, cfg.cluster.cluster_id)
+        .check_or_create(&cfg.data_dir)?;
 
     let options = synod_storage::Options {
         segment_bytes_max: cfg.wal_segment_bytes,
@@ -161,6 +157,9 @@ pub async fn run(
     let mut durable = if storage.recovered().is_empty() {
         let members = Membership::new(cfg.cluster.members.keys().copied())
             .ok_or("the initial cluster has no valid member")?;
+        // An empty acceptor is a new incarnation, whatever the member file says (say, its
+        // log/ alone was wiped): peers must not take it for the one that made promises.
+        identity = identity.renew_incarnation(&cfg.data_dir)?;
         let state = DurableState::bootstrap(&members);
         storage
             .append(&Batch::new(Some(state.hard_state), state.records.clone()))
@@ -231,11 +230,26 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     let (to_core, from_peers) = tokio::sync::mpsc::channel(replica::INPUT_QUEUE_MAX);
     let transport = Transport::start(
-        TransportConfig::new(cfg.cluster.cluster_id, cfg.member_id, peer_addr, peers),
+        TransportConfig {
+            incarnation: identity.incarnation,
+            peer_incarnations: Some(cfg.data_dir.join("peer-incarnations")),
+            member_names: cfg
+                .cluster
+                .members
+                .values()
+                .map(|m| (m.id, m.name.clone()))
+                .collect(),
+            ..TransportConfig::new(cfg.cluster.cluster_id, cfg.member_id, peer_addr, peers)
+        },
         to_core,
     )
     .await
-    .map_err(|e| format!("cannot listen for peers on {}: {e}", cfg.peer_listen))?;
+    .map_err(|e| {
+        format!(
+            "cannot start the peer transport on {}: {e}",
+            cfg.peer_listen
+        )
+    })?;
 
     let mut client_listeners = Vec::new();
     for url in &cfg.client_listen {

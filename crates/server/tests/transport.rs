@@ -1,6 +1,6 @@
 //! The peer transport over real sockets on 127.0.0.1: delivery, batching, reconnects,
-//! handshake refusals, malformed input and bounded queues. Run with `RUST_LOG=debug` to see
-//! the transport's logs.
+//! handshake refusals, incarnations, malformed input and bounded queues. Run with
+//! `RUST_LOG=debug` to see the transport's logs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -129,11 +129,17 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 fn hello(cluster: u64, from: NodeId, to: NodeId) -> Vec<u8> {
+    hello_as(cluster, from, to, 0)
+}
+
+/// A hello presenting `incarnation` (`TransportConfig::new` gives transports 0).
+fn hello_as(cluster: u64, from: NodeId, to: NodeId, incarnation: u64) -> Vec<u8> {
     let mut p = b"SYNODPX1".to_vec();
-    p.extend_from_slice(&1u16.to_le_bytes());
+    p.extend_from_slice(&2u16.to_le_bytes());
     p.extend_from_slice(&cluster.to_le_bytes());
     p.extend_from_slice(&from.to_le_bytes());
     p.extend_from_slice(&to.to_le_bytes());
+    p.extend_from_slice(&incarnation.to_le_bytes());
     frame(&p)
 }
 
@@ -148,15 +154,29 @@ fn batch(messages: &[Message]) -> Vec<u8> {
 
 /// Connects and handshakes as `from`; the transport must accept.
 async fn raw_peer(addr: SocketAddr, from: NodeId, to: NodeId) -> TcpStream {
+    raw_peer_as(addr, from, to, 0).await.0
+}
+
+/// Connects and handshakes as `from` presenting `incarnation`; the transport must accept.
+/// Returns the stream and the acceptor's incarnation.
+async fn raw_peer_as(
+    addr: SocketAddr,
+    from: NodeId,
+    to: NodeId,
+    incarnation: u64,
+) -> (TcpStream, u64) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(&hello(CLUSTER, from, to)).await.unwrap();
-    let mut answer = [0u8; 5];
+    s.write_all(&hello_as(CLUSTER, from, to, incarnation))
+        .await
+        .unwrap();
+    let mut answer = [0u8; 13];
     timeout(WAIT, s.read_exact(&mut answer))
         .await
         .expect("no handshake answer")
         .unwrap();
-    assert_eq!(answer, [1, 0, 0, 0, 0], "handshake not accepted");
-    s
+    assert_eq!(answer[..5], [9, 0, 0, 0, 0], "handshake not accepted");
+    let theirs = u64::from_le_bytes(answer[5..].try_into().unwrap());
+    (s, theirs)
 }
 
 /// Reads until the transport closes the connection (EOF or reset), returning what it sent.
@@ -461,6 +481,160 @@ async fn refusals_carry_a_reason() {
         assert!(text.contains(reason), "{text:?} lacks {reason:?}");
     }
     assert_eq!(b.t.stats().handshake_refusals, 4);
+}
+
+// ---- incarnations ----
+
+/// A config with an incarnation and a durable record of its peers' incarnations.
+fn config_as(
+    self_id: NodeId,
+    peers: &[(NodeId, String)],
+    incarnation: u64,
+    record: &std::path::Path,
+) -> TransportConfig {
+    TransportConfig {
+        incarnation,
+        peer_incarnations: Some(record.join("peer-incarnations")),
+        member_names: [(1, "a".to_owned()), (2, "b".to_owned())].into(),
+        ..config(self_id, peers)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_incarnation_is_refused_and_the_record_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = start(
+        config_as(2, &[(1, NOWHERE.to_owned())], 0xb1, dir.path()),
+        TransportTuning::default(),
+    )
+    .await;
+    let addr = b.t.local_addr();
+    // Node 1 as first seen: accepted, told b's incarnation, recorded before delivery.
+    let (mut s, theirs) = raw_peer_as(addr, 1, 2, 0xa1).await;
+    assert_eq!(theirs, 0xb1);
+    let record = std::fs::read_to_string(dir.path().join("peer-incarnations")).unwrap();
+    assert!(record.contains("\n1 00000000000000a1\n"), "{record}");
+    s.write_all(&batch(&[heartbeat(1, 2, 1)])).await.unwrap();
+    assert_eq!(round_of(&recv(&mut b).await), 1);
+
+    // Node 1 again with another incarnation (its data directory was replaced): refused,
+    // with a reason that says so, and the connection of the known incarnation survives.
+    let refused = |answer: Vec<u8>| {
+        assert!(answer.len() > 5, "{answer:?}");
+        assert_eq!(answer[4], 2, "refused as replaced");
+        String::from_utf8_lossy(&answer[5..]).into_owned()
+    };
+    let mut impostor = TcpStream::connect(addr).await.unwrap();
+    impostor
+        .write_all(&hello_as(CLUSTER, 1, 2, 0xa2))
+        .await
+        .unwrap();
+    let reason = refused(closed_by_server(&mut impostor).await);
+    assert_eq!(
+        reason,
+        "member 1 (a) presents incarnation 00000000000000a2 but this member knows it as \
+         00000000000000a1: its data directory was replaced; remove it (etcdctl member remove) \
+         and add it back as a new member"
+    );
+    let st = b.t.stats();
+    assert_eq!((st.incarnation_refusals, st.handshake_refusals), (1, 1));
+    s.write_all(&batch(&[heartbeat(1, 2, 2)])).await.unwrap();
+    assert_eq!(round_of(&recv(&mut b).await), 2);
+    assert!(b.t.stats().peers[&1].inbound_connected);
+    drop(s);
+
+    // b restarts on the same record: the replaced incarnation is still refused, the
+    // recorded one accepted.
+    b.t.shutdown().await;
+    let mut b = start(
+        config_as(2, &[(1, NOWHERE.to_owned())], 0xb1, dir.path()),
+        TransportTuning::default(),
+    )
+    .await;
+    let addr = b.t.local_addr();
+    let mut impostor = TcpStream::connect(addr).await.unwrap();
+    impostor
+        .write_all(&hello_as(CLUSTER, 1, 2, 0xa2))
+        .await
+        .unwrap();
+    assert!(refused(closed_by_server(&mut impostor).await).contains("was replaced"));
+    assert_eq!(b.t.stats().incarnation_refusals, 1);
+    let (mut s, theirs) = raw_peer_as(addr, 1, 2, 0xa1).await;
+    assert_eq!(theirs, 0xb1);
+    s.write_all(&batch(&[heartbeat(1, 2, 3)])).await.unwrap();
+    assert_eq!(round_of(&recv(&mut b).await), 3);
+    assert_nothing_delivered(&mut b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_with_another_incarnation_is_cut_off_both_ways() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut b = start(
+        config_as(2, &[], 0xb1, dir_b.path()),
+        TransportTuning::default(),
+    )
+    .await;
+    let b_addr = b.t.local_addr().to_string();
+    let mut a = start(
+        config_as(1, &[(2, b_addr.clone())], 0xa1, dir_a.path()),
+        TransportTuning::default(),
+    )
+    .await;
+    let a_addr = a.t.local_addr();
+    b.t.update_peers([(1, a_addr.to_string())].into());
+    a.t.send(heartbeat(1, 2, 1));
+    assert_eq!(round_of(&recv(&mut b).await), 1);
+    b.t.send(heartbeat(2, 1, 2));
+    assert_eq!(round_of(&recv(&mut a).await), 2);
+
+    // a comes back on the same address with an emptied data directory.
+    a.t.shutdown().await;
+    eventually("b notices a went away", || {
+        let p = &b.t.stats().peers[&1];
+        !p.connected && !p.inbound_connected
+    })
+    .await;
+    let wiped = tempfile::tempdir().unwrap();
+    let mut a2 = start(
+        TransportConfig {
+            listen: a_addr,
+            ..config_as(1, &[(2, b_addr.clone())], 0xa2, wiped.path())
+        },
+        TransportTuning::default(),
+    )
+    .await;
+    a2.t.send(heartbeat(1, 2, 3));
+    b.t.send(heartbeat(2, 1, 4));
+    // b refuses a2's dial (inbound) and closes its own dial to a2 on seeing a2's answer.
+    eventually("b refuses a2 both ways", || {
+        b.t.stats().incarnation_refusals >= 2 && a2.t.stats().handshakes_refused_by_peer >= 1
+    })
+    .await;
+    let sb = b.t.stats();
+    assert!(!sb.peers[&1].connected && !sb.peers[&1].inbound_connected);
+    assert_eq!(sb.peers[&1].queued, 1, "nothing was sent to a2");
+    let sa = a2.t.stats();
+    assert_eq!(
+        (sa.connects, sa.messages_sent, sa.messages_received),
+        (0, 0, 0)
+    );
+    assert_nothing_delivered(&mut b).await;
+    assert_nothing_delivered(&mut a2).await;
+
+    // The real a, restarted on its data directory, is welcome again, and gets what b had
+    // kept queued for it.
+    a2.t.shutdown().await;
+    let mut a = start(
+        TransportConfig {
+            listen: a_addr,
+            ..config_as(1, &[(2, b_addr)], 0xa1, dir_a.path())
+        },
+        TransportTuning::default(),
+    )
+    .await;
+    assert_eq!(round_of(&recv(&mut a).await), 4);
+    a.t.send(heartbeat(1, 2, 5));
+    assert_eq!(round_of(&recv(&mut b).await), 5);
 }
 
 // ---- malformed input ----

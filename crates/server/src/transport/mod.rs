@@ -7,20 +7,38 @@
 //! # Wire protocol
 //!
 //! Everything is a frame, `[payload length: u32 LE][payload]`.
-//! 1. The dialer sends a hello (34 bytes): `b"SYNODPX1"`, protocol version u16 LE (1),
-//!    cluster id u64 LE, its own id u64 LE, the id it expects to reach u64 LE.
-//! 2. The acceptor answers with one frame: `0` (accepted), or `1` followed by a UTF-8 reason,
-//!    after which it closes. It refuses a wrong magic or version, another cluster's id, a
-//!    receiver id that is not its own, and a sender that is not in its peer list. The hello
-//!    must arrive within `TransportTuning::handshake_timeout`, and a frame read before the
-//!    handshake may hold at most 256 bytes.
+//! 1. The dialer sends a hello (42 bytes): `b"SYNODPX1"`, protocol version u16 LE (2),
+//!    cluster id u64 LE, its own id u64 LE, the id it expects to reach u64 LE, its
+//!    incarnation u64 LE.
+//! 2. The acceptor answers with one frame: `0` followed by its own incarnation u64 LE
+//!    (accepted), or `1` followed by a UTF-8 reason, or `2` followed by a UTF-8 reason (the
+//!    sender's incarnation is refused, see below), after which it closes. It refuses a wrong
+//!    magic or version, another cluster's id, a receiver id that is not its own, a sender
+//!    that is not in its peer list, and a sender whose incarnation is not the one recorded
+//!    for it. The hello must arrive within `TransportTuning::handshake_timeout`, and a frame
+//!    read before the handshake may hold at most 256 bytes. The dialer in turn checks the
+//!    acceptor's incarnation, and closes without sending if it is not the recorded one.
 //! 3. The dialer then sends batch frames, `[count: varint][message]*count`, messages in the
 //!    `synod_paxos::codec` encoding. The acceptor refuses frames over `frame_bytes_max`, and
 //!    closes the connection on any frame that does not decode; it drops (and counts) a
 //!    message whose `from` is not the handshaken peer or whose `to` is not itself.
 //!
 //! The handshake guards against misconfiguration (a node of another cluster, a stale
-//! address), not against an attacker: there is no authentication or encryption.
+//! address, a member restarted on an emptied data directory), not against an attacker:
+//! there is no authentication or encryption.
+//!
+//! # Incarnations
+//!
+//! A member's incarnation is drawn when its data directory is created, so a member whose
+//! directory was wiped comes back under its old id with a new one, and with none of its
+//! Paxos promises or accepted values. Each node records the incarnation it first sees for
+//! every peer member id (`TransportConfig::peer_incarnations`, written durably) before it
+//! hands any message of that connection to the replica and before it sends anything on a
+//! connection it dialed; a handshake presenting another incarnation for a recorded id is
+//! refused both ways, counted (`TransportStats::incarnation_refusals`) and logged at error
+//! level at most once per `INCARNATION_LOG_INTERVAL` per peer. The member must be removed
+//! and added back as a new member (docs/SERVER.md, "Replacing a member whose disk was
+//! wiped").
 //!
 //! # Delivery
 //!
@@ -57,9 +75,10 @@ mod writer;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use synod_paxos::{Message, NodeId};
 use tokio::net::TcpListener;
@@ -69,6 +88,7 @@ use tokio::task::JoinHandle;
 
 pub use stats::{PeerStats, TransportStats};
 
+use handshake::PeerIncarnations;
 use stats::{bump, Counters};
 use writer::{Peer, PeerQueue};
 
@@ -76,6 +96,9 @@ pub const DEFAULT_QUEUE_MESSAGES_MAX: usize = 4096;
 pub const DEFAULT_FRAME_BYTES_MAX: usize = 64 << 20;
 pub const DEFAULT_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A refused incarnation is logged at error level at most this often per peer (its
+/// connection attempts repeat every back-off); in between at debug level.
+pub const INCARNATION_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -93,6 +116,15 @@ pub struct TransportConfig {
     pub frame_bytes_max: usize,
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// This member's incarnation, drawn when its data directory was created; sent in the
+    /// handshake, both ways. `new` sets 0, for transports without a data directory.
+    pub incarnation: u64,
+    /// The file recording the incarnation first seen for each peer member id (in the data
+    /// directory). `None` keeps the record in memory only: it then lasts as long as the
+    /// transport, so a restarted transport relearns its peers' incarnations.
+    pub peer_incarnations: Option<PathBuf>,
+    /// Member names, for log messages only. Updated with `set_member_names`.
+    pub member_names: BTreeMap<NodeId, String>,
 }
 
 impl TransportConfig {
@@ -112,6 +144,9 @@ impl TransportConfig {
             frame_bytes_max: DEFAULT_FRAME_BYTES_MAX,
             reconnect_backoff_min: DEFAULT_RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            incarnation: 0,
+            peer_incarnations: None,
+            member_names: BTreeMap::new(),
         }
     }
 }
@@ -163,6 +198,104 @@ struct Shared {
     inbound_tx: Mutex<Option<mpsc::Sender<Message>>>,
     next_conn_id: AtomicU64,
     closed: AtomicBool,
+    /// Our own incarnation.
+    incarnation: u64,
+    /// The incarnation first seen for each peer member id.
+    incarnations: Arc<PeerIncarnations>,
+    member_names: RwLock<BTreeMap<NodeId, String>>,
+    /// When a refused incarnation of each peer was last logged at error level.
+    incarnation_logged: Mutex<HashMap<NodeId, Instant>>,
+}
+
+/// Why a peer's incarnation was not accepted.
+#[derive(Debug)]
+enum IncarnationRefusal {
+    /// The peer presents another incarnation than the one recorded for its member id.
+    Replaced(String),
+    /// The incarnation is new and could not be recorded durably.
+    Unrecorded(String),
+}
+
+impl Shared {
+    fn name_of(&self, id: NodeId) -> String {
+        read(&self.member_names)
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| "name unknown".to_owned())
+    }
+
+    /// Accepts `peer`'s `incarnation` if it is the one recorded for the peer, or if none
+    /// is and it is now recorded durably. Waits for the disk only for a peer seen for the
+    /// first time.
+    async fn check_incarnation(
+        &self,
+        peer: NodeId,
+        incarnation: u64,
+    ) -> Result<(), IncarnationRefusal> {
+        let known = match self.incarnations.known(peer) {
+            Some(known) => known,
+            None => {
+                let record = self.incarnations.clone();
+                let recorded =
+                    tokio::task::spawn_blocking(move || record.check_or_record(peer, incarnation))
+                        .await;
+                match recorded {
+                    Ok(Ok(Ok(new))) => {
+                        if new {
+                            tracing::info!(
+                                peer,
+                                incarnation = format!("{incarnation:016x}"),
+                                "recorded the incarnation of a peer seen for the first time"
+                            );
+                        }
+                        return Ok(());
+                    }
+                    // Another connection of the same id recorded another one meanwhile.
+                    Ok(Ok(Err(known))) => known,
+                    Ok(Err(e)) => {
+                        return Err(IncarnationRefusal::Unrecorded(format!(
+                            "cannot record the incarnation of member {peer:x}: {e}"
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(IncarnationRefusal::Unrecorded(format!(
+                            "cannot record the incarnation of member {peer:x}: {e}"
+                        )))
+                    }
+                }
+            }
+        };
+        if known == incarnation {
+            return Ok(());
+        }
+        Err(IncarnationRefusal::Replaced(format!(
+            "member {peer:x} ({}) presents incarnation {incarnation:016x} but this member \
+             knows it as {known:016x}: its data directory was replaced; remove it (etcdctl \
+             member remove) and add it back as a new member",
+            self.name_of(peer)
+        )))
+    }
+
+    /// Logs a refusal over incarnations: at error level once per `INCARNATION_LOG_INTERVAL`
+    /// per peer, at debug level in between.
+    fn log_incarnation_refusal(&self, peer: NodeId, text: &str) {
+        let now = Instant::now();
+        let due = {
+            let mut logged = lock(&self.incarnation_logged);
+            let due = logged
+                .get(&peer)
+                .is_none_or(|&at| now.duration_since(at) >= INCARNATION_LOG_INTERVAL);
+            if due {
+                logged.insert(peer, now);
+            }
+            due
+        };
+        if due {
+            tracing::error!(peer, "{text}");
+        } else {
+            tracing::debug!(peer, "{text}");
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +332,7 @@ impl fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("cluster_id", &self.inner.shared.cluster_id)
             .field("self_id", &self.inner.shared.self_id)
+            .field("incarnation", &self.inner.shared.incarnation)
             .field("local_addr", &self.inner.local_addr)
             .finish_non_exhaustive()
     }
@@ -228,6 +362,7 @@ impl Transport {
             ..tuning
         };
         let backoff_min = cfg.reconnect_backoff_min.max(Duration::from_millis(1));
+        let incarnations = Arc::new(PeerIncarnations::load(cfg.peer_incarnations.clone())?);
         let shared = Arc::new(Shared {
             cluster_id: cfg.cluster_id,
             self_id: cfg.self_id,
@@ -242,6 +377,10 @@ impl Transport {
             inbound_tx: Mutex::new(Some(inbound)),
             next_conn_id: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            incarnation: cfg.incarnation,
+            incarnations,
+            member_names: RwLock::new(cfg.member_names),
+            incarnation_logged: Mutex::new(HashMap::new()),
         });
         let runtime = Handle::current();
         let (stop, stop_rx) = watch::channel(false);
@@ -249,6 +388,7 @@ impl Transport {
         tracing::info!(
             self_id = cfg.self_id,
             cluster_id = cfg.cluster_id,
+            incarnation = format!("{:016x}", cfg.incarnation),
             %local_addr,
             "peer transport listening"
         );
@@ -339,6 +479,11 @@ impl Transport {
         // Dropping a peer aborts its writer, which closes the outbound connection.
         drop(removed);
         reader::close_unknown_inbound(shared);
+    }
+
+    /// Replaces the member names used in log messages.
+    pub fn set_member_names(&self, names: BTreeMap<NodeId, String>) {
+        *write(&self.inner.shared.member_names) = names;
     }
 
     /// Stops every task and closes every connection and the listener; returns once they are

@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use super::frame::{self, FrameError, LEN_BYTES};
 use super::handshake::{Answer, Hello, CONTROL_FRAME_MAX};
 use super::stats::bump;
-use super::{lock, read, Shared};
+use super::{lock, read, IncarnationRefusal, Shared};
 
 /// Read buffer of an inbound connection: many small frames cost one system call.
 const READ_BUFFER_BYTES: usize = 64 << 10;
@@ -117,10 +117,40 @@ async fn serve(
             shared.tuning.handshake_timeout
         )),
     };
-    let accepted = hello.and_then(|hello| {
-        check_hello(&shared, &hello)?;
-        Ok((hello.from, register(&shared, hello.from)?))
-    });
+    let accepted = match hello.and_then(|hello| check_hello(&shared, &hello).map(|()| hello)) {
+        Ok(hello) => {
+            // The incarnation is checked (and, for a peer seen for the first time, recorded
+            // durably) before the connection may supersede the peer's current one, and before
+            // anything it sends can reach the replica. The disk write counts against the
+            // handshake's time.
+            match timeout(
+                shared.tuning.handshake_timeout,
+                shared.check_incarnation(hello.from, hello.incarnation),
+            )
+            .await
+            {
+                Ok(Ok(())) => register(&shared, hello.from).map(|conn| (hello.from, conn)),
+                Ok(Err(IncarnationRefusal::Replaced(reason))) => {
+                    bump(&shared.counters.handshake_refusals, 1);
+                    bump(&shared.counters.incarnation_refusals, 1);
+                    shared.log_incarnation_refusal(
+                        hello.from,
+                        &format!("refused an inbound peer connection from {remote}: {reason}"),
+                    );
+                    let answer = Answer::Replaced(reason).encode();
+                    let _ =
+                        timeout(REFUSAL_WRITE_TIMEOUT, frame::write_frame(&mut wr, &answer)).await;
+                    return;
+                }
+                Ok(Err(IncarnationRefusal::Unrecorded(reason))) => Err(reason),
+                Err(_) => Err(format!(
+                    "could not record the incarnation of member {:x} within {:?}",
+                    hello.from, shared.tuning.handshake_timeout
+                )),
+            }
+        }
+        Err(reason) => Err(reason),
+    };
     let (from, conn) = match accepted {
         Ok(ok) => ok,
         Err(reason) => {
@@ -136,9 +166,12 @@ async fn serve(
         peer: from,
         id: conn.id,
     };
+    let answer = Answer::Accepted {
+        incarnation: shared.incarnation,
+    };
     let answered = timeout(
         shared.tuning.handshake_timeout,
-        frame::write_frame(&mut wr, &Answer::Accepted.encode()),
+        frame::write_frame(&mut wr, &answer.encode()),
     )
     .await;
     if !matches!(answered, Ok(Ok(()))) {
@@ -163,8 +196,9 @@ async fn serve(
     drop(wr);
 }
 
-/// Checks a well-formed hello against our configuration (the sender's membership is checked
-/// by `register`).
+/// Checks a well-formed hello against our configuration: the cluster, the receiver, and that
+/// the sender is a peer (checked again by `register`, under its lock; checked here so that
+/// no incarnation is recorded for a stranger).
 fn check_hello(shared: &Shared, hello: &Hello) -> Result<(), String> {
     if hello.cluster_id != shared.cluster_id {
         return Err(format!(
@@ -178,7 +212,14 @@ fn check_hello(shared: &Shared, hello: &Hello) -> Result<(), String> {
             hello.to, shared.self_id
         ));
     }
+    if !read(&shared.peers).contains_key(&hello.from) {
+        return Err(not_a_peer(hello.from));
+    }
     Ok(())
+}
+
+fn not_a_peer(id: NodeId) -> String {
+    format!("node {id} is not a member of our peer list")
 }
 
 /// Registers the handshaken connection of `peer`, closing the previous one: a peer dials a
@@ -189,7 +230,7 @@ fn check_hello(shared: &Shared, hello: &Hello) -> Result<(), String> {
 fn register(shared: &Shared, peer: NodeId) -> Result<InboundConn, String> {
     let mut inbound = lock(&shared.inbound);
     if !read(&shared.peers).contains_key(&peer) {
-        return Err(format!("node {peer} is not a member of our peer list"));
+        return Err(not_a_peer(peer));
     }
     let conn = InboundConn {
         id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),

@@ -37,6 +37,7 @@ pub(super) struct Counters {
     pub(super) connect_failures: AtomicU64,
     pub(super) inbound_accepted: AtomicU64,
     pub(super) inbound_over_limit: AtomicU64,
+    pub(super) incarnation_refusals: AtomicU64,
 }
 
 /// Counters of one peer's outbound side. They survive an address change of the peer (the
@@ -97,7 +98,8 @@ pub struct TransportStats {
     /// Inbound frames announcing more than `frame_bytes_max`; each one closed its connection.
     pub oversized_frames: u64,
     /// Inbound connections we refused at the handshake (bad magic or version, wrong cluster
-    /// id, wrong receiver id, unknown sender, malformed, too slow or closed early).
+    /// id, wrong receiver id, unknown sender, refused incarnation, malformed, too slow or
+    /// closed early).
     pub handshake_refusals: u64,
     /// Our outbound handshakes that the peer refused or closed without an answer.
     pub handshakes_refused_by_peer: u64,
@@ -110,6 +112,10 @@ pub struct TransportStats {
     pub inbound_accepted: u64,
     /// Inbound connections closed at once because `inbound_connections_max` were open.
     pub inbound_over_limit: u64,
+    /// Handshakes refused, inbound or outbound, because the peer presented another
+    /// incarnation than the one recorded for its member id: its data directory was
+    /// replaced. Inbound ones are counted in `handshake_refusals` too.
+    pub incarnation_refusals: u64,
     pub peers: BTreeMap<NodeId, PeerStats>,
 }
 
@@ -152,6 +158,7 @@ impl Counters {
             connect_failures: get(&self.connect_failures),
             inbound_accepted: get(&self.inbound_accepted),
             inbound_over_limit: get(&self.inbound_over_limit),
+            incarnation_refusals: get(&self.incarnation_refusals),
             peers: BTreeMap::new(),
         }
     }

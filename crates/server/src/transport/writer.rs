@@ -20,7 +20,7 @@ use tokio::time::timeout;
 use super::frame::{self, FrameError, BATCH_HEADER_RESERVE};
 use super::handshake::{Answer, Hello, CONTROL_FRAME_MAX};
 use super::stats::{bump, ConnectedFlag, PeerCounters};
-use super::{lock, Shared};
+use super::{lock, IncarnationRefusal, Shared};
 
 /// A peer's bounded outbound queue. `send` pushes from any thread under a short mutex; the
 /// writer pops.
@@ -125,7 +125,13 @@ enum DialError {
     Connect(io::Error),
     TimedOut,
     Refused(String),
+    /// The peer refused our incarnation: it knows our member id under another one.
+    RefusedAsReplaced(String),
     Protocol(String),
+    /// The peer presents another incarnation than the one recorded for it; we closed.
+    Replaced(String),
+    /// The peer's incarnation could not be recorded; we closed.
+    Unrecorded(String),
 }
 
 impl fmt::Display for DialError {
@@ -134,7 +140,12 @@ impl fmt::Display for DialError {
             DialError::Connect(e) => write!(f, "connect failed: {e}"),
             DialError::TimedOut => f.write_str("connect or handshake timed out"),
             DialError::Refused(reason) => write!(f, "handshake refused: {reason}"),
+            DialError::RefusedAsReplaced(reason) => {
+                write!(f, "the peer refuses this member's incarnation: {reason}")
+            }
             DialError::Protocol(e) => write!(f, "handshake failed: {e}"),
+            DialError::Replaced(reason) => write!(f, "refused the peer: {reason}"),
+            DialError::Unrecorded(reason) => write!(f, "refused the peer: {reason}"),
         }
     }
 }
@@ -177,6 +188,8 @@ async fn run(
                 }
             }
             Err(e) => {
+                let replaced =
+                    matches!(e, DialError::Replaced(_) | DialError::RefusedAsReplaced(_));
                 match e {
                     DialError::Refused(_) | DialError::Protocol(_) => {
                         bump(&shared.counters.handshakes_refused_by_peer, 1)
@@ -184,9 +197,21 @@ async fn run(
                     DialError::Connect(_) | DialError::TimedOut => {
                         bump(&shared.counters.connect_failures, 1)
                     }
+                    DialError::RefusedAsReplaced(_) => {
+                        bump(&shared.counters.handshakes_refused_by_peer, 1);
+                    }
+                    DialError::Replaced(_) => {
+                        bump(&shared.counters.incarnation_refusals, 1);
+                    }
+                    DialError::Unrecorded(_) => {}
                 }
                 let text = e.to_string();
-                if last_failure.as_deref() == Some(text.as_str()) {
+                if replaced {
+                    shared.log_incarnation_refusal(
+                        peer,
+                        &format!("peer {peer:x} ({}) at {addr}: {text}", shared.name_of(peer)),
+                    );
+                } else if last_failure.as_deref() == Some(text.as_str()) {
                     tracing::debug!(peer, %addr, error = %text, "cannot reach peer");
                 } else {
                     tracing::warn!(peer, %addr, error = %text, "cannot reach peer");
@@ -208,6 +233,7 @@ async fn dial(shared: &Shared, peer: NodeId, addr: &str) -> Result<TcpStream, Di
             cluster_id: shared.cluster_id,
             from: shared.self_id,
             to: peer,
+            incarnation: shared.incarnation,
         };
         frame::write_frame(&mut stream, &hello.encode())
             .await
@@ -215,8 +241,21 @@ async fn dial(shared: &Shared, peer: NodeId, addr: &str) -> Result<TcpStream, Di
         // The stream is read unbuffered, so nothing past the answer is consumed.
         match frame::read_frame(&mut stream, CONTROL_FRAME_MAX).await {
             Ok(payload) => match Answer::parse(&payload) {
-                Ok(Answer::Accepted) => Ok(stream),
+                // Checked (and recorded, for a peer seen for the first time) before anything
+                // is sent on the connection; dropping it unused closes it.
+                Ok(Answer::Accepted { incarnation }) => {
+                    match shared.check_incarnation(peer, incarnation).await {
+                        Ok(()) => Ok(stream),
+                        Err(IncarnationRefusal::Replaced(reason)) => {
+                            Err(DialError::Replaced(reason))
+                        }
+                        Err(IncarnationRefusal::Unrecorded(reason)) => {
+                            Err(DialError::Unrecorded(reason))
+                        }
+                    }
+                }
                 Ok(Answer::Refused(reason)) => Err(DialError::Refused(reason)),
+                Ok(Answer::Replaced(reason)) => Err(DialError::RefusedAsReplaced(reason)),
                 Err(e) => Err(DialError::Protocol(e.to_owned())),
             },
             Err(FrameError::Closed) => Err(DialError::Refused(
