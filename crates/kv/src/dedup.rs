@@ -12,6 +12,7 @@
 
 use crate::error::KvError;
 use crate::response::Response;
+use imbl::OrdMap;
 use std::collections::BTreeMap;
 
 pub(crate) type Outcome = Result<Response, KvError>;
@@ -29,7 +30,8 @@ pub(crate) struct ClientTable {
     pub(crate) max_clients: usize,
     /// Advances on every command recorded or replayed.
     pub(crate) clock: u64,
-    pub(crate) clients: BTreeMap<u64, ClientEntry>,
+    /// Persistent (shared copy-on-write with snapshot views, like the keyspace).
+    pub(crate) clients: OrdMap<u64, ClientEntry>,
     /// `last_used -> client_id`, the eviction order (derived; rebuilt on restore).
     pub(crate) by_use: BTreeMap<u64, u64>,
 }
@@ -39,7 +41,7 @@ impl ClientTable {
         ClientTable {
             max_clients,
             clock: 0,
-            clients: BTreeMap::new(),
+            clients: OrdMap::new(),
             by_use: BTreeMap::new(),
         }
     }
@@ -50,17 +52,20 @@ impl ClientTable {
         if client_id == 0 {
             return None;
         }
-        let entry = self.clients.get_mut(&client_id)?;
-        if seq > entry.last_seq {
+        // Nearly always a new sequence: look without a mutable lookup (which copies nodes a
+        // snapshot view shares).
+        let last_seq = self.clients.get(&client_id)?.last_seq;
+        if seq > last_seq {
             return None;
         }
-        if seq < entry.last_seq {
+        if seq < last_seq {
             return Some(Err(KvError::Stale {
                 client_id,
                 seq,
-                last_seq: entry.last_seq,
+                last_seq,
             }));
         }
+        let entry = self.clients.get_mut(&client_id)?;
         self.clock += 1;
         self.by_use.remove(&entry.last_used);
         entry.last_used = self.clock;

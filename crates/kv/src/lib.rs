@@ -40,5 +40,5 @@ pub use response::{
     CompactionResponse, DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, Response,
     ResponseHeader, ResponseOp, TxnResponse,
 };
-pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use snapshot::{SnapshotView, SNAPSHOT_FORMAT_VERSION};
 pub use store::{KvStore, DEFAULT_MAX_CLIENTS, MAX_TXN_OPS};

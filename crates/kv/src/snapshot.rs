@@ -4,6 +4,10 @@
 //! Layout: magic `SKVS`, a format version byte, the body, then a CRC-32C of everything
 //! before it (little-endian). The body is canonical: two stores in the same state encode to
 //! the same bytes, which is what the determinism checks compare.
+//!
+//! Taking a snapshot is split in two: [`KvStore::snapshot_view`] freezes the state in O(1)
+//! (the store's maps are persistent, see store.rs), and [`SnapshotView::encode`] serializes
+//! the frozen state, on any thread, while the store goes on applying commands.
 
 use crate::codec::{put_outcome, read_outcome};
 use crate::dedup::{ClientEntry, ClientTable};
@@ -11,7 +15,7 @@ use crate::error::DecodeError;
 use crate::store::{KeyHistory, KvStore, Record};
 use crate::wire::{put_bytes, put_i64, put_len, put_u8, put_varint, Reader};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 const MAGIC: &[u8; 4] = b"SKVS";
 
@@ -21,10 +25,35 @@ pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
 const TOMBSTONE: u8 = 0;
 const LIVE: u8 = 1;
 
-impl KvStore {
-    /// Encodes the complete state.
-    pub fn snapshot(&self) -> Bytes {
-        let mut buf = Vec::with_capacity(1024);
+/// The whole state of a [`KvStore`] as of the moment [`KvStore::snapshot_view`] was called,
+/// frozen: later writes to the store do not show in it. Cheap to take and to clone (it
+/// shares the store's structure), `Send + Sync + 'static`, so it can be encoded on another
+/// thread. Holding one makes the store copy each part (B-tree node, key history) the first
+/// time it writes to it, so drop views once encoded.
+#[derive(Clone, Debug)]
+pub struct SnapshotView {
+    revision: i64,
+    compact_revision: i64,
+    keys: OrdMap<Bytes, KeyHistory>,
+    max_clients: usize,
+    clock: u64,
+    clients: OrdMap<u64, ClientEntry>,
+    /// The store's `size_bytes` then: a capacity hint for the encoding.
+    size: u64,
+}
+
+impl SnapshotView {
+    /// The store revision the view holds.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Encodes the state: the bytes [`KvStore::snapshot`] gave when the view was taken.
+    /// Takes time and memory in proportion to the whole store (all history kept).
+    pub fn encode(&self) -> Vec<u8> {
+        // `size` overestimates the encoding a little (per-record overheads), so one
+        // allocation nearly always holds it all; the excess is given back at the end.
+        let mut buf = Vec::with_capacity(usize::try_from(self.size).unwrap_or(1024));
         buf.extend_from_slice(MAGIC);
         put_u8(&mut buf, SNAPSHOT_FORMAT_VERSION);
         put_i64(&mut buf, self.revision);
@@ -32,8 +61,8 @@ impl KvStore {
         put_len(&mut buf, self.keys.len());
         for (key, hist) in &self.keys {
             put_bytes(&mut buf, key);
-            put_len(&mut buf, hist.records.len());
-            for rec in &hist.records {
+            put_len(&mut buf, hist.len());
+            for rec in hist.iter() {
                 put_i64(&mut buf, rec.mod_rev);
                 match &rec.value {
                     Some(value) => {
@@ -46,11 +75,10 @@ impl KvStore {
                 }
             }
         }
-        let clients = &self.clients;
-        put_varint(&mut buf, clients.max_clients as u64);
-        put_varint(&mut buf, clients.clock);
-        put_len(&mut buf, clients.clients.len());
-        for (id, entry) in &clients.clients {
+        put_varint(&mut buf, self.max_clients as u64);
+        put_varint(&mut buf, self.clock);
+        put_len(&mut buf, self.clients.len());
+        for (id, entry) in &self.clients {
             put_varint(&mut buf, *id);
             put_varint(&mut buf, entry.last_seq);
             put_varint(&mut buf, entry.last_used);
@@ -58,7 +86,29 @@ impl KvStore {
         }
         let crc = crc32c::crc32c(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
-        Bytes::from(buf)
+        buf.shrink_to_fit();
+        buf
+    }
+}
+
+impl KvStore {
+    /// Freezes the complete state in O(1) (a few pointer copies), for
+    /// [`SnapshotView::encode`] to serialize later, on any thread.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            keys: self.keys.clone(),
+            max_clients: self.clients.max_clients,
+            clock: self.clients.clock,
+            clients: self.clients.clients.clone(),
+            size: self.size,
+        }
+    }
+
+    /// Encodes the complete state (`self.snapshot_view().encode()`).
+    pub fn snapshot(&self) -> Bytes {
+        Bytes::from(self.snapshot_view().encode())
     }
 
     /// Rebuilds a store from [`KvStore::snapshot`] output. Corruption (bad checksum, unknown
@@ -101,10 +151,7 @@ impl KvStore {
     }
 }
 
-fn read_keys(
-    r: &mut Reader<'_>,
-    revision: i64,
-) -> Result<BTreeMap<Bytes, KeyHistory>, DecodeError> {
+fn read_keys(r: &mut Reader<'_>, revision: i64) -> Result<OrdMap<Bytes, KeyHistory>, DecodeError> {
     // key length + one key byte + record count.
     let n = r.len(3)?;
     let mut keys: Vec<(Bytes, KeyHistory)> = Vec::with_capacity(n);
@@ -148,9 +195,9 @@ fn read_keys(
             };
             records.push(rec);
         }
-        keys.push((key, KeyHistory { records }));
+        let hist = KeyHistory::from_records(records).expect("m > 0 records");
+        keys.push((key, hist));
     }
-    // Sorted input: the map is built in bulk.
     Ok(keys.into_iter().collect())
 }
 
@@ -249,6 +296,43 @@ mod tests {
             KvStore::restore(&bad),
             Err(DecodeError("unsupported snapshot format version"))
         );
+    }
+
+    /// A view is frozen: writes after it (to the same keys, txns, deletes, compaction of
+    /// everything it holds, new clients) do not show in it.
+    #[test]
+    fn view_encodes_the_state_when_taken() {
+        fn assert_send_static<T: Send + Sync + 'static>(_: &T) {}
+        let mut s = sample();
+        let before = s.snapshot();
+        let view = s.snapshot_view();
+        assert_send_static(&view);
+        let reqs = [
+            Request::Put(PutRequest::new("a", "4")),
+            Request::Put(PutRequest::new("d", "5")),
+            Request::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![
+                    RequestOp::Put(PutRequest::new("e", "6")),
+                    RequestOp::DeleteRange(DeleteRangeRequest::key("c")),
+                ],
+                failure: vec![],
+            }),
+            Request::DeleteRange(DeleteRangeRequest::range("a", "\0")),
+            Request::Compact(CompactionRequest { revision: 9 }),
+        ];
+        for (i, req) in reqs.iter().enumerate() {
+            s.apply(10 + i as u64, 1, req).unwrap();
+        }
+        assert_eq!(s.key_count(), 0);
+        let copy = view.clone();
+        drop(view);
+        let encoded = std::thread::spawn(move || copy.encode()).join().unwrap();
+        assert_eq!(encoded, before);
+        assert_eq!(KvStore::restore(&encoded).unwrap(), sample());
+        // The store went on as if no view had been taken.
+        let restored = KvStore::restore(&s.snapshot()).unwrap();
+        assert_eq!(restored, s);
     }
 
     /// A body that passes the checksum but lies (keys out of order) is still refused.

@@ -1,17 +1,26 @@
 //! The MVCC keyspace: for every key, the versions it went through, in revision order.
 //!
-//! Layout: a `BTreeMap` from key to its history (a short `Vec` of records, oldest first; a
-//! record is either a value or a tombstone). Ordered maps only: iteration order reaches
-//! responses and snapshots, and every replica must produce identical bytes. A read at the
-//! current revision looks at the last record of each key; a read in the past binary-searches
-//! the history. Compaction trims every history to what is still reachable.
+//! Layout: an ordered map from key to its history (its records, oldest first; a record is
+//! either a value or a tombstone). Ordered maps only: iteration order reaches responses and
+//! snapshots, and every replica must produce identical bytes. A read at the current revision
+//! looks at the last record of each key; a read in the past binary-searches the history.
+//! Compaction trims every history to what is still reachable.
+//!
+//! The map is persistent (`imbl::OrdMap`, a B-tree whose nodes are shared copy-on-write), a
+//! history keeps its newest record inline and the older ones behind an `Arc`, so
+//! [`KvStore::snapshot_view`] freezes the whole state in O(1): it clones a root pointer.
+//! While nothing shares them, writes change nodes and histories in place; while a view is
+//! alive, the first write to a node or a history copies it (one B-tree path, one list of
+//! older records), so a snapshot costs the writer at most one copy of each part it touches
+//! while the view lives. See docs/KV.md.
 
 use crate::dedup::ClientTable;
 use crate::error::KvError;
 use crate::response::{CompactionResponse, KeyValue, ResponseHeader};
 use bytes::Bytes;
-use std::collections::btree_map::{self, BTreeMap};
+use imbl::OrdMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::sync::Arc;
 
 /// The most compares, or ops in one branch, a Txn may have (etcd's default `--max-txn-ops`).
 /// Every replica must use the same bound, so it is a constant rather than a setting.
@@ -59,36 +68,196 @@ impl Record {
     }
 }
 
-/// The records of one key, strictly increasing in `mod_rev`, never empty while in the map.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Older records are kept in chunks of at most this many (see [`KeyHistory`]). A write while a
+/// snapshot view shares a history copies at most one chunk, plus the list of chunks once
+/// every `CHUNK` writes: a bounded cost, however long the history. Small in unit tests, so
+/// that they cross chunk boundaries.
+const CHUNK: usize = if cfg!(test) { 3 } else { 16 };
+
+/// The records of one key, strictly increasing in `mod_rev`; never empty. The newest is held
+/// inline, so reads and writes at the current revision need no further pointer. The older
+/// ones are shared with snapshot views, in chunks behind `Arc`s: a write appends to `tail`
+/// (copying it first if a view holds it), and a full `tail` moves, as it is, to the end of
+/// `sealed`, a list of chunks that are never written again. So a write copies at most
+/// [`CHUNK`] records, never the whole history, and costs no more pointers than one list.
+#[derive(Clone, Debug)]
 pub(crate) struct KeyHistory {
-    pub(crate) records: Vec<Record>,
+    /// Older records, oldest first, in chunks none of which is empty; `None` rather than
+    /// empty.
+    sealed: Option<Arc<Vec<Arc<Vec<Record>>>>>,
+    /// The older records after `sealed`: at most [`CHUNK`], `None` rather than empty.
+    tail: Option<Arc<Vec<Record>>>,
+    /// The newest record.
+    last: Record,
 }
 
+/// Equal records, however they are chunked.
+impl PartialEq for KeyHistory {
+    fn eq(&self, other: &KeyHistory) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for KeyHistory {}
+
 impl KeyHistory {
+    pub(crate) fn new(record: Record) -> KeyHistory {
+        KeyHistory {
+            sealed: None,
+            tail: None,
+            last: record,
+        }
+    }
+
+    /// Rebuilds a history from its records, oldest first; `None` if there are none.
+    pub(crate) fn from_records(mut records: Vec<Record>) -> Option<KeyHistory> {
+        let last = records.pop()?;
+        let mut chunks: Vec<Arc<Vec<Record>>> = records
+            .chunks(CHUNK)
+            .map(|c| Arc::new(c.to_vec()))
+            .collect();
+        let tail = chunks.pop();
+        Some(KeyHistory {
+            sealed: (!chunks.is_empty()).then(|| Arc::new(chunks)),
+            tail,
+            last,
+        })
+    }
+
+    fn sealed(&self) -> &[Arc<Vec<Record>>] {
+        self.sealed.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn tail(&self) -> &[Record] {
+        self.tail.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sealed().iter().map(|c| c.len()).sum::<usize>() + self.tail().len() + 1
+    }
+
+    /// The records, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Record> {
+        self.sealed()
+            .iter()
+            .flat_map(|c| c.iter())
+            .chain(self.tail())
+            .chain(std::iter::once(&self.last))
+    }
+
+    /// The newest older record with `mod_rev <= rev`.
+    fn older_at(&self, rev: i64) -> Option<&Record> {
+        fn last_at(records: &[Record], rev: i64) -> Option<&Record> {
+            let i = records.partition_point(|r| r.mod_rev <= rev);
+            records.get(i.checked_sub(1)?)
+        }
+        let tail = self.tail();
+        if tail.first().is_some_and(|r| r.mod_rev <= rev) {
+            return last_at(tail, rev);
+        }
+        let sealed = self.sealed();
+        let c = sealed.partition_point(|c| c.first().is_some_and(|r| r.mod_rev <= rev));
+        last_at(sealed.get(c.checked_sub(1)?)?, rev)
+    }
+
     /// The live version visible at revision `rev`, if the key existed then.
     pub(crate) fn at(&self, rev: i64) -> Option<&Record> {
-        let last = self.records.last()?;
         // Fast path: nearly all reads are at the current revision.
-        let rec = if last.mod_rev <= rev {
-            last
+        let rec = if self.last.mod_rev <= rev {
+            &self.last
         } else {
-            let i = self.records.partition_point(|r| r.mod_rev <= rev);
-            self.records.get(i.checked_sub(1)?)?
+            self.older_at(rev)?
         };
         rec.is_live().then_some(rec)
     }
 
     /// The newest version, if the key currently exists (including writes of a running txn).
     pub(crate) fn latest(&self) -> Option<&Record> {
-        self.records.last().filter(|r| r.is_live())
+        Some(&self.last).filter(|r| r.is_live())
+    }
+
+    /// Appends `record`, replacing the newest one if it has the same revision (histories keep
+    /// one record per revision). Returns the bytes (see [`Record::size`]) added and removed.
+    fn push(&mut self, record: Record) -> (u64, u64) {
+        let added = record.size();
+        let prev = std::mem::replace(&mut self.last, record);
+        if prev.mod_rev == self.last.mod_rev {
+            return (added, prev.size());
+        }
+        match &mut self.tail {
+            Some(tail) if tail.len() < CHUNK => Arc::make_mut(tail).push(prev),
+            tail => {
+                if let Some(full) = tail.replace(Arc::new(vec![prev])) {
+                    match &mut self.sealed {
+                        Some(sealed) => Arc::make_mut(sealed).push(full),
+                        None => self.sealed = Some(Arc::new(vec![full])),
+                    }
+                }
+            }
+        }
+        (added, 0)
+    }
+
+    /// Where compaction at `rev` cuts: the number of oldest records no read at `rev` or
+    /// later can reach. The record current at `rev` stays unless it is a tombstone (then
+    /// nothing at or before `rev` is readable any more). All of them means the key goes.
+    fn compaction_cut(&self, rev: i64) -> usize {
+        let visible = self.iter().take_while(|r| r.mod_rev <= rev).count();
+        match visible.checked_sub(1) {
+            Some(i) if self.iter().nth(i).is_some_and(Record::is_live) => i,
+            Some(_) => visible,
+            None => 0,
+        }
+    }
+
+    /// Drops the `n` oldest records (fewer than [`KeyHistory::len`]); returns their bytes.
+    /// Rebuilds the chunks from what is left (compaction is rare; this keeps it simple).
+    fn drop_oldest(&mut self, n: usize) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let freed = self.iter().take(n).map(Record::size).sum();
+        let rest: Vec<Record> = self.iter().skip(n).cloned().collect();
+        if let Some(rebuilt) = KeyHistory::from_records(rest) {
+            *self = rebuilt;
+        }
+        freed
+    }
+
+    /// Writes `value` at `rev` on top of the current version; returns the version it replaced
+    /// (if `want_prev`), whether the key was live before, and the bytes added and removed.
+    fn put(
+        &mut self,
+        key: &Bytes,
+        value: Bytes,
+        rev: i64,
+        want_prev: bool,
+    ) -> (Option<KeyValue>, bool, u64, u64) {
+        let prev = self.latest();
+        let was_live = prev.is_some();
+        let prev_kv = if want_prev {
+            prev.map(|r| r.to_kv(key))
+        } else {
+            None
+        };
+        let (create_rev, version) = match prev {
+            Some(r) => (r.create_rev, r.version + 1),
+            None => (rev, 1),
+        };
+        let (added, removed) = self.push(Record {
+            mod_rev: rev,
+            create_rev,
+            version,
+            value: Some(value),
+        });
+        (prev_kv, was_live, added, removed)
     }
 }
 
 /// The replicated state machine: keyspace, revision counters and the dedup table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
-    pub(crate) keys: BTreeMap<Bytes, KeyHistory>,
+    pub(crate) keys: OrdMap<Bytes, KeyHistory>,
     /// The revision of the last change; 1 for an empty store, as in etcd.
     pub(crate) revision: i64,
     /// Reads below this revision fail. -1 until the first compaction, as in etcd.
@@ -116,7 +285,7 @@ impl KvStore {
     /// All replicas must use the same value; it is carried in snapshots.
     pub fn with_max_clients(max_clients: usize) -> KvStore {
         KvStore {
-            keys: BTreeMap::new(),
+            keys: OrdMap::new(),
             revision: 1,
             compact_revision: -1,
             live_keys: 0,
@@ -157,18 +326,18 @@ impl KvStore {
         } else if range_end == b"\0" {
             (
                 None,
-                Some(self.keys.range::<[u8], _>((Included(key), Unbounded))),
+                Some(self.keys.range::<_, [u8]>((Included(key), Unbounded))),
             )
         } else if range_end > key {
             (
                 None,
                 Some(
                     self.keys
-                        .range::<[u8], _>((Included(key), Excluded(range_end))),
+                        .range::<_, [u8]>((Included(key), Excluded(range_end))),
                 ),
             )
         } else {
-            // An inverted range is empty (and `BTreeMap::range` would panic on it).
+            // An inverted range is empty (and `OrdMap::range` would panic on it).
             (None, None)
         };
         single.into_iter().chain(many.into_iter().flatten())
@@ -190,41 +359,39 @@ impl KvStore {
         }
     }
 
-    /// Writes `value` to `key` at revision `rev`, returning the version it replaced.
+    /// Writes `value` to `key` at revision `rev`; returns the version it replaced if
+    /// `want_prev` (building it costs two `Bytes` clones, so only when asked).
     ///
     /// If the key was already written at `rev` (possible only in a txn, see txn.rs) the
     /// record is replaced rather than appended: histories keep one record per revision,
     /// and a read at `rev` must see the last write of that revision.
-    pub(crate) fn write_put(&mut self, key: &Bytes, value: Bytes, rev: i64) -> Option<KeyValue> {
-        let hist = match self.keys.entry(key.clone()) {
-            btree_map::Entry::Occupied(o) => o.into_mut(),
-            btree_map::Entry::Vacant(v) => {
+    pub(crate) fn write_put(
+        &mut self,
+        key: &Bytes,
+        value: Bytes,
+        rev: i64,
+        want_prev: bool,
+    ) -> Option<KeyValue> {
+        // One lookup by reference for an existing key; the key is cloned only for a new one.
+        let (prev_kv, was_live, added, removed) = match self.keys.get_mut(&key[..]) {
+            Some(hist) => hist.put(key, value, rev, want_prev),
+            None => {
+                let record = Record {
+                    mod_rev: rev,
+                    create_rev: rev,
+                    version: 1,
+                    value: Some(value),
+                };
+                let added = record.size();
+                self.keys.insert(key.clone(), KeyHistory::new(record));
                 self.size += KEY_OVERHEAD + key.len() as u64;
-                v.insert(KeyHistory::default())
+                (None, false, added, 0)
             }
         };
-        let prev = hist.latest();
-        let prev_kv = prev.map(|r| r.to_kv(key));
-        let (create_rev, version) = match prev {
-            Some(r) => (r.create_rev, r.version + 1),
-            None => (rev, 1),
-        };
-        let record = Record {
-            mod_rev: rev,
-            create_rev,
-            version,
-            value: Some(value),
-        };
-        if prev_kv.is_none() {
+        if !was_live {
             self.live_keys += 1;
         }
-        self.size += record.size();
-        if hist.records.last().is_some_and(|r| r.mod_rev == rev) {
-            if let Some(old) = hist.records.pop() {
-                self.size -= old.size();
-            }
-        }
-        hist.records.push(record);
+        self.size = self.size + added - removed;
         prev_kv
     }
 
@@ -236,19 +403,13 @@ impl KvStore {
         if hist.latest().is_none() {
             return false;
         }
-        let tombstone = Record {
+        let (added, removed) = hist.push(Record {
             mod_rev: rev,
             create_rev: 0,
             version: 0,
             value: None,
-        };
-        self.size += tombstone.size();
-        if hist.records.last().is_some_and(|r| r.mod_rev == rev) {
-            if let Some(old) = hist.records.pop() {
-                self.size -= old.size();
-            }
-        }
-        hist.records.push(tombstone);
+        });
+        self.size = self.size + added - removed;
         self.live_keys -= 1;
         true
     }
@@ -288,28 +449,28 @@ impl KvStore {
             return Err(KvError::FutureRevision);
         }
         self.compact_revision = rev;
+        // The map has no `retain`: find what changes first, then change only that (mutable
+        // lookups copy nodes a snapshot view still shares).
+        let trims: Vec<(Bytes, usize)> = self
+            .keys
+            .iter()
+            .map(|(key, hist)| (key, hist.compaction_cut(rev)))
+            .filter(|&(_, cut)| cut > 0)
+            .map(|(key, cut)| (key.clone(), cut))
+            .collect();
         let mut freed = 0u64;
-        self.keys.retain(|key, hist| {
-            let visible = hist.records.partition_point(|r| r.mod_rev <= rev);
-            // Keep the record current at `rev` unless it is a tombstone: then nothing at or
-            // before `rev` is readable any more.
-            let keep_from = match visible.checked_sub(1) {
-                Some(i) if hist.records[i].is_live() => i,
-                Some(_) => visible,
-                None => 0,
+        for (key, cut) in trims {
+            let Some(hist) = self.keys.get_mut(&key[..]) else {
+                continue;
             };
-            freed += hist
-                .records
-                .drain(..keep_from)
-                .map(|r| r.size())
-                .sum::<u64>();
-            if hist.records.is_empty() {
-                freed += KEY_OVERHEAD + key.len() as u64;
-                false
+            if cut < hist.len() {
+                freed += hist.drop_oldest(cut);
             } else {
-                true
+                freed += KEY_OVERHEAD + key.len() as u64;
+                freed += hist.iter().map(Record::size).sum::<u64>();
+                self.keys.remove(&key[..]);
             }
-        });
+        }
         self.size -= freed;
         Ok(CompactionResponse {
             header: ResponseHeader {
@@ -326,7 +487,7 @@ impl KvStore {
                 .keys
                 .iter()
                 .map(|(k, h)| {
-                    KEY_OVERHEAD + k.len() as u64 + h.records.iter().map(Record::size).sum::<u64>()
+                    KEY_OVERHEAD + k.len() as u64 + h.iter().map(Record::size).sum::<u64>()
                 })
                 .sum::<u64>();
     }
@@ -352,10 +513,10 @@ mod tests {
     #[test]
     fn history_lookup_at_past_revisions() {
         let mut s = KvStore::new();
-        s.write_put(&b("k"), b("v2"), 2);
-        s.write_put(&b("k"), b("v3"), 3);
+        s.write_put(&b("k"), b("v2"), 2, false);
+        s.write_put(&b("k"), b("v3"), 3, false);
         s.write_delete(b"k", 5);
-        s.write_put(&b("k"), b("v7"), 7);
+        s.write_put(&b("k"), b("v7"), 7, false);
         let h = &s.keys[&b("k")];
         assert!(h.at(1).is_none());
         assert_eq!(h.at(2).unwrap().value, Some(b("v2")));
@@ -369,9 +530,9 @@ mod tests {
     #[test]
     fn size_accounting_matches_recount() {
         let mut s = KvStore::new();
-        s.write_put(&b("a"), b("1"), 2);
-        s.write_put(&b("a"), b("22"), 3);
-        s.write_put(&b("b"), b("333"), 3);
+        s.write_put(&b("a"), b("1"), 2, false);
+        s.write_put(&b("a"), b("22"), 3, true);
+        s.write_put(&b("b"), b("333"), 3, false);
         s.write_delete(b"b", 3);
         s.write_delete(b"a", 4);
         s.revision = 4;
@@ -389,10 +550,114 @@ mod tests {
     #[test]
     fn inverted_span_is_empty() {
         let mut s = KvStore::new();
-        s.write_put(&b("m"), b("1"), 2);
+        s.write_put(&b("m"), b("1"), 2, false);
         assert_eq!(s.span(b"z", b"a").count(), 0);
         assert_eq!(s.span(b"m", b"m").count(), 0);
         assert_eq!(s.span(b"m", b"").count(), 1);
         assert_eq!(s.span(b"a", b"\0").count(), 1);
+    }
+
+    /// A chunked history against a plain `Vec` of records: pushes (new revisions, same
+    /// revision rewrites, tombstones), compactions and reads at every revision, with frozen
+    /// copies (what a snapshot view holds) taken along the way and checked at the end.
+    mod chunked {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// A record at the next revision (`true`) or at the current one (`false`);
+            /// `live: false` is a tombstone.
+            Push {
+                next: bool,
+                live: bool,
+            },
+            Compact {
+                back: i64,
+            },
+            Freeze,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                8 => (any::<bool>(), prop::bool::weighted(0.8))
+                    .prop_map(|(next, live)| Op::Push { next, live }),
+                1 => (0i64..12).prop_map(|back| Op::Compact { back }),
+                2 => Just(Op::Freeze),
+            ]
+        }
+
+        fn record(rev: i64, live: bool) -> Record {
+            Record {
+                mod_rev: rev,
+                create_rev: if live { 1 } else { 0 },
+                version: if live { rev } else { 0 },
+                value: live.then(|| Bytes::from(format!("v{rev}"))),
+            }
+        }
+
+        fn check(h: &KeyHistory, model: &[Record], rev: i64) {
+            assert_eq!(h.len(), model.len());
+            assert!(h.iter().eq(model.iter()));
+            assert!(h.sealed().iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+            if let Some(tail) = &h.tail {
+                assert!(!tail.is_empty() && tail.len() <= CHUNK);
+            }
+            for r in 0..=rev + 1 {
+                let want = model
+                    .iter()
+                    .rev()
+                    .find(|x| x.mod_rev <= r)
+                    .filter(|x| x.is_live());
+                assert_eq!(h.at(r), want, "read at {r}");
+            }
+            assert_eq!(KeyHistory::from_records(model.to_vec()).as_ref(), Some(h));
+        }
+
+        proptest! {
+            #[test]
+            fn matches_a_plain_vec(ops in prop::collection::vec(op(), 1..120)) {
+                let mut rev = 1;
+                let mut h = KeyHistory::new(record(rev, true));
+                let mut model = vec![record(rev, true)];
+                let mut frozen = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Push { next, live } => {
+                            rev += i64::from(next);
+                            let (added, removed) = h.push(record(rev, live));
+                            let old = if model.last().is_some_and(|r| r.mod_rev == rev) {
+                                model.pop().map_or(0, |r| r.size())
+                            } else {
+                                0
+                            };
+                            model.push(record(rev, live));
+                            prop_assert_eq!((added, removed), (record(rev, live).size(), old));
+                        }
+                        Op::Compact { back } => {
+                            let at = (rev - back).max(1);
+                            let cut = h.compaction_cut(at);
+                            let visible = model.iter().filter(|r| r.mod_rev <= at).count();
+                            let want = match visible.checked_sub(1) {
+                                Some(i) if model[i].is_live() => i,
+                                Some(_) => visible,
+                                None => 0,
+                            };
+                            prop_assert_eq!(cut, want);
+                            if cut < model.len() {
+                                let freed = h.drop_oldest(cut);
+                                let gone: u64 = model.drain(..cut).map(|r| r.size()).sum();
+                                prop_assert_eq!(freed, gone);
+                            }
+                        }
+                        Op::Freeze => frozen.push((h.clone(), model.clone())),
+                    }
+                    check(&h, &model, rev);
+                }
+                for (h, model) in &frozen {
+                    check(h, model, rev);
+                }
+            }
+        }
     }
 }

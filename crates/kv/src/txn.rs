@@ -179,11 +179,11 @@ impl KvStore {
         } else {
             p.value.clone()
         };
-        let prev = self.write_put(&p.key, value, rev);
+        let prev_kv = self.write_put(&p.key, value, rev, p.prev_kv);
         w.changed = true;
         PutResponse {
             header: ResponseHeader { revision: rev },
-            prev_kv: if p.prev_kv { prev } else { None },
+            prev_kv,
         }
     }
 

@@ -457,4 +457,39 @@ proptest! {
         // And a restored copy is the same store.
         prop_assert_eq!(&KvStore::restore(&store.snapshot()).unwrap(), &store);
     }
+
+    /// A snapshot view taken midway encodes the state as of when it was taken, however the
+    /// store changes after it (puts, deletes, txns, compactions, dedup evictions) and on
+    /// whichever thread it is encoded; and the store is not disturbed by it.
+    #[test]
+    fn snapshot_view_is_frozen(
+        reqs in prop::collection::vec(request(), 1..80),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let cut = cut.index(reqs.len() + 1);
+        // Five clients in a table of three: the dedup table evicts too.
+        let apply = |s: &mut KvStore, i: usize, req: &Request| {
+            let _ = s.apply(1 + i as u64 % 5, i as u64, req);
+        };
+        let mut store = KvStore::with_max_clients(3);
+        let mut as_of_cut = KvStore::with_max_clients(3);
+        for (i, req) in reqs[..cut].iter().enumerate() {
+            apply(&mut store, i, req);
+            apply(&mut as_of_cut, i, req);
+        }
+        let view = store.snapshot_view();
+        prop_assert_eq!(view.revision(), as_of_cut.revision());
+        let mut untouched = KvStore::with_max_clients(3);
+        for (i, req) in reqs.iter().enumerate() {
+            if i >= cut {
+                apply(&mut store, i, req);
+            }
+            apply(&mut untouched, i, req);
+        }
+        let encoded = std::thread::spawn(move || view.encode()).join().unwrap();
+        prop_assert_eq!(&encoded[..], &as_of_cut.snapshot()[..]);
+        prop_assert_eq!(&KvStore::restore(&encoded).unwrap(), &as_of_cut);
+        prop_assert_eq!(&store, &untouched);
+        prop_assert_eq!(&store.snapshot()[..], &untouched.snapshot()[..]);
+    }
 }

@@ -23,11 +23,23 @@ impl Engine {
         // Granting changes nothing: it only says a real Prepare would likely succeed. A
         // candidate behind our commit point is refused so that a promise never has to carry
         // a long chosen history; a more up-to-date replica can win instead.
-        let granted = ballot > self.promised && !self.hears_leader() && commit >= self.log.commit();
+        // A replica that can no longer lead (it was removed) does not hold out for a more
+        // up-to-date candidate: the candidate may be the only voter left to elect.
+        let up_to_date = commit >= self.log.commit() || !self.is_voter();
+        if commit < self.log.compacted() {
+            self.offer_snapshot(from);
+        }
+        let granted = ballot > self.promised && !self.hears_leader() && up_to_date;
         self.send(from, Body::PreVoteReply { ballot, granted });
     }
 
-    pub(crate) fn on_prepare(&mut self, from: NodeId, ballot: Ballot, first_slot: Slot) {
+    pub(crate) fn on_prepare(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: Slot,
+        transfer_from: Option<Ballot>,
+    ) {
         self.note_round(ballot);
         if ballot < self.promised {
             let promised = self.promised;
@@ -41,7 +53,11 @@ impl Engine {
             return;
         }
         if ballot > self.promised {
-            if self.hears_leader() {
+            // A hand-over from the very leader we follow: it gave up its lease when it sent
+            // TimeoutNow, so the lease rule below has nothing left to protect.
+            let handed_over = transfer_from.is_some_and(|b| b == self.promised)
+                && !matches!(self.role, RoleState::Leader(_));
+            if self.hears_leader() && !handed_over {
                 // Leases: while a leader may hold one that counts on us, stay silent; the
                 // candidate times out and backs off.
                 return;
@@ -50,7 +66,10 @@ impl Engine {
                 // The candidate is behind our snapshot: the values it would have to learn from
                 // us are gone (all chosen). Stay silent, as if down: promises counted from
                 // others still carry every value chosen from its first slot on, and a replica
-                // that is not behind can win instead (the pre-vote already prefers one).
+                // that is not behind can win instead (the pre-vote already prefers one). If
+                // none can (say, we were removed and the candidate is the last voter), our
+                // snapshot brings the candidate forward for its next campaign.
+                self.offer_snapshot(from);
                 return;
             }
             self.raise_promise(ballot);
@@ -204,6 +223,19 @@ impl Engine {
         self.log.absorb_chosen();
         let commit = self.log.commit();
         self.send(from, Body::LearnReply { commit });
+    }
+
+    /// Asks the driver to send our snapshot to a candidate behind our compaction point, at
+    /// most once per election timeout per candidate (a transfer takes a while).
+    fn offer_snapshot(&mut self, to: NodeId) {
+        let last = self.snapshot_offers.get(&to).copied();
+        if last.is_some_and(|t| self.now < t + self.cfg.election_timeout_ticks) {
+            return;
+        }
+        self.snapshot_offers.insert(to, self.now);
+        if !self.out.send_snapshot.contains(&to) {
+            self.out.send_snapshot.push(to);
+        }
     }
 
     /// A valid leader spoke (its ballot is at least our promise): follow it, and leave any

@@ -3,8 +3,9 @@
 //! Decoding never panics and never allocates more than the input could describe: every
 //! length is checked against the bytes that remain.
 
+use crate::configs::MembershipChange;
 use crate::message::{Body, Message, PromisedSlot};
-use crate::ready::{HardState, LogRecord};
+use crate::ready::{HardState, LogRecord, SnapshotInfo};
 use crate::types::{Ballot, Command, Membership, SharedValue, Value};
 use bytes::{BufMut, Bytes};
 use std::fmt;
@@ -120,13 +121,7 @@ pub fn put_value(out: &mut impl BufMut, v: &Value) {
                 put_bytes(out, &c.payload);
             }
         }
-        Value::Membership(m) => {
-            out.put_u8(2);
-            put_varint(out, m.voters().len() as u64);
-            for &n in m.voters() {
-                put_varint(out, n);
-            }
-        }
+        Value::Membership(m) => put_membership(out, m),
     }
 }
 
@@ -148,18 +143,94 @@ pub fn get_value(r: &mut Reader) -> Result<Value> {
             }
             Ok(Value::Commands(commands))
         }
-        2 => {
-            let n = r.len(1)?;
-            let mut voters = Vec::with_capacity(n);
-            for _ in 0..n {
-                voters.push(r.varint()?);
-            }
-            Membership::new(voters)
-                .map(Value::Membership)
-                .ok_or(DecodeError("membership is empty or names node 0"))
-        }
+        tag @ (2 | 3) => get_membership(r, tag == 3).map(Value::Membership),
         _ => Err(DecodeError("unknown value tag")),
     }
+}
+
+fn put_ids(out: &mut impl BufMut, ids: &[u64]) {
+    put_varint(out, ids.len() as u64);
+    for &n in ids {
+        put_varint(out, n);
+    }
+}
+
+fn get_ids(r: &mut Reader) -> Result<Vec<u64>> {
+    let n = r.len(1)?;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(r.varint()?);
+    }
+    Ok(ids)
+}
+
+/// Tag 2: voters only (the original form, still written when it suffices); tag 3: voters,
+/// learners and the driver's context.
+fn put_membership(out: &mut impl BufMut, m: &Membership) {
+    let plain = m.learners().is_empty() && m.context().is_empty();
+    out.put_u8(if plain { 2 } else { 3 });
+    put_ids(out, m.voters());
+    if !plain {
+        put_ids(out, m.learners());
+        put_bytes(out, m.context());
+    }
+}
+
+/// Reads a membership after its tag (`extended`: tag 3).
+fn get_membership(r: &mut Reader, extended: bool) -> Result<Membership> {
+    let voters = get_ids(r)?;
+    let (learners, context) = if extended {
+        (get_ids(r)?, r.bytes()?)
+    } else {
+        (Vec::new(), Bytes::new())
+    };
+    Membership::with_learners(voters, learners, context).ok_or(DecodeError(
+        "membership is empty, names node 0, or names a node as voter and learner",
+    ))
+}
+
+/// Encodes what a snapshot must tell the engine besides the state machine: its slot and
+/// the memberships governing the slots after it. Drivers store it with their snapshot.
+pub fn encode_snapshot_info(info: &SnapshotInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    out.put_u8(1); // format version
+    put_varint(&mut out, info.slot);
+    put_varint(&mut out, info.memberships.len() as u64);
+    for c in &info.memberships {
+        put_varint(&mut out, c.slot);
+        put_membership(&mut out, &c.membership);
+    }
+    out
+}
+
+/// Decodes [`encode_snapshot_info`]'s output; trailing bytes are an error.
+pub fn decode_snapshot_info(buf: Bytes) -> Result<SnapshotInfo> {
+    let mut r = Reader::new(buf);
+    if r.u8()? != 1 {
+        return Err(DecodeError("unknown snapshot info version"));
+    }
+    let slot = r.varint()?;
+    let n = r.len(3)?;
+    let mut memberships: Vec<MembershipChange> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = r.varint()?;
+        let membership = match r.u8()? {
+            tag @ (2 | 3) => get_membership(&mut r, tag == 3)?,
+            _ => return Err(DecodeError("unknown value tag")),
+        };
+        if at > slot || memberships.last().is_some_and(|c| c.slot >= at) || at == 0 {
+            return Err(DecodeError("snapshot memberships out of order"));
+        }
+        memberships.push(MembershipChange {
+            slot: at,
+            membership,
+        });
+    }
+    r.finish()?;
+    if memberships.is_empty() {
+        return Err(DecodeError("snapshot names no membership"));
+    }
+    Ok(SnapshotInfo { slot, memberships })
 }
 
 fn get_shared_value(r: &mut Reader) -> Result<SharedValue> {
@@ -283,10 +354,25 @@ fn put_body(out: &mut impl BufMut, body: &Body) {
             put_ballot(out, *ballot);
             put_bool(out, *granted);
         }
-        Body::Prepare { ballot, first_slot } => {
+        Body::Prepare {
+            ballot,
+            first_slot,
+            transfer_from,
+        } => {
             out.put_u8(3);
             put_ballot(out, *ballot);
             put_varint(out, *first_slot);
+            match transfer_from {
+                None => out.put_u8(0),
+                Some(b) => {
+                    out.put_u8(1);
+                    put_ballot(out, *b);
+                }
+            }
+        }
+        Body::TimeoutNow { ballot } => {
+            out.put_u8(17);
+            put_ballot(out, *ballot);
         }
         Body::Promise {
             ballot,
@@ -411,6 +497,14 @@ fn get_body(r: &mut Reader) -> Result<Body> {
         3 => Body::Prepare {
             ballot: get_ballot(r)?,
             first_slot: r.varint()?,
+            transfer_from: match r.u8()? {
+                0 => None,
+                1 => Some(get_ballot(r)?),
+                _ => return Err(DecodeError("bad option tag")),
+            },
+        },
+        17 => Body::TimeoutNow {
+            ballot: get_ballot(r)?,
         },
         4 => {
             let ballot = get_ballot(r)?;
@@ -527,6 +621,21 @@ mod tests {
             Body::Prepare {
                 ballot: b,
                 first_slot: 1 << 40,
+                transfer_from: None,
+            },
+            Body::Prepare {
+                ballot: b,
+                first_slot: 3,
+                transfer_from: Some(Ballot::new(7, 1)),
+            },
+            Body::TimeoutNow { ballot: b },
+            Body::Accept {
+                ballot: b,
+                first_slot: 2,
+                values: vec![Arc::new(Value::Membership(
+                    Membership::with_learners([1, 2], [4], Bytes::from_static(b"ctx")).unwrap(),
+                ))],
+                commit: 1,
             },
             Body::Promise {
                 ballot: b,
@@ -651,6 +760,29 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_infos_round_trip_and_garbage_is_refused() {
+        let info = SnapshotInfo {
+            slot: 500,
+            memberships: vec![
+                MembershipChange {
+                    slot: 1,
+                    membership: Membership::new([1, 2, 3]).unwrap(),
+                },
+                MembershipChange {
+                    slot: 450,
+                    membership: Membership::with_learners([1, 2, 3], [4], Bytes::from("m"))
+                        .unwrap(),
+                },
+            ],
+        };
+        let encoded = encode_snapshot_info(&info);
+        assert_eq!(decode_snapshot_info(Bytes::from(encoded.clone())), Ok(info));
+        for cut in 0..encoded.len() {
+            assert!(decode_snapshot_info(Bytes::copy_from_slice(&encoded[..cut])).is_err());
+        }
+    }
+
+    #[test]
     fn huge_counts_are_refused_without_allocating() {
         // Accept with a count of 2^60 values and nothing behind it.
         let mut out = vec![1, 2, 5, 1, 1, 1, 1];
@@ -670,8 +802,9 @@ mod tests {
         }
 
         #[test]
-        fn mutated_messages_never_panic(index in 0usize..16, pos in any::<usize>(), byte in any::<u8>()) {
-            let body = samples().swap_remove(index % 16);
+        fn mutated_messages_never_panic(index in 0usize..64, pos in any::<usize>(), byte in any::<u8>()) {
+            let mut samples = samples();
+            let body = samples.swap_remove(index % samples.len());
             let mut encoded = encode_message(&Message { from: 1, to: 2, body });
             let at = pos % encoded.len();
             encoded[at] = byte;

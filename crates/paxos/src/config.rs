@@ -26,6 +26,9 @@ pub enum PlantedBug {
     /// Lease reads without the clock-drift margin: the lease lasts a whole election timeout
     /// plus one, as if every clock ran at the same rate.
     LeaseWithoutDriftMargin,
+    /// A membership governs from the slot right after the one that chose it, instead of
+    /// `MEMBERSHIP_DELAY_SLOTS` later: slots already in flight change quorums mid-way.
+    MembershipWithoutDelay,
 }
 
 #[derive(Clone, Debug)]

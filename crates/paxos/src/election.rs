@@ -5,7 +5,7 @@ use crate::config::PlantedBug;
 use crate::engine::{Engine, RoleState};
 use crate::leader::LeaderState;
 use crate::message::{Body, PromisedSlot};
-use crate::types::{Ballot, NodeId, SharedValue, Slot, Value};
+use crate::types::{Ballot, Membership, NodeId, SharedValue, Slot, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,7 +22,14 @@ pub(crate) struct Campaign {
     pub(crate) votes: BTreeMap<NodeId, Vec<PromisedSlot>>,
     /// Voters that refused the pre-vote.
     pub(crate) refusals: Vec<NodeId>,
+    /// Nodes sent this campaign's Prepare (phase 1 asks more as promises reveal memberships).
+    pub(crate) asked: Vec<NodeId>,
+    /// The leader that handed over to this campaign (`TimeoutNow`), if any.
+    pub(crate) transfer_from: Option<Ballot>,
 }
+
+/// Per slot from a campaign's first one: (known chosen, highest ballot, its value).
+type Recovered = BTreeMap<Slot, (bool, Ballot, SharedValue)>;
 
 impl Engine {
     /// A random timeout in `[t, t + t * 2^backoff)`: random so that candidates rarely collide,
@@ -57,7 +64,7 @@ impl Engine {
     }
 
     fn start_pre_vote(&mut self) {
-        if !self.members.contains(self.id) {
+        if !self.may_campaign() {
             self.election_deadline = self.now + self.random_election_timeout();
             return; // not a voter: never campaigns
         }
@@ -68,15 +75,17 @@ impl Engine {
             first_slot: self.log.commit() + 1,
             votes: BTreeMap::new(),
             refusals: Vec::new(),
+            asked: Vec::new(),
+            transfer_from: None,
         });
         self.election_deadline = self.now + self.random_election_timeout();
         let commit = self.log.commit();
-        self.broadcast(Body::PreVote { ballot, commit });
+        for to in self.active_members(false) {
+            self.send(to, Body::PreVote { ballot, commit });
+        }
     }
 
     pub(crate) fn on_pre_vote_reply(&mut self, from: NodeId, ballot: Ballot, granted: bool) {
-        let quorum = self.members.quorum();
-        let voters = self.members.voters().len();
         let RoleState::PreCandidate(c) = &mut self.role else {
             return;
         };
@@ -87,22 +96,29 @@ impl Engine {
             if !c.refusals.contains(&from) {
                 c.refusals.push(from);
             }
-            if c.refusals.len() > voters - quorum {
-                // A majority can no longer grant: end this pre-vote now rather than wait
-                // out its deadline (the refusers hear a leader, or are ahead of us).
+            let refusals = c.refusals.clone();
+            // A membership whose majority refused can no longer grant: end this pre-vote now
+            // rather than wait out its deadline (the refusers hear a leader, or are ahead).
+            let hopeless = self.active_configs().any(|m| {
+                let refused = refusals.iter().filter(|&&n| m.contains(n)).count();
+                refused > m.voters().len() - m.quorum()
+            });
+            if hopeless {
                 self.step_down();
             }
             return;
         }
         c.votes.insert(from, Vec::new());
-        if c.votes.len() >= quorum {
-            self.start_phase1();
+        let granted: Vec<NodeId> = c.votes.keys().copied().collect();
+        if self.is_active_quorum(&granted) {
+            self.start_phase1(None);
         }
     }
 
     /// Phase 1a: promise the new ballot to ourselves, then (once that promise is durable, so
-    /// the round can never be reused after a crash) ask every voter to promise it too.
-    fn start_phase1(&mut self) {
+    /// the round can never be reused after a crash) ask the voters to promise it too: those
+    /// of every membership governing open slots now, more if promises reveal others.
+    pub(crate) fn start_phase1(&mut self, transfer_from: Option<Ballot>) {
         let ballot = self.next_ballot();
         let first_slot = self.log.commit() + 1;
         self.raise_promise(ballot);
@@ -111,17 +127,51 @@ impl Engine {
             first_slot,
             votes: BTreeMap::new(),
             refusals: Vec::new(),
+            asked: Vec::new(),
+            transfer_from,
         });
         self.election_deadline = self.now + self.random_election_timeout();
-        for i in 0..self.members.voters().len() {
-            let to = self.members.voters()[i];
-            let body = Body::Prepare { ballot, first_slot };
+        let voters = self.active_members(false);
+        self.ask_promises(&voters);
+    }
+
+    /// Sends the campaign's Prepare to those of `nodes` not yet asked.
+    fn ask_promises(&mut self, nodes: &[NodeId]) {
+        let RoleState::Candidate(c) = &mut self.role else {
+            return;
+        };
+        let (ballot, first_slot, transfer_from) = (c.ballot, c.first_slot, c.transfer_from);
+        let fresh: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| !c.asked.contains(n))
+            .collect();
+        c.asked.extend(&fresh);
+        for to in fresh {
+            let body = Body::Prepare {
+                ballot,
+                first_slot,
+                transfer_from,
+            };
             if to == self.id {
                 self.send(to, body);
             } else {
                 self.send_after_persist(to, body);
             }
         }
+    }
+
+    /// The leader of `ballot` hands over to us: campaign now, without a pre-vote.
+    pub(crate) fn on_timeout_now(&mut self, from: NodeId, ballot: Ballot) {
+        // Only from the leader we follow, for the ballot we promised: a late or replayed
+        // hand-over from an older leader is ignored.
+        if self.leader != Some(from) || self.promised != ballot || !self.is_voter() {
+            return;
+        }
+        if !matches!(self.role, RoleState::Follower) {
+            return;
+        }
+        self.start_phase1(Some(ballot));
     }
 
     pub(crate) fn on_promise(
@@ -131,7 +181,6 @@ impl Engine {
         first_slot: Slot,
         accepted: Vec<PromisedSlot>,
     ) {
-        let quorum = self.members.quorum();
         let RoleState::Candidate(c) = &mut self.role else {
             return;
         };
@@ -139,26 +188,54 @@ impl Engine {
             return; // a reply to an earlier campaign
         }
         c.votes.insert(from, accepted);
-        if c.votes.len() >= quorum {
-            self.become_leader();
-        }
+        self.try_finish_phase1();
     }
 
-    /// Phase 1 succeeded. For every slot from the campaign's first one up to the highest any
-    /// promise mentions, re-propose the value known chosen or else accepted under the highest
-    /// ballot, and fill holes with no-ops; then one more no-op, whose commit proves this
-    /// leader knows every value chosen before it (reads wait for it).
-    fn become_leader(&mut self) {
-        let RoleState::Candidate(c) = std::mem::replace(&mut self.role, RoleState::Follower) else {
-            unreachable!("become_leader outside phase 1");
+    /// Phase 1 is done when the promises hold a quorum of every membership that governs a
+    /// slot from the campaign's first one on: those chosen at or below the commit point, and
+    /// those the promised values would choose above it (a value chosen in slot `s` was
+    /// chosen by the quorum of the membership governing `s`, which earlier slots decide; by
+    /// induction on slots, the promises of that membership's quorum reveal it). Memberships
+    /// revealed only by the promises get the Prepare too.
+    fn try_finish_phase1(&mut self) {
+        let RoleState::Candidate(c) = &self.role else {
+            return;
         };
+        let best = self.recovered_values(c);
+        let promised: Vec<NodeId> = c.votes.keys().copied().collect();
+        let mut configs: Vec<Membership> = self
+            .log
+            .configs()
+            .governing_from(c.first_slot)
+            .cloned()
+            .collect();
+        configs.extend(best.values().filter_map(|(_, _, v)| match &**v {
+            Value::Membership(m) => Some(m.clone()),
+            _ => None,
+        }));
+        if configs.is_empty() {
+            return; // knows no membership: cannot lead (start_pre_vote prevents this)
+        }
+        if configs.iter().all(|m| m.is_quorum(&promised)) {
+            self.become_leader(best);
+            return;
+        }
+        let mut voters: Vec<NodeId> = configs.iter().flat_map(|m| m.voters()).copied().collect();
+        voters.sort_unstable();
+        voters.dedup();
+        self.ask_promises(&voters);
+    }
+
+    /// For every slot a promise reports from the campaign's first on: the value known chosen,
+    /// or else the one accepted under the highest ballot.
+    fn recovered_values(&self, c: &Campaign) -> Recovered {
         let ignore_accepted = self.cfg.bug(PlantedBug::LeaderIgnoresAcceptedValues);
-        let mut best: BTreeMap<Slot, (bool, Ballot, SharedValue)> = BTreeMap::new();
-        for p in c.votes.into_values().flatten() {
+        let mut best: Recovered = BTreeMap::new();
+        for p in c.votes.values().flatten() {
             if p.slot < c.first_slot || (ignore_accepted && !p.chosen) {
                 continue;
             }
-            let candidate = (p.chosen, p.ballot, p.value);
+            let candidate = (p.chosen, p.ballot, p.value.clone());
             match best.get(&p.slot) {
                 Some((true, _, v)) => {
                     assert!(
@@ -173,6 +250,17 @@ impl Engine {
                 }
             }
         }
+        best
+    }
+
+    /// Phase 1 succeeded. For every slot from the campaign's first one up to the highest any
+    /// promise mentions, re-propose the value known chosen or else accepted under the highest
+    /// ballot, and fill holes with no-ops; then one more no-op, whose commit proves this
+    /// leader knows every value chosen before it (reads wait for it).
+    fn become_leader(&mut self, mut best: Recovered) {
+        let RoleState::Candidate(c) = std::mem::replace(&mut self.role, RoleState::Follower) else {
+            unreachable!("become_leader outside phase 1");
+        };
         let last = best
             .keys()
             .next_back()
@@ -192,14 +280,23 @@ impl Engine {
         let serving_from = last + 1;
         self.leader = Some(self.id);
         self.backoff_exp = 0;
-        self.role = RoleState::Leader(Box::new(LeaderState::new(
-            c.ballot,
-            serving_from,
-            self.now,
-            &self.members,
-            self.id,
-        )));
-        self.propose_values(c.first_slot, values);
+        let peers: Vec<NodeId> = self
+            .active_members(true)
+            .into_iter()
+            .filter(|&n| n != self.id)
+            .collect();
+        let mut leader = LeaderState::new(c.ballot, serving_from, self.now, &peers);
+        // Slots beyond the window wait: a leader proposes slot `s` only once every slot up to
+        // `s - MEMBERSHIP_DELAY_SLOTS` is chosen, re-proposals included (a membership among
+        // them must be chosen before the slots it governs are proposed).
+        let pad_until = self
+            .log
+            .configs()
+            .latest()
+            .map_or(0, |l| self.log.configs().effective_slot(l.slot) + 1);
+        leader.recover(c.first_slot, values, pad_until);
+        self.role = RoleState::Leader(Box::new(leader));
+        self.pack_proposals();
         self.start_round();
     }
 

@@ -1,6 +1,7 @@
 //! The engine's public face: inputs, the `Ready` it hands out, and dispatch to the roles
 //! (acceptor.rs, election.rs, leader.rs, reads.rs) that hold the protocol.
 
+use crate::config::PlantedBug;
 use crate::config::{Config, ConfigError};
 use crate::election::Campaign;
 use crate::leader::LeaderState;
@@ -13,7 +14,27 @@ use crate::ready::{
     SnapshotInfo, Status,
 };
 use crate::rng::Rng;
-use crate::types::{Ballot, Command, Membership, NodeId, Slot, Value};
+use crate::types::{Ballot, Command, Membership, NodeId, Slot};
+
+/// Why a leadership hand-over was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    /// Only the leader hands over.
+    NotLeader,
+    /// The target is not a voter of the newest membership.
+    NotAVoter,
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferError::NotLeader => write!(f, "not the leader"),
+            TransferError::NotAVoter => write!(f, "the target is not a voting member"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {}
 
 /// What this replica is doing beyond accepting.
 #[derive(Debug)]
@@ -32,7 +53,6 @@ pub struct Engine {
     pub(crate) rng: Rng,
     /// Ticks since this engine was created; the only notion of time the protocol has.
     pub(crate) now: u64,
-    pub(crate) members: Membership,
     /// The acceptor's promise: it accepts nothing below it. Never decreases.
     pub(crate) promised: Ballot,
     /// The highest round seen in any ballot, so a new campaign outbids everyone it heard of.
@@ -53,26 +73,26 @@ pub struct Engine {
     pub(crate) backoff_exp: u32,
     pub(crate) reads: FollowerReads,
     pub(crate) out: Outbox,
+    /// When this replica last offered its snapshot to a candidate behind it, per candidate.
+    pub(crate) snapshot_offers: std::collections::BTreeMap<NodeId, u64>,
 }
 
 impl Engine {
-    /// Starts a replica from what its disk holds (`DurableState::bootstrap` for a new one).
+    /// Starts a replica from what its disk holds: `DurableState::bootstrap` for a member of
+    /// a new cluster, `DurableState::default()` for one joining a running cluster (it was
+    /// added to the membership first; it learns the log or a snapshot from the leader and
+    /// never campaigns before it knows a membership naming it a voter).
     pub fn new(config: Config, durable: DurableState) -> Result<Engine, ConfigError> {
         config.validate()?;
         let compacted = durable.snapshot.as_ref().map_or(0, |s| s.slot);
-        let members = durable
-            .records
-            .iter()
-            .filter(|r| r.slot > compacted && (r.chosen || r.slot <= durable.hard_state.commit))
-            .filter_map(|r| match &*r.value {
-                Value::Membership(m) => Some(m.clone()),
-                _ => None,
-            })
-            .next_back()
-            .or_else(|| durable.snapshot.as_ref().map(|s| s.membership.clone()))
-            .ok_or_else(|| {
-                ConfigError("durable state holds no membership (bootstrap it)".into())
-            })?;
+        let snapshot_configs = durable
+            .snapshot
+            .as_ref()
+            .map(|s| s.memberships.clone())
+            .unwrap_or_default();
+        if durable.snapshot.is_some() && snapshot_configs.is_empty() {
+            return Err(ConfigError("the snapshot names no membership".into()));
+        }
         // An acceptor's promise covers every ballot it accepted; if a crash kept a record but
         // not the hard state written beside it, the record's ballot still binds.
         let promised = durable
@@ -80,13 +100,20 @@ impl Engine {
             .iter()
             .map(|r| r.ballot)
             .fold(durable.hard_state.promised, Ballot::max);
-        let log = Log::recover(&durable.records, durable.hard_state.commit, compacted);
+        let mut log = Log::recover(
+            &durable.records,
+            durable.hard_state.commit,
+            compacted,
+            snapshot_configs,
+        );
+        if config.bug(PlantedBug::MembershipWithoutDelay) {
+            log.plant_membership_delay_bug();
+        }
         let id = config.id;
         let mut engine = Engine {
             rng: Rng::new(config.seed ^ 0x5359_4E4F_4400_0000),
             id,
             now: 0,
-            members,
             promised,
             max_round_seen: promised.round,
             log,
@@ -109,6 +136,7 @@ impl Engine {
                     commit: 0,
                 },
             ),
+            snapshot_offers: std::collections::BTreeMap::new(),
             cfg: config,
         };
         engine.election_deadline = engine.random_election_timeout();
@@ -139,6 +167,49 @@ impl Engine {
         result
     }
 
+    /// Proposes a new membership (leader only). It is chosen like any value and governs the
+    /// slots from `MEMBERSHIP_DELAY_SLOTS` after its own on (the leader fills the gap with
+    /// no-ops when idle). One change at a time. Safety holds for any membership; liveness
+    /// needs a quorum of the new voters up and caught up, which the driver should check.
+    pub fn propose_membership(&mut self, membership: Membership) -> Result<(), ProposeError> {
+        if !matches!(self.role, RoleState::Leader(_)) {
+            return Err(ProposeError::NotLeader);
+        }
+        let result = self.enqueue_membership(membership);
+        self.process_inbox();
+        result
+    }
+
+    /// Hands leadership to voter `to` (leader only): once `to` holds every chosen slot, this
+    /// leader steps down and tells it to campaign at once. New commands wait meanwhile; if
+    /// the hand-over has not happened within an election timeout it is abandoned. The
+    /// driver learns the outcome from `status().leader`.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if !matches!(self.role, RoleState::Leader(_)) {
+            return Err(TransferError::NotLeader);
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        let voter = self
+            .log
+            .configs()
+            .latest()
+            .is_some_and(|c| c.membership.contains(to));
+        if !voter {
+            return Err(TransferError::NotAVoter);
+        }
+        self.begin_transfer(to);
+        self.process_inbox();
+        Ok(())
+    }
+
+    /// At the leader, each peer's chosen prefix as last reported (e.g. to tell whether a
+    /// learner has caught up before promoting it); empty elsewhere.
+    pub fn peer_progress(&self) -> Vec<(NodeId, Slot)> {
+        self.peer_commits()
+    }
+
     /// Asks for a linearizable read point. When `Ready::reads_ready` lists `id`, the local
     /// state machine reflects every write acknowledged before this call.
     pub fn read_barrier(&mut self, id: ReadId) {
@@ -151,9 +222,14 @@ impl Engine {
         if message.to != self.id || message.from == self.id {
             return; // misrouted or forged: never ours to act on
         }
-        if !self.members.contains(message.from) {
-            return; // strangers get no say in this cluster's decisions
+        if message.from == 0 {
+            return; // id 0 is reserved: a forged or corrupt message
         }
+        // Messages from nodes outside the memberships this replica knows are handled like
+        // any other: a replica still replaying an old part of the log must hear a leader
+        // that joined later (the simulator found one that never caught up), and Paxos is
+        // safe whoever proposes. What a stranger can never do is count: quorums are always
+        // counted among the voters of the governing memberships.
         self.handle(message);
         self.process_inbox();
     }
@@ -215,8 +291,8 @@ impl Engine {
             // Anyone holding a newer chosen prefix outranks our campaign or leadership.
             self.step_down();
         }
-        self.log.install_snapshot(snapshot.slot);
-        self.members = snapshot.membership;
+        self.log
+            .install_snapshot(snapshot.slot, snapshot.memberships);
         self.delivered = snapshot.slot;
         self.applied = snapshot.slot;
         self.release_applied_reads();
@@ -228,7 +304,7 @@ impl Engine {
         self.out.has_output(self.hard_state())
             || self.log.commit() > self.delivered
             || matches!(&self.role, RoleState::Leader(l)
-                if l.round_wanted || l.can_pack(&self.log, &self.cfg))
+                if l.round_wanted || l.can_pack(&self.log, &self.cfg, self.id))
     }
 
     /// Takes everything the driver must do now. See [`Ready`] for the contract.
@@ -269,8 +345,9 @@ impl Engine {
             commit: self.log.commit(),
             applied: self.applied,
             compacted: self.log.compacted(),
-            members: self.members.clone(),
+            members: self.log.configs().latest().map(|c| c.membership.clone()),
             lease_held: self.lease_held(),
+            retired: self.retired(),
         }
     }
 
@@ -297,12 +374,98 @@ impl Engine {
         });
     }
 
-    /// Sends to every voter, this replica included (its own acceptor answers through the
-    /// inbox like any other, so one code path handles all votes).
+    /// Sends to every voter and learner of the memberships governing open slots, and to
+    /// this replica (its own acceptor answers through the inbox like any other, so one code
+    /// path handles all votes; a leader that was removed still stores what it proposes,
+    /// though its vote no longer counts).
     pub(crate) fn broadcast(&mut self, body: Body) {
-        for i in 0..self.members.voters().len() {
-            let to = self.members.voters()[i];
+        let mut members = self.active_members(true);
+        if !members.contains(&self.id) {
+            members.push(self.id);
+        }
+        for to in members {
             self.send(to, body.clone());
+        }
+    }
+
+    /// The voters (and with `learners`, the learners) of every membership governing a slot
+    /// above the commit point, sorted, each once.
+    pub(crate) fn active_members(&self, learners: bool) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = Vec::new();
+        for m in self.log.configs().governing_from(self.log.commit() + 1) {
+            nodes.extend(m.voters());
+            if learners {
+                nodes.extend(m.learners());
+            }
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// The memberships governing slots above the commit point. Anything that must hold for
+    /// "the cluster from now on" (a lease, a read's confirmation, check-quorum, a pre-vote)
+    /// needs a quorum in each.
+    pub(crate) fn active_configs(&self) -> impl Iterator<Item = &Membership> + '_ {
+        self.log.configs().governing_from(self.log.commit() + 1)
+    }
+
+    /// Whether `nodes` hold a quorum of every active membership.
+    pub(crate) fn is_active_quorum(&self, nodes: &[NodeId]) -> bool {
+        self.active_configs().all(|m| m.is_quorum(nodes))
+    }
+
+    /// Whether this replica may campaign: a voter of the newest chosen membership, or,
+    /// while no slot that membership governs is chosen yet, a voter of the one governing
+    /// the commit point (a removed member may have to lead the new voters, say new ones
+    /// with empty disks, through the change; it hands over once they caught up).
+    pub(crate) fn may_campaign(&self) -> bool {
+        let configs = self.log.configs();
+        let commit = self.log.commit();
+        let transition = configs
+            .latest()
+            .is_some_and(|c| configs.effective_slot(c.slot) > commit);
+        self.is_voter()
+            || (transition
+                && configs
+                    .for_slot(commit)
+                    .is_some_and(|m| m.contains(self.id)))
+    }
+
+    /// Whether this replica is a voter of the newest chosen membership.
+    pub(crate) fn is_voter(&self) -> bool {
+        self.log
+            .configs()
+            .latest()
+            .is_some_and(|c| c.membership.contains(self.id))
+    }
+
+    /// Whether this replica was removed and is no longer needed, so its process may stop:
+    /// the newest membership leaves it out and a slot it governs is known chosen. A leader
+    /// proposes the first slot a membership governs only once a quorum of its voters holds
+    /// every slot before it (`LeaderState::window_end`), so from then on no candidate needs
+    /// the old voters' promises; leaders keep removed members up to date until they see it.
+    pub fn retired(&self) -> bool {
+        let Some(latest) = self.log.configs().latest() else {
+            return false;
+        };
+        !latest.membership.is_member(self.id)
+            && self.log.configs().effective_slot(latest.slot) <= self.log.commit()
+            && !matches!(self.role, RoleState::Leader(_))
+    }
+
+    /// What a snapshot of the state machine covering `1..=slot` must carry for the engine;
+    /// `slot` must be between the compaction point and what was applied.
+    pub fn snapshot_info(&self, slot: Slot) -> SnapshotInfo {
+        assert!(
+            slot >= self.log.compacted() && slot <= self.applied,
+            "snapshot_info({slot}) outside {}..={}",
+            self.log.compacted(),
+            self.applied
+        );
+        SnapshotInfo {
+            slot,
+            memberships: self.log.configs().for_snapshot(slot),
         }
     }
 
@@ -335,7 +498,12 @@ impl Engine {
         match message.body {
             Body::PreVote { ballot, commit } => self.on_pre_vote(from, ballot, commit),
             Body::PreVoteReply { ballot, granted } => self.on_pre_vote_reply(from, ballot, granted),
-            Body::Prepare { ballot, first_slot } => self.on_prepare(from, ballot, first_slot),
+            Body::Prepare {
+                ballot,
+                first_slot,
+                transfer_from,
+            } => self.on_prepare(from, ballot, first_slot, transfer_from),
+            Body::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
             Body::Promise {
                 ballot,
                 first_slot,

@@ -8,7 +8,9 @@ use crate::log::Log;
 use crate::message::Body;
 use crate::reads::PendingRead;
 use crate::ready::ProposeError;
-use crate::types::{Ballot, Command, Membership, NodeId, SharedValue, Slot, Value};
+use crate::types::{
+    Ballot, Command, Membership, NodeId, SharedValue, Slot, Value, MEMBERSHIP_DELAY_SLOTS,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -29,8 +31,10 @@ pub(crate) struct Peer {
     commit: Slot,
     /// The newest heartbeat round it acknowledged.
     acked_round: u64,
-    /// When catch-up was last sent, so one chunk is in flight at a time.
+    /// When catch-up was last sent, and the last slot it carried: the next batch goes when
+    /// a reply shows that slot reached (or, if something was lost, a heartbeat interval on).
     learn_sent_tick: Option<u64>,
+    learn_sent_upto: Slot,
     /// Catch-up goes on until the peer's commit point reaches this slot.
     learn_target: Slot,
     /// When the driver was last asked to send this peer a snapshot: a transfer takes a
@@ -43,11 +47,31 @@ pub(crate) struct Peer {
 /// normal under load; below the one its own heartbeat carried means the peer has a gap).
 const ROUND_COMMITS_MAX: usize = 64;
 
+/// Catch-up chunks (`Config::catchup_slots_max` slots each) sent per batch.
+const LEARN_CHUNKS_PER_BATCH: u64 = 4;
+
+/// A leadership hand-over in progress: to whom, and until when it is tried.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transfer {
+    to: NodeId,
+    deadline: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct LeaderState {
     pub(crate) ballot: Ballot,
     next_slot: Slot,
     proposals: BTreeMap<Slot, Proposal>,
+    /// Values phase 1 recovered (and the closing no-op) not yet proposed: they wait for the
+    /// window like new ones (see `window_end`).
+    recovered: VecDeque<SharedValue>,
+    /// A membership change asked for and not yet packed into a slot.
+    pending_membership: Option<Membership>,
+    /// One past the first slot governed by the newest membership this leader proposed or
+    /// knows chosen: it fills slots up to there with no-ops when idle, so a change takes
+    /// force without waiting for client traffic.
+    pad_until: Slot,
+    transfer: Option<Transfer>,
     pending: VecDeque<Command>,
     /// The election's closing no-op: reads wait until it is chosen, when this leader knows
     /// every value chosen before it.
@@ -76,19 +100,17 @@ impl LeaderState {
         ballot: Ballot,
         serving_from: Slot,
         now: u64,
-        members: &Membership,
-        id: NodeId,
+        peers: &[NodeId],
     ) -> LeaderState {
-        let peers = members
-            .voters()
-            .iter()
-            .filter(|&&n| n != id)
-            .map(|&n| (n, Peer::default()))
-            .collect();
+        let peers = peers.iter().map(|&n| (n, Peer::default())).collect();
         LeaderState {
             ballot,
             next_slot: 0,
             proposals: BTreeMap::new(),
+            recovered: VecDeque::new(),
+            pending_membership: None,
+            pad_until: 0,
+            transfer: None,
             pending: VecDeque::new(),
             serving_from,
             peers,
@@ -117,12 +139,74 @@ impl LeaderState {
         Ok(())
     }
 
-    fn window_end(&self, log: &Log, cfg: &Config) -> Slot {
-        log.commit() + cfg.inflight_slots_max
+    /// What phase 1 left to propose, from `first_slot` on; `pad_until` as for the field.
+    pub(crate) fn recover(&mut self, first_slot: Slot, values: Vec<SharedValue>, pad_until: Slot) {
+        debug_assert!(self.next_slot == 0 && self.proposals.is_empty());
+        self.next_slot = first_slot;
+        self.recovered = values.into();
+        self.pad_until = pad_until;
     }
 
-    pub(crate) fn can_pack(&self, log: &Log, cfg: &Config) -> bool {
-        !self.pending.is_empty() && self.next_slot <= self.window_end(log, cfg)
+    /// The last slot this leader may propose now. A slot `s` is proposed only once every
+    /// slot up to `s - MEMBERSHIP_DELAY_SLOTS` is known chosen, so the membership governing
+    /// it is known (and the same at every leader); within that, the pipelining window.
+    ///
+    /// And the first slot a new membership governs waits until a quorum of its voters
+    /// holds every slot before it: once such a slot is chosen, no candidate needs the old
+    /// voters' promises any more, so they may retire (`Engine::retired`).
+    fn window_end(&self, log: &Log, cfg: &Config, id: NodeId) -> Slot {
+        let end = log.commit() + cfg.inflight_slots_max.min(MEMBERSHIP_DELAY_SLOTS);
+        match self.held_from(log, id) {
+            Some(first) => end.min(first - 1),
+            None => end,
+        }
+    }
+
+    /// The first slot the newest membership governs, if it is a change (slot 1's initial
+    /// membership has no predecessor), that slot is not chosen yet, and a quorum of the new
+    /// voters (this leader counted with its own commit point) has not reported holding
+    /// every slot before it.
+    fn held_from(&self, log: &Log, id: NodeId) -> Option<Slot> {
+        let configs = log.configs();
+        let latest = configs.latest().filter(|c| c.slot > 1)?;
+        let first = configs.effective_slot(latest.slot);
+        if first <= log.commit() {
+            return None;
+        }
+        let caught_up: Vec<NodeId> = latest
+            .membership
+            .voters()
+            .iter()
+            .copied()
+            .filter(|&v| match v == id {
+                true => log.commit() + 1 >= first,
+                false => self.peers.get(&v).is_some_and(|p| p.commit + 1 >= first),
+            })
+            .collect();
+        (!latest.membership.is_quorum(&caught_up)).then_some(first)
+    }
+
+    fn has_work(&self) -> bool {
+        !self.recovered.is_empty()
+            || self.pending_membership.is_some()
+            || (self.transfer.is_none() && !self.pending.is_empty())
+            || self.next_slot < self.pad_until
+    }
+
+    pub(crate) fn can_pack(&self, log: &Log, cfg: &Config, id: NodeId) -> bool {
+        self.has_work() && self.next_slot <= self.window_end(log, cfg, id)
+    }
+
+    /// Whether a membership change is under way: asked for, proposed, or chosen but not yet
+    /// governing the slot after the commit point.
+    fn membership_changing(&self, commit: Slot) -> bool {
+        self.pending_membership.is_some()
+            || self.pad_until > commit + 2
+            || self
+                .recovered
+                .iter()
+                .chain(self.proposals.values().map(|p| &p.value))
+                .any(|v| matches!(**v, Value::Membership(_)))
     }
 
     /// Cuts one slot's worth of pending commands.
@@ -143,22 +227,135 @@ impl LeaderState {
 }
 
 impl Engine {
-    /// Packs queued commands into new slots while the window has room. Called when the driver
-    /// takes a `Ready`, so everything proposed since the last one shares slots (batching).
+    /// Packs what waits into new slots while the window has room: values phase 1 recovered
+    /// first, then a membership change, then client commands, then no-ops that bring a new
+    /// membership into force. Called when the driver takes a `Ready`, so everything
+    /// proposed since the last one shares slots (batching).
     pub(crate) fn pack_proposals(&mut self) {
+        let configs = self.log.configs();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
         let first = l.next_slot;
+        let window_end = l.window_end(&self.log, &self.cfg, self.id);
         let mut values = Vec::new();
-        while l.can_pack(&self.log, &self.cfg)
-            && (first + values.len() as u64) <= l.window_end(&self.log, &self.cfg)
-        {
-            let batch = l.cut_batch(&self.cfg);
-            values.push(Arc::new(Value::Commands(batch)));
+        let mut next = first;
+        while next <= window_end {
+            let value = if let Some(v) = l.recovered.pop_front() {
+                v
+            } else if let Some(m) = l.pending_membership.take() {
+                Arc::new(Value::Membership(m))
+            } else if l.transfer.is_none() && !l.pending.is_empty() {
+                Arc::new(Value::Commands(l.cut_batch(&self.cfg)))
+            } else if next < l.pad_until {
+                Arc::new(Value::Noop)
+            } else {
+                break;
+            };
+            if let Value::Membership(_) = *value {
+                // Through the first slot it governs: once that one is chosen the members
+                // it removed know they may retire.
+                l.pad_until = l.pad_until.max(configs.effective_slot(next) + 1);
+            }
+            values.push(value);
+            next += 1;
         }
         if !values.is_empty() {
             self.propose_values(first, values);
+        }
+    }
+
+    /// Asks for a new membership (see [`Engine::propose_membership`]).
+    pub(crate) fn enqueue_membership(
+        &mut self,
+        membership: Membership,
+    ) -> Result<(), ProposeError> {
+        let commit = self.log.commit();
+        let RoleState::Leader(l) = &mut self.role else {
+            unreachable!("callers check the role");
+        };
+        if l.membership_changing(commit) {
+            return Err(ProposeError::MembershipChanging);
+        }
+        l.pending_membership = Some(membership);
+        Ok(())
+    }
+
+    /// Starts handing leadership to `to` (see [`Engine::transfer_leadership`]).
+    pub(crate) fn begin_transfer(&mut self, to: NodeId) {
+        let deadline = self.now + self.cfg.election_timeout_ticks;
+        if let RoleState::Leader(l) = &mut self.role {
+            l.transfer = Some(Transfer { to, deadline });
+        }
+        self.advance_transfer();
+    }
+
+    /// Hands over once the target holds every slot this leader proposed: it then starts
+    /// phase 1 at once and, holding the whole chosen prefix, wins it. No new commands are
+    /// packed meanwhile; an election timeout later the hand-over is abandoned.
+    pub(crate) fn advance_transfer(&mut self) {
+        let (now, commit) = (self.now, self.log.commit());
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(t) = l.transfer else {
+            return;
+        };
+        if now > t.deadline {
+            l.transfer = None;
+            return;
+        }
+        let caught_up = l.peers.get(&t.to).is_some_and(|p| p.commit >= commit);
+        if !caught_up || !l.proposals.is_empty() || !l.recovered.is_empty() {
+            return;
+        }
+        let ballot = l.ballot;
+        self.send(t.to, Body::TimeoutNow { ballot });
+        // Giving up the lease with the leadership: the acceptors still following this ballot
+        // promise the target at once (Prepare::transfer_from), so no lease may outlive this.
+        self.step_down();
+    }
+
+    /// Keeps the set of peers (heartbeats, commit points, catch-up) equal to the members of
+    /// the memberships governing open slots, plus removed members until they hold a slot
+    /// the newest membership governs (then they know they may retire); starts handing over
+    /// when this leader is not a voter of the membership in force (it was removed).
+    pub(crate) fn refresh_peers(&mut self) {
+        let members = self.active_members(true);
+        let configs = self.log.configs();
+        let latest_effective = configs.latest().map(|c| configs.effective_slot(c.slot));
+        let removed =
+            !self.is_voter() && latest_effective.is_some_and(|e| e <= self.log.commit() + 1);
+        let id = self.id;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.peers
+            .retain(|n, p| members.contains(n) || latest_effective.is_some_and(|e| p.commit < e));
+        for &n in members.iter().filter(|&&n| n != id) {
+            l.peers.entry(n).or_default();
+        }
+        if removed && l.transfer.is_none() {
+            // Hand over to the voter furthest along.
+            let latest = self.log.configs().latest().map(|c| c.membership.clone());
+            let target = latest.and_then(|m| {
+                m.voters()
+                    .iter()
+                    .filter_map(|v| l.peers.get(v).map(|p| (p.commit, *v)))
+                    .max()
+                    .map(|(_, v)| v)
+            });
+            if let Some(to) = target {
+                self.begin_transfer(to);
+            }
+        }
+    }
+
+    /// Each peer's chosen prefix as last reported (leader only; empty elsewhere).
+    pub(crate) fn peer_commits(&self) -> Vec<(NodeId, Slot)> {
+        match &self.role {
+            RoleState::Leader(l) => l.peers.iter().map(|(&n, p)| (n, p.commit)).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -170,9 +367,10 @@ impl Engine {
         let RoleState::Leader(l) = &mut self.role else {
             unreachable!("only a leader proposes");
         };
+        assert!(first == l.next_slot, "slots proposed out of order");
         assert!(
-            l.next_slot == 0 || first == l.next_slot,
-            "slots proposed out of order"
+            first + values.len() as u64 <= commit + MEMBERSHIP_DELAY_SLOTS + 1,
+            "slot proposed before the membership governing it is known"
         );
         for (i, v) in values.iter().enumerate() {
             let slot = first + i as u64;
@@ -210,18 +408,21 @@ impl Engine {
         last: Slot,
         commit: Slot,
     ) {
-        let quorum = self.members.quorum();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
         if l.ballot != ballot {
             return;
         }
+        let configs = self.log.configs();
         let mut chosen = Vec::new();
         for (&slot, p) in l.proposals.range_mut(first..=last.max(first)) {
             if !p.votes.contains(&from) {
                 p.votes.push(from);
-                if p.votes.len() >= quorum {
+                let membership = configs
+                    .for_slot(slot)
+                    .expect("a leader proposes only slots whose membership it knows");
+                if membership.is_quorum(&p.votes) {
                     chosen.push(slot);
                 }
             }
@@ -274,11 +475,15 @@ impl Engine {
             self.start_round();
             self.retransmit_accepts();
         }
+        self.advance_transfer();
     }
 
     /// A heartbeat round: leadership, commit point, and a round number whose acknowledgement
     /// by a quorum confirms leadership for reads and extends the lease.
     pub(crate) fn start_round(&mut self) {
+        // Heartbeats go to the members of the memberships in force now; a leader that was
+        // removed starts handing over here.
+        self.refresh_peers();
         let (now, commit) = (self.now, self.log.commit());
         let RoleState::Leader(l) = &mut self.role else {
             return;
@@ -335,15 +540,28 @@ impl Engine {
     /// Finds the newest round a quorum (this leader included) acknowledged; extends the
     /// lease from that round's send time and releases reads waiting for it.
     fn confirm_rounds(&mut self) {
-        let quorum = self.members.quorum();
         let lease_ticks = self.cfg.lease_ticks();
+        let id = self.id;
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        let mut acked: Vec<u64> = l.peers.values().map(|p| p.acked_round).collect();
-        acked.push(l.round); // the leader acknowledges its own rounds
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acked[quorum - 1];
+        // The newest round a quorum of every membership governing open slots acknowledged.
+        let mut confirmed = u64::MAX;
+        for m in self.log.configs().governing_from(self.log.commit() + 1) {
+            let mut acked: Vec<u64> = m
+                .voters()
+                .iter()
+                .map(|&v| match v == id {
+                    true => l.round, // the leader acknowledges its own rounds
+                    false => l.peers.get(&v).map_or(0, |p| p.acked_round),
+                })
+                .collect();
+            acked.sort_unstable_by(|a, b| b.cmp(a));
+            confirmed = confirmed.min(acked[m.quorum() - 1]);
+        }
+        if confirmed == u64::MAX {
+            return;
+        }
         if confirmed <= l.confirmed_round {
             return;
         }
@@ -449,9 +667,13 @@ impl Engine {
             peer.learn_sent_tick = None;
             return;
         }
-        let due = match peer.learn_sent_tick {
-            None => true,
-            Some(t) => carried.is_none() || now >= t + heartbeat,
+        let due = match (peer.learn_sent_tick, carried) {
+            (None, _) => true,
+            // A reply to catch-up: the next batch once the last one landed. Replies that
+            // show less (earlier chunks, duplicates) send nothing, so a duplicating network
+            // cannot multiply catch-up traffic.
+            (Some(_), None) => peer_commit >= peer.learn_sent_upto,
+            (Some(t), Some(_)) => now >= t + heartbeat,
         };
         if !due {
             return;
@@ -472,12 +694,27 @@ impl Engine {
             }
             return;
         }
-        let last = target.min(peer_commit + chunk);
-        let values: Vec<SharedValue> = (first_slot..=last)
-            .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
-            .collect();
-        if !values.is_empty() {
-            self.send(from, Body::Learn { first_slot, values });
+        // A few chunks per batch, so a far-behind replica is not held to one round trip
+        // per chunk.
+        let last = target.min(peer_commit + chunk * LEARN_CHUNKS_PER_BATCH);
+        peer.learn_sent_upto = last;
+        let mut first = first_slot;
+        while first <= last {
+            let end = last.min(first + chunk - 1);
+            let values: Vec<SharedValue> = (first..=end)
+                .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
+                .collect();
+            if values.is_empty() {
+                break;
+            }
+            self.send(
+                from,
+                Body::Learn {
+                    first_slot: first,
+                    values,
+                },
+            );
+            first = end + 1;
         }
     }
 

@@ -11,6 +11,7 @@
 mod acceptor;
 pub mod codec;
 mod config;
+mod configs;
 mod election;
 mod engine;
 mod leader;
@@ -23,13 +24,17 @@ mod rng;
 mod types;
 
 pub use config::{Config, ConfigError, PlantedBug, ReadMode};
-pub use engine::Engine;
+pub use configs::MembershipChange;
+pub use engine::{Engine, TransferError};
 pub use message::{Body, Message, PromisedSlot};
 pub use ready::{
     Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,
     SnapshotChunk, SnapshotInfo, Status,
 };
-pub use types::{Ballot, Command, Membership, NodeId, SharedValue, Slot, Value};
+pub use types::{
+    membership_effective_slot, Ballot, Command, Membership, NodeId, SharedValue, Slot, Value,
+    MEMBERSHIP_DELAY_SLOTS,
+};
 
 #[cfg(test)]
 mod tests;

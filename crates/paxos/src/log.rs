@@ -1,8 +1,9 @@
 //! The acceptor's log: per slot, the value accepted under the highest ballot so far, or the
 //! value known to be chosen; and the commit point, below which every slot is chosen.
 
+use crate::configs::{Configs, MembershipChange};
 use crate::ready::LogRecord;
-use crate::types::{Ballot, SharedValue, Slot};
+use crate::types::{Ballot, SharedValue, Slot, Value};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
@@ -24,12 +25,20 @@ pub(crate) struct Log {
     /// Slots `1..=compacted` are covered by a snapshot of the state machine and forgotten:
     /// all chosen, none held. A replica that needs them gets the snapshot instead.
     compacted: Slot,
+    /// Memberships chosen at or below the commit point that still govern open slots. Noted
+    /// as the commit point passes them (`commit_to`), the only place it moves.
+    configs: Configs,
 }
 
 impl Log {
     /// Rebuilds the log from the durable records (latest per slot) and the durable commit
     /// point. Records at or below the commit point are chosen by definition.
-    pub(crate) fn recover(records: &[LogRecord], commit: Slot, compacted: Slot) -> Log {
+    pub(crate) fn recover(
+        records: &[LogRecord],
+        commit: Slot,
+        compacted: Slot,
+        snapshot_configs: Vec<MembershipChange>,
+    ) -> Log {
         let mut entries = BTreeMap::new();
         for r in records.iter().filter(|r| r.slot > compacted) {
             let entry = Entry {
@@ -45,12 +54,11 @@ impl Log {
             entries,
             commit: compacted,
             compacted,
+            configs: Configs::from_changes(snapshot_configs),
         };
-        let mut c = compacted;
-        while c < commit && log.entries.contains_key(&(c + 1)) {
-            c += 1;
+        while log.commit < commit && log.entries.contains_key(&(log.commit + 1)) {
+            log.commit_to(log.commit + 1);
         }
-        log.commit = c;
         log.absorb_chosen();
         log
     }
@@ -61,6 +69,29 @@ impl Log {
 
     pub(crate) fn compacted(&self) -> Slot {
         self.compacted
+    }
+
+    pub(crate) fn configs(&self) -> &Configs {
+        &self.configs
+    }
+
+    pub(crate) fn plant_membership_delay_bug(&mut self) {
+        self.configs.plant_immediate_bug();
+    }
+
+    /// Moves the commit point to `slot` (the next one), noting a membership chosen there.
+    fn commit_to(&mut self, slot: Slot) {
+        debug_assert_eq!(
+            slot,
+            self.commit + 1,
+            "the commit point moves one slot at a time"
+        );
+        if let Some(e) = self.entries.get(&slot) {
+            if let Value::Membership(m) = &*e.value {
+                self.configs.note_chosen(slot, m);
+            }
+        }
+        self.commit = slot;
     }
 
     /// Forgets every slot up to `upto`, which must be chosen (at or below the commit point):
@@ -76,11 +107,12 @@ impl Log {
         }
         self.entries = self.entries.split_off(&(upto + 1));
         self.compacted = upto;
+        self.configs.prune(upto);
     }
 
     /// Installs a snapshot covering `1..=upto` from another replica: every slot up to it is
     /// chosen, and what this log held for them is superseded.
-    pub(crate) fn install_snapshot(&mut self, upto: Slot) {
+    pub(crate) fn install_snapshot(&mut self, upto: Slot, configs: Vec<MembershipChange>) {
         assert!(
             upto > self.commit,
             "a snapshot that is not ahead is not installed"
@@ -88,6 +120,7 @@ impl Log {
         self.entries = self.entries.split_off(&(upto + 1));
         self.compacted = upto;
         self.commit = upto;
+        self.configs.replace(configs);
         self.absorb_chosen();
     }
 
@@ -202,7 +235,7 @@ impl Log {
             match self.entries.get_mut(&next) {
                 Some(e) if e.chosen || e.ballot == ballot => {
                     e.chosen = true;
-                    self.commit = next;
+                    self.commit_to(next);
                 }
                 _ => break,
             }
@@ -216,7 +249,7 @@ impl Log {
             if !e.chosen {
                 break;
             }
-            self.commit += 1;
+            self.commit_to(self.commit + 1);
         }
     }
 
@@ -252,7 +285,7 @@ mod tests {
 
     #[test]
     fn commit_by_ballot_stops_at_foreign_ballot() {
-        let mut log = Log::recover(&[], 0, 0);
+        let mut log = Log::recover(&[], 0, 0, Vec::new());
         let b1 = Ballot::new(1, 1);
         let b2 = Ballot::new(2, 2);
         log.accept(1, b2, v(1), false);
@@ -271,7 +304,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "safety")]
     fn chosen_slot_refuses_other_value() {
-        let mut log = Log::recover(&[], 0, 0);
+        let mut log = Log::recover(&[], 0, 0, Vec::new());
         log.learn(1, Ballot::new(1, 1), &v(1));
         log.learn(1, Ballot::new(1, 1), &v(2));
     }
@@ -285,7 +318,7 @@ mod tests {
             value: v(slot),
             chosen: false,
         };
-        let log = Log::recover(&[rec(1), rec(2), rec(4)], 4, 0);
+        let log = Log::recover(&[rec(1), rec(2), rec(4)], 4, 0, Vec::new());
         assert_eq!(log.commit(), 2);
     }
 
@@ -298,19 +331,19 @@ mod tests {
             value: v(slot),
             chosen: false,
         };
-        let mut log = Log::recover(&[rec(1), rec(2), rec(3), rec(5)], 3, 0);
+        let mut log = Log::recover(&[rec(1), rec(2), rec(3), rec(5)], 3, 0, Vec::new());
         log.compact(2);
         assert_eq!((log.compacted(), log.commit()), (2, 3));
         assert!(log.get(2).is_none() && log.get(3).is_some());
         assert!(log.is_chosen(1), "compacted slots are chosen");
         // Recovery above a snapshot: records at or below it are ignored, the commit point
         // starts at it.
-        let log = Log::recover(&[rec(2), rec(4), rec(5)], 5, 3);
+        let log = Log::recover(&[rec(2), rec(4), rec(5)], 5, 3, Vec::new());
         assert_eq!((log.compacted(), log.commit()), (3, 5));
         // Installing a snapshot ahead of the commit point.
-        let mut log = Log::recover(&[rec(1), rec(7)], 1, 0);
+        let mut log = Log::recover(&[rec(1), rec(7)], 1, 0, Vec::new());
         log.learn(7, b, &v(7));
-        log.install_snapshot(6);
+        log.install_snapshot(6, Vec::new());
         assert_eq!((log.compacted(), log.commit()), (6, 7));
         assert!(log.get(1).is_none());
     }
@@ -318,7 +351,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "beyond the commit point")]
     fn compaction_past_the_commit_point_is_a_bug() {
-        let mut log = Log::recover(&[], 0, 0);
+        let mut log = Log::recover(&[], 0, 0, Vec::new());
         log.compact(1);
     }
 }

@@ -34,10 +34,18 @@ pub enum Body {
         ballot: Ballot,
         granted: bool,
     },
-    /// Phase 1a for every slot from `first_slot` on.
+    /// Phase 1a for every slot from `first_slot` on. `transfer_from`: the leader whose
+    /// ballot this was handed over from (`TimeoutNow`); an acceptor still following that
+    /// ballot may promise at once, since that leader gave up its lease when it handed over.
     Prepare {
         ballot: Ballot,
         first_slot: Slot,
+        transfer_from: Option<Ballot>,
+    },
+    /// The leader of `ballot` hands leadership to the receiver, which is caught up: start
+    /// phase 1 now, without a pre-vote or waiting for an election timeout.
+    TimeoutNow {
+        ballot: Ballot,
     },
     /// Phase 1b: the acceptor's promise and every slot it holds from `first_slot` on.
     Promise {
@@ -123,6 +131,7 @@ impl Body {
             Body::PreVoteReply { .. } => "PreVoteReply",
             Body::Prepare { .. } => "Prepare",
             Body::Promise { .. } => "Promise",
+            Body::TimeoutNow { .. } => "TimeoutNow",
             Body::Accept { .. } => "Accept",
             Body::Accepted { .. } => "Accepted",
             Body::Nack { .. } => "Nack",

@@ -1,5 +1,6 @@
 //! What the engine hands its driver, and what the driver hands back after a restart.
 
+use crate::configs::MembershipChange;
 use crate::message::Message;
 use crate::types::{Ballot, Membership, NodeId, SharedValue, Slot, Value};
 use std::fmt;
@@ -27,12 +28,26 @@ pub struct LogRecord {
     pub chosen: bool,
 }
 
-/// A snapshot of the state machine that stands for slots `1..=slot`, and the membership in
-/// force after `slot` (the engine needs it: the entries that held it are gone).
+/// A snapshot of the state machine that stands for slots `1..=slot`, and the memberships
+/// chosen at or below `slot` that govern slots after it (the engine needs them: the entries
+/// that held them are gone). Get one from [`crate::Engine::snapshot_info`]; store it with the
+/// snapshot ([`crate::codec::encode_snapshot_info`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
     pub slot: Slot,
-    pub membership: Membership,
+    /// Oldest first; never empty.
+    pub memberships: Vec<MembershipChange>,
+}
+
+impl SnapshotInfo {
+    /// The newest membership (the one that governs new slots).
+    pub fn membership(&self) -> &Membership {
+        &self
+            .memberships
+            .last()
+            .expect("a snapshot carries at least one membership")
+            .membership
+    }
 }
 
 /// Everything a replica recovers from its disk: the newest snapshot (the driver restores
@@ -92,6 +107,11 @@ pub enum ProposeError {
     Busy,
     /// An empty batch.
     Empty,
+    /// Membership changes go to the leader only; this replica is not it.
+    NotLeader,
+    /// A membership change is under way (asked for, in flight, or chosen and not yet in
+    /// force); one at a time.
+    MembershipChanging,
 }
 
 impl fmt::Display for ProposeError {
@@ -100,6 +120,10 @@ impl fmt::Display for ProposeError {
             ProposeError::NoLeader => write!(f, "no leader"),
             ProposeError::Busy => write!(f, "too many pending proposals"),
             ProposeError::Empty => write!(f, "empty proposal"),
+            ProposeError::NotLeader => write!(f, "not the leader"),
+            ProposeError::MembershipChanging => {
+                write!(f, "another membership change is in progress")
+            }
         }
     }
 }
@@ -175,7 +199,12 @@ pub struct Status {
     pub applied: Slot,
     /// Slots up to here are covered by a snapshot and no longer held.
     pub compacted: Slot,
-    pub members: Membership,
+    /// The newest chosen membership (it governs new slots once in force); `None` while a
+    /// joining replica has not learned any.
+    pub members: Option<Membership>,
     /// The leader holds a read lease right now.
     pub lease_held: bool,
+    /// Removed from the cluster and no longer needed: the process may stop (see
+    /// [`crate::Engine::retired`]).
+    pub retired: bool,
 }

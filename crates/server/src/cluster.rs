@@ -129,6 +129,7 @@ impl InitialCluster {
         if token.is_empty() {
             return err("--initial-cluster-token must not be empty");
         }
+        let cluster_id = cluster_id(token);
         let mut members = BTreeMap::new();
         let mut names = BTreeMap::new();
         for part in initial_cluster.split(',').filter(|p| !p.trim().is_empty()) {
@@ -145,8 +146,9 @@ impl InitialCluster {
                     "{FLAG}: member {name:?} appears twice (one peer URL per member is supported)"
                 ));
             }
-            let id = member_id(token, name);
-            members.insert(
+            let id = crate::members::member_id(cluster_id, &peer_url.to_string());
+            let url = peer_url.to_string();
+            let previous = members.insert(
                 id,
                 Member {
                     id,
@@ -154,11 +156,13 @@ impl InitialCluster {
                     peer_url,
                 },
             );
+            if previous.is_some() {
+                return err(format!("{FLAG}: two members share the peer URL {url}"));
+            }
         }
         if members.is_empty() {
             return err(format!("{FLAG}: no member given"));
         }
-        let cluster_id = cluster_id(token, members.keys().copied());
         Ok(InitialCluster {
             cluster_id,
             members,
@@ -172,7 +176,7 @@ impl InitialCluster {
 
 /// FNV-1a, 64-bit: stable across Rust versions and platforms (unlike `DefaultHasher`), which
 /// ids written to disk and compared between processes need.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for &b in *part {
@@ -186,16 +190,12 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Never 0: node id 0 is reserved by the engine.
-pub fn member_id(token: &str, name: &str) -> NodeId {
-    fnv1a(&[b"member", token.as_bytes(), name.as_bytes()]).max(1)
-}
-
-pub fn cluster_id(token: &str, members: impl Iterator<Item = NodeId>) -> u64 {
-    let ids: Vec<[u8; 8]> = members.map(u64::to_be_bytes).collect();
-    let mut parts: Vec<&[u8]> = vec![b"cluster", token.as_bytes()];
-    parts.extend(ids.iter().map(|b| &b[..]));
-    fnv1a(&parts).max(1)
+/// The cluster's id, from `--initial-cluster-token` alone, so that a member joining later
+/// (`--initial-cluster-state existing`) derives the same one: give every cluster its own
+/// token, as etcd advises. Member ids derive from it and the member's peer URL
+/// (`members::member_id`). Never 0.
+pub fn cluster_id(token: &str) -> u64 {
+    fnv1a(&[b"cluster", token.as_bytes()]).max(1)
 }
 
 #[cfg(test)]

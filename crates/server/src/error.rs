@@ -24,6 +24,12 @@ pub enum ServerError {
     InvalidArgument(String),
     /// The request needs something Synod does not do yet.
     Unimplemented(&'static str),
+    /// The request contradicts the cluster's state (etcd's FailedPrecondition errors).
+    Precondition(String),
+    /// The request names something that does not exist.
+    NotFound(String),
+    /// Only the leader does this.
+    NotLeader,
 }
 
 impl fmt::Display for ServerError {
@@ -37,6 +43,8 @@ impl fmt::Display for ServerError {
             ServerError::Kv(e) => write!(f, "{e}"),
             ServerError::InvalidArgument(m) => f.write_str(m),
             ServerError::Unimplemented(what) => write!(f, "synod: {what} is not supported yet"),
+            ServerError::Precondition(m) | ServerError::NotFound(m) => f.write_str(m),
+            ServerError::NotLeader => f.write_str("etcdserver: not leader"),
         }
     }
 }
@@ -55,7 +63,10 @@ impl From<ServerError> for Status {
             ServerError::NoLeader
             | ServerError::Timeout
             | ServerError::Stopped
-            | ServerError::LeaderChanged => Code::Unavailable,
+            | ServerError::LeaderChanged
+            | ServerError::NotLeader => Code::Unavailable,
+            ServerError::Precondition(_) => Code::FailedPrecondition,
+            ServerError::NotFound(_) => Code::NotFound,
             ServerError::TooManyRequests => Code::ResourceExhausted,
             ServerError::InvalidArgument(_) => Code::InvalidArgument,
             ServerError::Unimplemented(_) => Code::Unimplemented,

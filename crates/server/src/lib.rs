@@ -10,6 +10,7 @@ pub mod dev;
 pub mod error;
 pub mod grpc;
 mod identity;
+pub mod members;
 pub mod metrics;
 pub mod replica;
 pub mod server;

@@ -4,15 +4,16 @@
 use crate::cli::{ClusterState, MemberArgs, ReadModeArg};
 use crate::cluster::{parse_urls, FlagError, InitialCluster, Url};
 use crate::identity::Identity;
+use crate::members::{MemberRecord, MemberTable};
 use crate::metrics::Metrics;
 use crate::replica::{self, CoreConfig};
-use crate::status::{MemberInfo, Shared};
+use crate::status::Shared;
 use crate::transport::{Transport, TransportConfig};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use synod_paxos::{Config, DurableState, Membership, ReadMode};
+use synod_paxos::{Config, DurableState, ReadMode};
 use synod_storage::{Batch, DiskStorage, Storage};
 use tokio::net::TcpListener;
 
@@ -24,6 +25,9 @@ const TICKS_PER_HEARTBEAT: u64 = 10;
 #[derive(Debug)]
 pub struct MemberConfig {
     pub name: String,
+    /// `--initial-cluster-state existing`: an empty data directory joins a running cluster
+    /// (added first with `etcdctl member add`) instead of bootstrapping a new one.
+    pub join_existing: bool,
     pub data_dir: PathBuf,
     pub cluster: InitialCluster,
     pub member_id: u64,
@@ -60,13 +64,6 @@ impl MemberConfig {
                 a.name, me.peer_url
             )));
         }
-        if a.initial_cluster_state == ClusterState::Existing {
-            return Err(FlagError(
-                "--initial-cluster-state existing: joining a running cluster needs membership \
-                 changes, which Synod does not support yet; start every member with `new`"
-                    .into(),
-            ));
-        }
         if a.heartbeat_interval == 0 {
             return Err(FlagError(
                 "--heartbeat-interval must be at least 1 ms".into(),
@@ -98,15 +95,17 @@ impl MemberConfig {
         engine
             .validate()
             .map_err(|e| FlagError(format!("configuration: {e}")))?;
+        let client_advertise = parse_urls("--advertise-client-urls", &a.advertise_client_urls)?;
         Ok(MemberConfig {
             name: a.name.clone(),
+            join_existing: a.initial_cluster_state == ClusterState::Existing,
             data_dir: a
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.synod", a.name))),
             member_id: me.id,
             client_listen: parse_urls("--listen-client-urls", &a.listen_client_urls)?,
-            client_advertise: parse_urls("--advertise-client-urls", &a.advertise_client_urls)?,
+            client_advertise: client_advertise.clone(),
             peer_listen: Url::parse("--listen-peer-urls", &a.listen_peer_urls)?,
             wal_segment_bytes: a.wal_segment_bytes.max(4096),
             cluster,
@@ -117,6 +116,7 @@ impl MemberConfig {
                 request_timeout: Duration::from_millis(a.request_timeout.max(1)),
                 planted_bug_local_reads: a.planted_bug_local_reads,
                 snapshot_every_commands: a.snapshot_count.max(1),
+                client_urls: client_advertise.iter().map(Url::to_string).collect(),
             },
         })
     }
@@ -154,9 +154,16 @@ pub async fn run(
     let mut storage = DiskStorage::open(cfg.data_dir.join("log"), options)
         .map_err(|e| format!("cannot recover the data directory: {e}"))?;
     let mut restored = replica::Restored::default();
-    let mut durable = if storage.recovered().is_empty() {
-        let members = Membership::new(cfg.cluster.members.keys().copied())
-            .ok_or("the initial cluster has no valid member")?;
+    let mut durable = if storage.recovered().is_empty() && cfg.join_existing {
+        // Knows nothing yet: the leader sends the log (or a snapshot) once the membership
+        // names this member; it never campaigns before it is a voter.
+        identity = identity.renew_incarnation(&cfg.data_dir)?;
+        tracing::info!("joining a running cluster (--initial-cluster-state existing)");
+        DurableState::default()
+    } else if storage.recovered().is_empty() {
+        // Every member of a new cluster writes the same table into slot 1: names and peer
+        // URLs from --initial-cluster (client URLs are published once members run).
+        let members = initial_table(&cfg, false).to_membership()?;
         // An empty acceptor is a new incarnation, whatever the member file says (say, its
         // log/ alone was wiped): peers must not take it for the one that made promises.
         identity = identity.renew_incarnation(&cfg.data_dir)?;
@@ -187,7 +194,7 @@ pub async fn run(
         .latest_snapshot()
         .map_err(|e| format!("cannot read the newest snapshot: {e}"))?
     {
-        let (membership, kv) = crate::snapshot::decode(&snap.data).map_err(|e| {
+        let (info, kv) = crate::snapshot::decode(&snap.data).map_err(|e| {
             format!(
                 "the newest snapshot (slot {}) is damaged: {e}",
                 snap.meta.slot
@@ -199,10 +206,13 @@ pub async fn run(
                 snap.meta.slot
             )
         })?;
-        durable.snapshot = Some(synod_paxos::SnapshotInfo {
-            slot: snap.meta.slot,
-            membership,
-        });
+        if info.slot != snap.meta.slot {
+            return Err(format!(
+                "the newest snapshot (slot {}) says it covers slot {}: damaged",
+                snap.meta.slot, info.slot
+            ));
+        }
+        durable.snapshot = Some(info);
         tracing::info!(
             slot = snap.meta.slot,
             bytes = snap.data.len(),
@@ -262,23 +272,8 @@ pub async fn run(
         client_listeners.push(listener);
     }
 
-    let members = cfg
-        .cluster
-        .members
-        .values()
-        .map(|m| MemberInfo {
-            id: m.id,
-            name: m.name.clone(),
-            peer_urls: vec![m.peer_url.to_string()],
-            // Only this member's client URLs are known here; the others' are learned with
-            // membership changes (issue 7).
-            client_urls: if m.id == cfg.member_id {
-                cfg.client_advertise.iter().map(Url::to_string).collect()
-            } else {
-                Vec::new()
-            },
-        })
-        .collect();
+    // Until the replica publishes the log's member table, the flags' view.
+    let members = initial_table(&cfg, true);
     let shared = Shared::new(
         cfg.cluster.cluster_id,
         cfg.member_id,
@@ -340,4 +335,33 @@ pub async fn run(
     };
     transport.shutdown().await;
     outcome
+}
+
+/// The members `--initial-cluster` names. With `own_client_urls`, this member's advertised
+/// client URLs are filled in; without, the table is the same at every member (slot 1's).
+fn initial_table(cfg: &MemberConfig, own_client_urls: bool) -> MemberTable {
+    let members = cfg
+        .cluster
+        .members
+        .values()
+        .map(|m| {
+            let client_urls = if own_client_urls && m.id == cfg.member_id {
+                cfg.client_advertise.iter().map(Url::to_string).collect()
+            } else {
+                Vec::new()
+            };
+            let record = MemberRecord {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: vec![m.peer_url.to_string()],
+                client_urls,
+                learner: false,
+            };
+            (m.id, record)
+        })
+        .collect();
+    MemberTable {
+        members,
+        ..MemberTable::default()
+    }
 }

@@ -4,13 +4,7 @@
 use std::sync::{Arc, RwLock};
 use synod_paxos::{NodeId, Role};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberInfo {
-    pub id: NodeId,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-}
+use crate::members::MemberTable;
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -48,8 +42,8 @@ pub struct Shared {
     pub cluster_id: u64,
     pub member_id: NodeId,
     pub name: String,
-    /// Every member of the cluster as configured (names and URLs).
-    pub members: Vec<MemberInfo>,
+    /// The member table of the newest applied membership (names, URLs, learners).
+    members: RwLock<MemberTable>,
     live: RwLock<Snapshot>,
 }
 
@@ -58,13 +52,13 @@ impl Shared {
         cluster_id: u64,
         member_id: NodeId,
         name: String,
-        members: Vec<MemberInfo>,
+        members: MemberTable,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             cluster_id,
             member_id,
             name,
-            members,
+            members: RwLock::new(members),
             live: RwLock::new(Snapshot::default()),
         })
     }
@@ -73,6 +67,17 @@ impl Shared {
         // A poisoned lock only means a writer panicked mid-update; the replica thread's panic
         // ends the process anyway, so serve what is there.
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn members(&self) -> MemberTable {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_members(&self, table: MemberTable) {
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = table;
     }
 
     pub fn publish(&self, s: Snapshot) {

@@ -125,7 +125,7 @@ async fn etcdctl_works_unchanged() {
     );
     assert!(saved.contains("Snapshot saved"), "{saved}");
     let bytes = std::fs::read(&file).expect("the snapshot file");
-    assert!(bytes.starts_with(b"SYNSNAP1"), "not a Synod snapshot");
+    assert!(bytes.starts_with(b"SYNSNAP2"), "not a Synod snapshot");
     assert!(
         bytes.windows(9).any(|w| w == b"greeting2"),
         "the snapshot holds the data"

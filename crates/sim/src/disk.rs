@@ -17,26 +17,59 @@
 //! then fails, as the real server refuses to start on a damaged log, and the node stays down.
 
 use crate::rng::Rng;
+use bytes::Bytes;
 use std::collections::VecDeque;
-use synod_paxos::{DurableState, Message};
+use synod_paxos::{DurableState, Message, Slot};
 use synod_storage::{Batch, MemStorage, Storage, StorageError};
 
 /// Most jobs merged into one sync (the server's `JOBS_PER_SYNC_MAX`).
 const JOBS_PER_SYNC_MAX: usize = 1024;
 
-/// One `Ready`'s durable part and what waits for it.
+/// What the persist thread is asked to do, in order.
 #[derive(Debug)]
-struct PersistJob {
-    seq: Option<u64>,
-    batch: Batch,
-    after: Vec<Message>,
+enum Job {
+    /// One `Ready`'s durable part and what waits for it.
+    Ready {
+        seq: Option<u64>,
+        batch: Batch,
+        after: Vec<Message>,
+    },
+    /// Save a snapshot (ours, or one `received` from a peer), then compact the log up to it.
+    Snapshot {
+        slot: Slot,
+        data: Bytes,
+        received: bool,
+    },
 }
 
-/// The jobs written together, whose one sync is in flight.
+/// What the persist thread is doing: the jobs written together, whose one sync is in
+/// flight, or one snapshot being saved.
 #[derive(Debug)]
-struct Group {
-    last_seq: Option<u64>,
-    after: Vec<Message>,
+enum Group {
+    Batches {
+        last_seq: Option<u64>,
+        after: Vec<Message>,
+    },
+    Snapshot {
+        slot: Slot,
+        data: Bytes,
+        received: bool,
+    },
+}
+
+/// A group the persist thread finished: what the core learns.
+#[derive(Debug)]
+pub enum Done {
+    /// The batches are durable: report `persisted(seq)` and send what waited.
+    Persisted(Option<u64>, Vec<Message>),
+    /// The snapshot is durable (`saved`, and the log compacted up to it), or a newer one
+    /// already was (not `saved`).
+    Snapshot {
+        slot: Slot,
+        data: Bytes,
+        received: bool,
+        saved: bool,
+    },
 }
 
 /// What a crash did to the writes in flight, for the trace.
@@ -50,6 +83,8 @@ pub struct CrashLoss {
     pub torn: bool,
     /// Jobs the persist thread had not written yet.
     pub unwritten: usize,
+    /// A snapshot was being saved (it is lost: it was never reported durable).
+    pub snapshot_lost: bool,
 }
 
 /// A record damaged on purpose, and what `corrupt_record` said about it.
@@ -67,8 +102,8 @@ pub struct Disk {
     /// What a brand-new member writes first (as the server does on an empty data directory).
     bootstrap: DurableState,
     /// Jobs waiting for the persist thread (a sync is in flight).
-    queued: VecDeque<PersistJob>,
-    /// The group written and being synced.
+    queued: VecDeque<Job>,
+    /// The group written and being synced, or the snapshot being saved.
     syncing: Option<Group>,
     /// Damage injected while the node was down.
     corruption: Option<Corruption>,
@@ -87,9 +122,11 @@ impl Disk {
     }
 
     /// What the server does at start: recover; on a brand-new (empty) disk append the
-    /// bootstrap state; start the engine from what was recovered. A damaged log is an error
-    /// and no engine may be started from it.
-    pub fn open(&mut self) -> Result<DurableState, StorageError> {
+    /// bootstrap state; start the engine from what was recovered, and the state machine from
+    /// the newest snapshot (returned with it; the caller decodes it and fills in
+    /// `DurableState::snapshot`). A damaged log is an error and no engine may be started
+    /// from it.
+    pub fn open(&mut self) -> Result<(DurableState, Option<Bytes>), StorageError> {
         self.queued.clear();
         self.syncing = None;
         self.storage.restart()?;
@@ -97,9 +134,15 @@ impl Disk {
             let state = self.bootstrap.clone();
             self.storage
                 .append(&Batch::new(Some(state.hard_state), state.records.clone()))?;
-            return Ok(state);
+            return Ok((state, None));
         }
-        Ok(self.storage.recovered().durable_state())
+        let snapshot = self.storage.latest_snapshot()?.map(|s| s.data);
+        Ok((self.storage.recovered().durable_state(), snapshot))
+    }
+
+    /// The persist thread is saving a snapshot (rather than syncing batches).
+    pub fn saving_snapshot(&self) -> bool {
+        matches!(self.syncing, Some(Group::Snapshot { .. }))
     }
 
     /// The storage itself (what recovery found, batch counts).
@@ -113,42 +156,101 @@ impl Disk {
 
     /// Hands one `Ready`'s persistence to the persist thread.
     pub fn enqueue(&mut self, seq: Option<u64>, batch: Batch, after: Vec<Message>) {
-        self.queued.push_back(PersistJob { seq, batch, after });
+        self.queued.push_back(Job::Ready { seq, batch, after });
     }
 
-    /// The persist thread picks up what queued, if it is idle: writes every job's batch (an
-    /// empty one is skipped) and starts one sync for all of them. `Ok(Some(true))` when a
-    /// sync was started, `Ok(Some(false))` when nothing needed writing (the jobs are
+    /// Hands a snapshot to the persist thread: saved after every job queued before it, then
+    /// the log is compacted up to it.
+    pub fn enqueue_snapshot(&mut self, slot: Slot, data: Bytes, received: bool) {
+        self.queued.push_back(Job::Snapshot {
+            slot,
+            data,
+            received,
+        });
+    }
+
+    /// The persist thread picks up what queued, if it is idle. A snapshot job at the head is
+    /// taken alone (`Ok(Some(true))`: it takes a while, and is durable only when it
+    /// completes). Otherwise it writes every `Ready` job's batch up to the next snapshot job
+    /// (an empty one is skipped) and starts one sync for all of them. `Ok(Some(true))` when
+    /// a sync was started, `Ok(Some(false))` when nothing needed writing (the jobs are
     /// released without a sync, everything before them being durable already), `Ok(None)`
     /// when busy or idle with nothing to do.
     pub fn start_group(&mut self) -> Result<Option<bool>, StorageError> {
         if self.syncing.is_some() || self.queued.is_empty() {
             return Ok(None);
         }
-        let n = self.queued.len().min(JOBS_PER_SYNC_MAX);
-        let mut group = Group {
-            last_seq: None,
-            after: Vec::new(),
-        };
+        if matches!(self.queued.front(), Some(Job::Snapshot { .. })) {
+            let Some(Job::Snapshot {
+                slot,
+                data,
+                received,
+            }) = self.queued.pop_front()
+            else {
+                unreachable!("matched above")
+            };
+            self.syncing = Some(Group::Snapshot {
+                slot,
+                data,
+                received,
+            });
+            return Ok(Some(true));
+        }
+        let mut last_seq = None;
+        let mut after = Vec::new();
         let mut wrote = false;
-        for job in self.queued.drain(..n) {
-            if !job.batch.is_empty() {
-                self.storage.write(&job.batch)?;
+        let mut n = 0;
+        while n < JOBS_PER_SYNC_MAX && matches!(self.queued.front(), Some(Job::Ready { .. })) {
+            let Some(Job::Ready {
+                seq,
+                batch,
+                after: msgs,
+            }) = self.queued.pop_front()
+            else {
+                unreachable!("matched above")
+            };
+            if !batch.is_empty() {
+                self.storage.write(&batch)?;
                 wrote = true;
             }
-            group.after.extend(job.after);
-            group.last_seq = job.seq.or(group.last_seq);
+            after.extend(msgs);
+            last_seq = seq.or(last_seq);
+            n += 1;
         }
-        self.syncing = Some(group);
+        self.syncing = Some(Group::Batches { last_seq, after });
         Ok(Some(wrote))
     }
 
-    /// The group's fdatasync returned: its batches are durable. Returns the last persist seq
-    /// to report and the messages that waited for it.
-    pub fn complete_group(&mut self) -> Result<(Option<u64>, Vec<Message>), StorageError> {
-        let group = self.syncing.take().expect("one DiskDone per group");
-        self.storage.sync()?;
-        Ok((group.last_seq, group.after))
+    /// The group's fdatasync returned (its batches are durable), or the snapshot is saved
+    /// (durable, and the log compacted up to it: never before).
+    pub fn complete_group(&mut self) -> Result<Done, StorageError> {
+        match self.syncing.take().expect("one DiskDone per group") {
+            Group::Batches { last_seq, after } => {
+                self.storage.sync()?;
+                Ok(Done::Persisted(last_seq, after))
+            }
+            Group::Snapshot {
+                slot,
+                data,
+                received,
+            } => {
+                let saved = match self.storage.save_snapshot(slot, &data) {
+                    Ok(_) => {
+                        self.storage.compact(slot)?;
+                        true
+                    }
+                    // A newer one is already durable (a received snapshot raced our own).
+                    Err(StorageError::SnapshotNotNewer { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+                Ok(Done::Snapshot {
+                    slot,
+                    data,
+                    received,
+                    saved,
+                })
+            }
+        }
     }
 
     /// The process died. Jobs not yet written are gone; of the group whose sync was in
@@ -160,6 +262,7 @@ impl Disk {
         let mut loss = CrashLoss {
             unsynced,
             unwritten: self.queued.len(),
+            snapshot_lost: matches!(self.syncing, Some(Group::Snapshot { .. })),
             ..CrashLoss::default()
         };
         self.queued.clear();
@@ -207,7 +310,7 @@ impl Disk {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use synod_paxos::{Ballot, HardState, LogRecord, Membership, Slot, Value};
+    use synod_paxos::{Ballot, HardState, LogRecord, Membership, Value};
 
     fn batch(slot: Slot) -> Batch {
         Batch::new(
@@ -227,8 +330,9 @@ mod tests {
     fn disk() -> Disk {
         let members = Membership::new([1, 2, 3]).unwrap();
         let mut disk = Disk::new(DurableState::bootstrap(&members));
-        let state = disk.open().unwrap();
+        let (state, snapshot) = disk.open().unwrap();
         assert_eq!(state.records.len(), 1, "the bootstrap membership record");
+        assert!(snapshot.is_none());
         disk
     }
 
@@ -245,12 +349,15 @@ mod tests {
         disk.enqueue(Some(2), batch(3), Vec::new());
         disk.enqueue(Some(3), batch(4), Vec::new());
         assert_eq!(disk.start_group().unwrap(), None, "one sync at a time");
-        assert_eq!(disk.complete_group().unwrap().0, Some(1));
+        assert!(matches!(
+            disk.complete_group().unwrap(),
+            Done::Persisted(Some(1), _)
+        ));
         assert_eq!(disk.start_group().unwrap(), Some(true));
         assert_eq!(disk.storage().unsynced_batches(), 2);
         let loss = disk.crash(&mut Rng::new(1), false);
         assert_eq!((loss.unsynced, loss.kept, loss.torn), (2, 0, false));
-        assert_eq!(slots(&disk.open().unwrap()), vec![1, 2]);
+        assert_eq!(slots(&disk.open().unwrap().0), vec![1, 2]);
     }
 
     #[test]
@@ -258,7 +365,62 @@ mod tests {
         let mut disk = disk();
         disk.enqueue(Some(1), Batch::default(), Vec::new());
         assert_eq!(disk.start_group().unwrap(), Some(false));
-        assert_eq!(disk.complete_group().unwrap().0, Some(1));
+        assert!(matches!(
+            disk.complete_group().unwrap(),
+            Done::Persisted(Some(1), _)
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_is_durable_only_once_saved_and_the_log_compacts_after_it() {
+        let mut disk = disk();
+        for slot in 2..6 {
+            disk.enqueue(Some(slot), batch(slot), Vec::new());
+            disk.start_group().unwrap();
+            disk.complete_group().unwrap();
+        }
+        // A crash while the snapshot is being saved loses it, and the log is whole.
+        disk.enqueue_snapshot(4, Bytes::from_static(b"four"), false);
+        assert_eq!(disk.start_group().unwrap(), Some(true));
+        let loss = disk.crash(&mut Rng::new(1), false);
+        assert!(loss.snapshot_lost);
+        let (state, snapshot) = disk.open().unwrap();
+        assert_eq!((slots(&state), snapshot), (vec![1, 2, 3, 4, 5], None));
+        // Saved: the restart finds it, and only the records above it.
+        disk.enqueue(Some(6), batch(6), Vec::new());
+        disk.enqueue_snapshot(4, Bytes::from_static(b"four"), false);
+        assert_eq!(
+            disk.start_group().unwrap(),
+            Some(true),
+            "the batch before it"
+        );
+        assert!(matches!(
+            disk.complete_group().unwrap(),
+            Done::Persisted(..)
+        ));
+        assert_eq!(
+            disk.start_group().unwrap(),
+            Some(true),
+            "then the snapshot, alone"
+        );
+        let done = disk.complete_group().unwrap();
+        assert!(matches!(
+            done,
+            Done::Snapshot {
+                slot: 4,
+                saved: true,
+                ..
+            }
+        ));
+        disk.crash(&mut Rng::new(1), false);
+        let (state, snapshot) = disk.open().unwrap();
+        assert_eq!(snapshot.as_deref(), Some(&b"four"[..]));
+        assert_eq!(slots(&state), vec![5, 6]);
+        // One not newer than the newest is not saved.
+        disk.enqueue_snapshot(3, Bytes::from_static(b"three"), true);
+        disk.start_group().unwrap();
+        let done = disk.complete_group().unwrap();
+        assert!(matches!(done, Done::Snapshot { saved: false, .. }));
     }
 
     #[test]

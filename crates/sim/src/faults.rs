@@ -43,19 +43,30 @@ impl Simulation {
             FaultKind::IsolateLeader => {
                 let (target, what) = match self.current_leader() {
                     Some(l) => (l, "leader"),
-                    None => (
-                        self.rng.range(1, self.swarm.nodes),
-                        "no leader: random node",
-                    ),
+                    None => {
+                        let ids = self.ids();
+                        (self.rng.pick(&ids), "no leader: random node")
+                    }
                 };
-                let links = self.both_ways(&[target], &self.others(&[target]));
-                self.partition(links, duration, format!("isolate n{target} ({what})"));
+                self.isolate(target, duration, what);
             }
         }
     }
 
-    fn ids(&self) -> Vec<NodeId> {
-        (1..=self.swarm.nodes).collect()
+    /// Cuts `target` off from every peer (clients still reach it).
+    pub(crate) fn isolate(&mut self, target: NodeId, duration: u64, what: &str) {
+        let links = self.both_ways(&[target], &self.others(&[target]));
+        self.partition(links, duration, format!("isolate n{target} ({what})"));
+    }
+
+    /// The nodes in the game: started at least once and not stopped after a removal. With
+    /// a fixed membership, `1..=nodes`.
+    pub(crate) fn ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.launched && !n.retired)
+            .map(|n| n.id)
+            .collect()
     }
 
     fn others(&self, of: &[NodeId]) -> Vec<NodeId> {
@@ -73,8 +84,11 @@ impl Simulation {
         links
     }
 
-    fn node_faults(&self) -> usize {
-        self.nodes.iter().filter(|n| !n.is_up() || n.paused).count()
+    pub(crate) fn node_faults(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.launched && !n.retired && (!n.is_up() || n.paused))
+            .count()
     }
 
     fn crash_some(&mut self, duration: u64) {
@@ -98,7 +112,7 @@ impl Simulation {
             duration
         };
         self.crash_node(id, duration);
-        if self.rng.chance(self.swarm.corrupt) && self.may_corrupt() {
+        if self.rng.chance(self.swarm.corrupt) && self.may_corrupt(id) {
             self.corrupt_disk(id);
         }
     }
@@ -118,16 +132,36 @@ impl Simulation {
         self.schedule(self.now + duration, Event::Restart(id));
     }
 
-    /// Whether one more disk may be damaged: fewer than the per-seed limit so far, and a
-    /// majority of healthy disks left afterwards.
-    fn may_corrupt(&self) -> bool {
+    /// Whether `id`'s disk may be damaged: fewer than the per-seed limit so far, and a
+    /// majority of healthy disks left afterwards among the voters of the newest chosen
+    /// membership and of the one the operator asked for last.
+    fn may_corrupt(&self, id: NodeId) -> bool {
         let damaged = self
             .nodes
             .iter()
             .filter(|n| n.disk.corruption().is_some())
             .count();
-        let healthy_after = self.nodes.len() - damaged - 1;
-        damaged < CORRUPT_NODES_MAX && healthy_after > self.nodes.len() / 2
+        if damaged >= CORRUPT_NODES_MAX {
+            return false;
+        }
+        let latest = self.latest_membership().1.clone();
+        std::iter::once(&latest)
+            .chain(self.proposed.as_ref())
+            .all(|m| {
+                let healthy_after = m
+                    .voters()
+                    .iter()
+                    .filter(|&&v| v != id && self.is_healthy(v))
+                    .count();
+                healthy_after > m.voters().len() / 2
+            })
+    }
+
+    /// Whether a node's disk can still serve: never damaged (refused) and not stopped.
+    pub(crate) fn is_healthy(&self, id: NodeId) -> bool {
+        self.nodes
+            .get(id as usize - 1)
+            .is_some_and(|n| n.disk.corruption().is_none() && !n.retired)
     }
 
     /// Damages a synced record of a crashed node's log, one its next restart must detect.
@@ -155,7 +189,7 @@ impl Simulation {
     pub(crate) fn restart(&mut self, id: NodeId) {
         let now = self.now;
         let node = self.node(id);
-        if node.is_up() || node.refused.is_some() {
+        if node.is_up() || node.refused.is_some() || node.retired || !node.launched {
             return;
         }
         let damaged = node.disk.corruption().is_some();
@@ -232,8 +266,11 @@ impl Simulation {
 
     fn split(&mut self, duration: u64) {
         let mut ids = self.ids();
+        if ids.len() < 2 {
+            return;
+        }
         self.rng.shuffle(&mut ids);
-        let k = self.rng.range(1, self.swarm.nodes / 2) as usize;
+        let k = self.rng.range(1, (ids.len() as u64 / 2).max(1)) as usize;
         let (a, b) = ids.split_at(k);
         let links = self.both_ways(a, b);
         self.partition(links, duration, format!("split {a:?} | {b:?}"));
@@ -241,6 +278,9 @@ impl Simulation {
 
     fn one_way(&mut self, duration: u64) {
         let ids = self.ids();
+        if ids.len() < 2 {
+            return;
+        }
         let x = self.rng.pick(&ids);
         let others = self.others(&[x]);
         let (links, what): (BTreeSet<Link>, String) = match self.rng.below(3) {
@@ -262,12 +302,15 @@ impl Simulation {
 
     fn partial(&mut self, duration: u64) {
         let ids = self.ids();
+        if ids.len() < 2 {
+            return;
+        }
         if self.rng.chance(0.5) {
             // One node reaches only some of its peers (both directions).
             let x = self.rng.pick(&ids);
             let mut others = self.others(&[x]);
             self.rng.shuffle(&mut others);
-            let keep = self.rng.range(1, others.len() as u64 - 1) as usize;
+            let keep = self.rng.range(1, (others.len() as u64).max(2) - 1) as usize;
             let cut = &others[keep.min(others.len() - 1)..];
             let links = self.both_ways(&[x], cut);
             self.partition(links, duration, format!("n{x} cannot reach {cut:?}"));

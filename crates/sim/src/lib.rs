@@ -22,12 +22,14 @@ pub mod disk;
 mod faults;
 pub mod kv;
 pub mod linearizability;
+mod membership;
 pub mod network;
 pub mod node;
 pub mod options;
 pub mod rng;
 pub mod runner;
 mod simulation;
+pub mod snapshot;
 pub mod trace;
 mod workload;
 
@@ -42,7 +44,7 @@ pub use synod_paxos::PlantedBug;
 pub use trace::Trace;
 
 /// Command-line names of the planted bugs.
-pub const BUG_NAMES: [(&str, PlantedBug); 3] = [
+pub const BUG_NAMES: [(&str, PlantedBug); 4] = [
     (
         "acceptor-ignores-promise",
         PlantedBug::AcceptorIgnoresPromise,
@@ -55,15 +57,20 @@ pub const BUG_NAMES: [(&str, PlantedBug); 3] = [
         "lease-without-drift-margin",
         PlantedBug::LeaseWithoutDriftMargin,
     ),
+    (
+        "membership-without-delay",
+        PlantedBug::MembershipWithoutDelay,
+    ),
 ];
 
 /// Command-line names of the focuses.
-pub const FOCUS_NAMES: [(&str, Focus); 5] = [
+pub const FOCUS_NAMES: [(&str, Focus); 6] = [
     ("swarm", Focus::Swarm),
     ("leader-churn", Focus::LeaderChurn),
     ("stale-leader", Focus::StaleLeader),
     ("lease", Focus::Lease),
     ("corruption", Focus::Corruption),
+    ("membership", Focus::Membership),
 ];
 
 pub fn bug_name(bug: PlantedBug) -> &'static str {

@@ -9,14 +9,25 @@
 //! message or client request is handled, every tick the local clock owes is delivered first:
 //! a node that was paused catches up on time before it acts, which is what makes leader
 //! leases sound.
+//!
+//! Snapshots (`snapshot.rs`), as the server takes them: every `every` applied slots the
+//! state machine is encoded with `Engine::snapshot_info` and handed to the persist path
+//! behind the writes queued before it; once it is saved (durable), the storage compacts its
+//! log and the engine is told (`compact`). `Ready::send_snapshot` is served from the newest
+//! durable snapshot, in `Body::SnapshotChunk` pieces over the network; a complete snapshot
+//! received from a peer is made durable first, then (if the engine still `wants_snapshot`)
+//! it replaces the state machine and is installed. A start restores the state machine from
+//! the newest durable snapshot and the engine replays the log suffix above it.
 
-use crate::disk::{Corruption, CrashLoss, Disk};
+use crate::disk::{Corruption, CrashLoss, Disk, Done};
 use crate::kv::{Key, Kv, KvResult, Val};
 use crate::rng::Rng;
+use crate::snapshot::{self, Incoming};
+use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use synod_paxos::{
-    Command, Config, DurableState, Engine, Message, ProposeError, ReadError, ReadId, SharedValue,
-    Slot,
+    Command, Config, DurableState, Engine, Membership, Message, NodeId, ProposeError, ReadError,
+    ReadId, SharedValue, Slot, SnapshotInfo,
 };
 use synod_storage::{Batch, StorageError};
 
@@ -33,8 +44,18 @@ pub struct Ticket {
 /// A request from a client, as the replica's API receives it.
 #[derive(Clone, Debug)]
 pub enum Request {
-    Propose { ticket: Ticket, command: Command },
-    Read { ticket: Ticket, key: Key },
+    Propose {
+        ticket: Ticket,
+        command: Command,
+    },
+    Read {
+        ticket: Ticket,
+        key: Key,
+    },
+    /// The operator asks this replica (the leader, it believes) for a membership change.
+    ChangeMembership(Membership),
+    /// The operator asks this replica (the leader) to hand leadership to a voter.
+    TransferLeadership(NodeId),
 }
 
 /// Inputs that wait in a paused node's queue until it resumes.
@@ -45,6 +66,68 @@ pub enum Held {
     /// A group of writes became durable (its sync returned): the last persist seq and the
     /// messages that waited for it. Held while the process is stopped.
     Persisted(Option<u64>, Vec<Message>),
+    /// A snapshot was saved (durable, the storage's log compacted up to it), or found not
+    /// newer than the one on disk.
+    SnapshotSaved {
+        slot: Slot,
+        data: Bytes,
+        received: bool,
+        saved: bool,
+    },
+}
+
+impl From<Done> for Held {
+    fn from(done: Done) -> Held {
+        match done {
+            Done::Persisted(seq, messages) => Held::Persisted(seq, messages),
+            Done::Snapshot {
+                slot,
+                data,
+                received,
+                saved,
+            } => Held::SnapshotSaved {
+                slot,
+                data,
+                received,
+                saved,
+            },
+        }
+    }
+}
+
+/// When this node takes snapshots and how it ships them (drawn per seed).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// A snapshot every this many applied slots; `None`: never (the log is never compacted).
+    pub every: Option<u64>,
+    /// Bytes per `SnapshotChunk` message.
+    pub chunk_bytes: usize,
+}
+
+/// Snapshot work in progress, and the newest durable snapshot (what peers are sent).
+#[derive(Debug, Default)]
+struct Snapshots {
+    /// The slot of the newest snapshot taken, saved or installed.
+    last: Slot,
+    /// Ours is being saved.
+    saving: bool,
+    /// A peer's is being saved; installed once durable.
+    installing: Option<(SnapshotInfo, Kv)>,
+    /// The newest durable snapshot.
+    latest: Option<(Slot, Bytes)>,
+    incoming: Option<Incoming>,
+}
+
+/// What happened to snapshots during one input, for the counters and the trace.
+#[derive(Debug, Default)]
+pub struct SnapshotEvents {
+    pub taken: Vec<Slot>,
+    pub saved: Vec<Slot>,
+    /// (peer, slot, pieces)
+    pub sent: Vec<(NodeId, Slot, usize)>,
+    /// (sender, slot) reassembled and handed to the persist path.
+    pub received: Vec<(NodeId, Slot)>,
+    pub installed: Vec<Slot>,
 }
 
 /// One applied slot and the results of the commands it held.
@@ -64,6 +147,9 @@ pub struct Effects {
     pub applied: Vec<Applied>,
     pub reads: Vec<(Ticket, Result<Option<Val>, ReadError>)>,
     pub rejected: Vec<(Ticket, ProposeError)>,
+    /// Outcomes of operator requests, for the trace.
+    pub admin: Vec<String>,
+    pub snapshots: SnapshotEvents,
     /// A breach of the engine's driver contract (not a protocol violation per se).
     pub contract: Option<String>,
 }
@@ -122,11 +208,24 @@ pub struct Node {
     held: VecDeque<Held>,
     next_read_id: ReadId,
     reads: BTreeMap<ReadId, (Ticket, Key)>,
+    policy: SnapshotPolicy,
+    snapshots: Snapshots,
+    /// Started at least once (a node added to the cluster may be started only once the
+    /// change naming it is chosen).
+    pub launched: bool,
+    /// Removed from the cluster and stopped for good: never restarted.
+    pub retired: bool,
 }
 
 impl Node {
-    pub fn new(config: Config, bootstrap: DurableState, drift_ppm: i64) -> Node {
-        let mut node = Node {
+    /// A node with an empty disk (it writes `bootstrap` on its first start), not started.
+    pub fn new(
+        config: Config,
+        bootstrap: DurableState,
+        drift_ppm: i64,
+        policy: SnapshotPolicy,
+    ) -> Node {
+        Node {
             id: config.id,
             disk: Disk::new(bootstrap),
             config,
@@ -143,10 +242,34 @@ impl Node {
             held: VecDeque::new(),
             next_read_id: 1,
             reads: BTreeMap::new(),
-        };
-        node.start(0)
+            policy,
+            snapshots: Snapshots::default(),
+            launched: false,
+            retired: false,
+        }
+    }
+
+    /// The first start, from the empty disk.
+    pub fn launch(&mut self, now_us: u64) {
+        debug_assert!(!self.launched);
+        self.launched = true;
+        self.start(now_us)
             .expect("a brand-new member's disk opens and bootstraps");
-        node
+    }
+
+    /// Removed from the cluster: the process stops for good.
+    pub fn retire(&mut self) {
+        self.engine = None;
+        self.held.clear();
+        self.reads.clear();
+        self.paused = false;
+        self.incarnation += 1;
+        self.retired = true;
+    }
+
+    /// The slot of the newest durable snapshot this node holds (0 without one).
+    pub fn snapshot_slot(&self) -> Slot {
+        self.snapshots.latest.as_ref().map_or(0, |(s, _)| *s)
     }
 
     pub fn engine(&self) -> Option<&Engine> {
@@ -166,17 +289,30 @@ impl Node {
     /// machine (the engine re-delivers every chosen slot from slot 1) and a fresh clock. An
     /// engine is never started from a damaged disk, whether recovery noticed or not.
     fn start(&mut self, now_us: u64) -> Result<(), StartError> {
-        let durable = self.disk.open().map_err(StartError::Refused)?;
+        let (mut durable, snapshot) = self.disk.open().map_err(StartError::Refused)?;
         if let Some(c) = self.disk.corruption().filter(|c| c.detectable) {
             return Err(StartError::CorruptionServed(c));
         }
+        // The state machine starts from the newest durable snapshot, the engine from it and
+        // the log suffix above it.
+        self.snapshots = Snapshots::default();
+        self.kv = match snapshot {
+            Some(data) => {
+                let (info, kv) = snapshot::decode(&data)
+                    .unwrap_or_else(|e| panic!("node {}: own snapshot unreadable: {e}", self.id));
+                self.snapshots.last = info.slot;
+                self.snapshots.latest = Some((info.slot, data));
+                durable.snapshot = Some(info);
+                kv
+            }
+            None => Kv::default(),
+        };
         let mut config = self.config.clone();
         // A real process seeds its election randomness afresh on every start.
         config.seed = self.config.seed ^ self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let engine =
             Engine::new(config, durable).expect("the configuration was validated before the run");
         self.engine = Some(engine);
-        self.kv = Kv::default();
         self.clock.epoch_us = now_us;
         self.ticks_delivered = 0;
         self.paused = false;
@@ -261,14 +397,143 @@ impl Node {
                 self.reads.insert(id, (ticket, key));
                 engine.read_barrier(id);
             }
+            Held::Request(Request::ChangeMembership(m)) => {
+                let voters = m.voters().to_vec();
+                let learners = m.learners().to_vec();
+                let outcome = match engine.propose_membership(m) {
+                    Ok(()) => "accepted".to_string(),
+                    Err(e) => format!("refused: {e}"),
+                };
+                fx.admin.push(format!(
+                    "membership change to voters {voters:?} learners {learners:?} {outcome}"
+                ));
+            }
+            Held::Request(Request::TransferLeadership(to)) => {
+                let outcome = match engine.transfer_leadership(to) {
+                    Ok(()) => "accepted".to_string(),
+                    Err(e) => format!("refused: {e}"),
+                };
+                fx.admin
+                    .push(format!("leadership transfer to n{to} {outcome}"));
+            }
             Held::Persisted(seq, messages) => {
                 fx.sends.extend(messages);
                 if let Some(seq) = seq {
                     engine.persisted(seq);
                 }
             }
+            Held::SnapshotSaved {
+                slot,
+                data,
+                received,
+                saved,
+            } => self.snapshot_saved(slot, data, received, saved, fx),
         }
         self.drain(now_us, rng, fsync, fx);
+    }
+
+    /// The persist path saved a snapshot (or found a newer one on disk).
+    fn snapshot_saved(
+        &mut self,
+        slot: Slot,
+        data: Bytes,
+        received: bool,
+        saved: bool,
+        fx: &mut Effects,
+    ) {
+        if saved && self.snapshot_slot() < slot {
+            self.snapshots.latest = Some((slot, data));
+        }
+        let engine = self.engine.as_mut().expect("checked by the caller");
+        if !received {
+            self.snapshots.saving = false;
+            if saved {
+                // Durable: the engine may forget what it covers.
+                engine.compact(slot);
+                fx.snapshots.saved.push(slot);
+            }
+            return;
+        }
+        let Some((info, kv)) = self.snapshots.installing.take() else {
+            return;
+        };
+        debug_assert_eq!(info.slot, slot);
+        if !saved || !engine.wants_snapshot(slot) {
+            return; // overtaken meanwhile: keep the state machine we have
+        }
+        self.kv = kv;
+        let installed = engine.install_snapshot(info);
+        assert!(installed, "wanted a moment ago");
+        self.snapshots.last = self.snapshots.last.max(slot);
+        fx.snapshots.installed.push(slot);
+    }
+
+    /// Takes a snapshot when `every` slots were applied since the last one and none is
+    /// being saved or installed: encoded now, saved by the persist path after every write
+    /// queued before it.
+    fn maybe_snapshot(&mut self, applied: Slot, fx: &mut Effects) {
+        let Some(every) = self.policy.every else {
+            return;
+        };
+        if applied < self.snapshots.last + every
+            || self.snapshots.saving
+            || self.snapshots.installing.is_some()
+        {
+            return;
+        }
+        let engine = self.engine.as_ref().expect("checked by the caller");
+        let info = engine.snapshot_info(applied);
+        let data = snapshot::encode(&info, &self.kv);
+        self.snapshots.last = applied;
+        self.snapshots.saving = true;
+        self.disk.enqueue_snapshot(applied, data, false);
+        fx.snapshots.taken.push(applied);
+    }
+
+    /// Ships the newest durable snapshot to a peer that lags behind the compaction point.
+    fn send_snapshot(&mut self, peer: NodeId, fx: &mut Effects) {
+        let Some((slot, data)) = &self.snapshots.latest else {
+            fx.contract = Some(format!(
+                "node {}: asked to send a snapshot to n{peer} but holds none",
+                self.id
+            ));
+            return;
+        };
+        let pieces = snapshot::chunks(self.id, peer, *slot, data, self.policy.chunk_bytes);
+        fx.snapshots.sent.push((peer, *slot, pieces.len()));
+        fx.sends.extend(pieces);
+    }
+
+    /// A piece of a peer's snapshot; once whole, decoded and still wanted, it goes to the
+    /// persist path (then `snapshot_saved` installs it).
+    fn receive_chunk(&mut self, chunk: synod_paxos::SnapshotChunk, fx: &mut Effects) {
+        let from = chunk.from;
+        let Some((slot, data)) = Incoming::add(&mut self.snapshots.incoming, chunk) else {
+            return;
+        };
+        let engine = self.engine.as_ref().expect("checked by the caller");
+        if self.snapshots.installing.is_some() || !engine.wants_snapshot(slot) {
+            return;
+        }
+        match snapshot::decode(&data) {
+            Ok((info, kv)) if info.slot == slot => {
+                self.snapshots.installing = Some((info, kv));
+                self.disk.enqueue_snapshot(slot, data, true);
+                fx.snapshots.received.push((from, slot));
+            }
+            Ok((info, _)) => {
+                fx.contract = Some(format!(
+                    "node {}: a snapshot sent as slot {slot} holds slot {}",
+                    self.id, info.slot
+                ))
+            }
+            Err(e) => {
+                fx.contract = Some(format!(
+                    "node {}: undecodable snapshot from n{from}: {e}",
+                    self.id
+                ))
+            }
+        }
     }
 
     /// Resumes a paused node: ticks first, then everything that queued up, in order.
@@ -282,11 +547,12 @@ impl Node {
 
     /// Takes `Ready`s until the engine has nothing more, carrying out each one.
     fn drain(&mut self, now_us: u64, rng: &mut Rng, fsync: (u64, u64), fx: &mut Effects) {
-        let Some(engine) = self.engine.as_mut() else {
+        if self.engine.is_none() {
             return;
-        };
+        }
         let mut rounds = 0;
-        while engine.has_ready() {
+        while self.engine.as_ref().is_some_and(Engine::has_ready) {
+            let engine = self.engine.as_mut().expect("checked");
             rounds += 1;
             if rounds > READY_ROUNDS_MAX {
                 fx.contract = Some(format!(
@@ -344,6 +610,15 @@ impl Node {
                     fx.reads.push((ticket, Err(e)));
                 }
             }
+            if let Some(slot) = last {
+                self.maybe_snapshot(slot, fx);
+            }
+            for peer in ready.send_snapshot {
+                self.send_snapshot(peer, fx);
+            }
+            for chunk in ready.snapshot_chunks {
+                self.receive_chunk(chunk, fx);
+            }
         }
         // The persist thread picks up what this input queued once its current sync is done.
         match self.disk.start_group() {
@@ -353,6 +628,12 @@ impl Node {
                     rng.range(fsync.0, fsync.1)
                 } else {
                     0
+                };
+                // A snapshot costs a write, an fsync and a rename: about two syncs.
+                let latency = if self.disk.saving_snapshot() {
+                    latency + rng.range(fsync.0, fsync.1)
+                } else {
+                    latency
                 };
                 fx.disk_done_at.push(now_us + latency);
             }

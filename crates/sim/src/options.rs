@@ -66,6 +66,9 @@ pub enum Focus {
     /// Frequent crashes with disk corruption on: one node's log is damaged while it is down,
     /// it refuses to restart, and the rest of the cluster carries on without it.
     Corruption,
+    /// Membership changes under faults: the controller adds, promotes, removes and
+    /// replaces nodes and moves leadership at random, with snapshots taken often.
+    Membership,
 }
 
 impl Focus {
@@ -75,6 +78,7 @@ impl Focus {
             PlantedBug::AcceptorIgnoresPromise => Focus::StaleLeader,
             PlantedBug::LeaderIgnoresAcceptedValues => Focus::LeaderChurn,
             PlantedBug::LeaseWithoutDriftMargin => Focus::Lease,
+            PlantedBug::MembershipWithoutDelay => Focus::Membership,
         }
     }
 }
@@ -156,6 +160,22 @@ pub struct Swarm {
     pub client_timeout_ms: u64,
     /// How long faults are injected and clients run before the liveness phase.
     pub fault_phase_ms: u64,
+    /// Each node snapshots its state machine every this many applied slots (and compacts
+    /// its log); `None`: never.
+    pub snapshot_every: Option<u64>,
+    /// Bytes per `SnapshotChunk` message when a snapshot is shipped to a lagging peer.
+    pub snapshot_chunk_bytes: usize,
+    /// Mean time between the operator's membership actions (add a learner, promote,
+    /// remove, replace, swap voters, hand leadership over); `None`: the membership never
+    /// changes.
+    pub membership_mean_ms: Option<u64>,
+    /// Most nodes that ever exist in the seed (the initial ones included).
+    pub nodes_max: u64,
+    /// The operator keeps at least this many voters (fewer only if already fewer).
+    pub voters_min: usize,
+    /// Probability that, right after a membership change is chosen, the leader is crashed
+    /// or cut off (leader churn while slots decided under the old membership are in flight).
+    pub churn_after_change: f64,
 }
 
 impl Swarm {
@@ -233,6 +253,12 @@ impl Swarm {
             think_max_us: rng.range(0, 3_000),
             client_timeout_ms: election_ticks * rng.range(2, 5),
             fault_phase_ms: rng.range(2_000, 5_000),
+            snapshot_every: None,
+            snapshot_chunk_bytes: 1 << 20,
+            membership_mean_ms: None,
+            nodes_max: nodes,
+            voters_min: 3,
+            churn_after_change: 0.0,
         };
         swarm.fsync_max_us = swarm.fsync_min_us + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
@@ -244,7 +270,61 @@ impl Swarm {
             Focus::Swarm if rng.chance(0.5) => rng.unit() * 0.08,
             _ => 0.0,
         };
+        swarm.draw_snapshots_and_membership(rng, focus);
         swarm
+    }
+
+    /// Snapshot policy and membership changes, drawn after everything else so that they
+    /// shift no other parameter.
+    fn draw_snapshots_and_membership(&mut self, rng: &mut Rng, focus: Focus) {
+        self.snapshot_every = match rng.below(100) {
+            _ if focus == Focus::Membership => Some(rng.range(5, 50)),
+            0..=24 => None,
+            25..=64 => Some(rng.range(5, 50)),
+            _ => Some(rng.range(50, 500)),
+        };
+        self.snapshot_chunk_bytes = rng.pick(&[64, 512, 4096, 1 << 20]);
+        self.membership_mean_ms = match focus {
+            Focus::Membership => Some(rng.range(20, 120)),
+            Focus::Swarm if rng.chance(0.15) => Some(rng.range(100, 500)),
+            _ => None,
+        };
+        self.nodes_max = self.nodes + rng.range(2, 6);
+        // A lone voter (or two) is legal; liveness then needs every one of them, so only
+        // where no disk can be lost.
+        self.voters_min = if self.corrupt == 0.0 && rng.chance(0.1) {
+            1
+        } else {
+            3
+        };
+        self.churn_after_change = match focus {
+            Focus::Membership => 0.3 + rng.unit() * 0.6,
+            _ => 0.0,
+        };
+        if self.membership_mean_ms.is_some() {
+            // A change governs slots only 128 slots after its own (the leader pads with
+            // no-ops): with a narrow window that takes too long for the liveness bound.
+            self.inflight_slots_max = self.inflight_slots_max.max(rng.range(16, 64));
+        }
+        if focus == Focus::Membership {
+            // Deep pipelines: slots decided under the old membership still in flight when a
+            // change is chosen. Changes often, leader churn after them.
+            self.inflight_slots_max = rng.range(32, 64);
+            self.batch_commands_max = rng.range(1, 4) as usize;
+            self.clients = rng.range(4, 8);
+            self.think_max_us = 300;
+            self.read_pct = rng.range(0, 40);
+            self.faults = vec![FaultKind::Crash, FaultKind::IsolateLeader, FaultKind::Pause];
+            if rng.chance(0.5) {
+                self.faults.push(rng.pick(&[
+                    FaultKind::Split,
+                    FaultKind::OneWay,
+                    FaultKind::Partial,
+                ]));
+            }
+            self.fault_mean_ms = rng.range(50, 300);
+            self.nodes_max = self.nodes + rng.range(4, 8);
+        }
     }
 
     fn apply_focus(&mut self, rng: &mut Rng, focus: Focus) {
@@ -305,6 +385,7 @@ impl Swarm {
                 self.log_read_pct = 0;
                 self.think_max_us = 200;
             }
+            Focus::Membership => {}
             Focus::Corruption => {
                 if !self.faults.contains(&FaultKind::Crash) {
                     self.faults.push(FaultKind::Crash);
@@ -351,7 +432,8 @@ impl fmt::Display for Swarm {
             "nodes={} hb={}t et={}t inflight={} batch={}/{}B queue={}/{}r catchup={} reads={:?} drift_max={}ppm drift={:?} \
              delay={}..{}us late={:.2}%<={}us drop={:.1}% dup={:.1}% fsync={}..{}us torn={} \
              faults=[{}] every~{}ms len<={}ms node_faults<={} corrupt={:.1}%/crash clients={} keys={} \
-             read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms",
+             read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms snap={} chunk={}B \
+             members={} nodes<={} voters>={} churn={:.0}%",
             self.nodes,
             self.heartbeat_ticks,
             self.election_ticks,
@@ -386,6 +468,14 @@ impl fmt::Display for Swarm {
             self.think_max_us,
             self.client_timeout_ms,
             self.fault_phase_ms,
+            self.snapshot_every
+                .map_or("off".to_string(), |n| format!("every{n}")),
+            self.snapshot_chunk_bytes,
+            self.membership_mean_ms
+                .map_or("fixed".to_string(), |ms| format!("every~{ms}ms")),
+            self.nodes_max,
+            self.voters_min,
+            pct(self.churn_after_change),
         )
     }
 }

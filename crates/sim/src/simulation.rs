@@ -10,13 +10,15 @@
 use crate::checkers::{Agreement, Violation, ViolationKind};
 use crate::client::{Client, History};
 use crate::network::Network;
-use crate::node::{Effects, Held, Node};
+use crate::node::{Effects, Held, Node, SnapshotPolicy};
 use crate::options::{Options, Swarm};
 use crate::rng::Rng;
 use crate::trace::{describe, describe_value, node_name, Trace};
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use synod_paxos::{Config, DurableState, Membership, Message, NodeId, Role};
+use std::collections::{BTreeMap, BinaryHeap};
+use synod_paxos::{
+    Config, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot, Value,
+};
 
 thread_local! {
     /// The current simulated time, readable after a panic unwound the simulation (so the
@@ -30,11 +32,22 @@ const EVENTS_MAX: u64 = 20_000_000;
 
 #[derive(Debug)]
 pub(crate) enum Event {
-    Tick { node: NodeId, token: u64 },
+    Tick {
+        node: NodeId,
+        token: u64,
+    },
     Deliver(Message),
-    DiskDone { node: NodeId, incarnation: u64 },
-    ClientWake { client: usize },
-    ClientTimeout { client: usize, seq: u64 },
+    DiskDone {
+        node: NodeId,
+        incarnation: u64,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        seq: u64,
+    },
     Fault,
     HealPartition(u64),
     Restart(NodeId),
@@ -42,6 +55,14 @@ pub(crate) enum Event {
     PhaseEnd,
     Probe,
     LivenessDeadline,
+    /// The operator's next membership action (membership.rs).
+    Membership,
+    /// The operator's housekeeping: start nodes a chosen change added, stop removed ones.
+    Controller,
+    /// A removed node is stopped for good.
+    Retire(NodeId),
+    /// Leader churn right after a membership change was chosen.
+    Churn,
 }
 
 #[derive(Debug)]
@@ -95,6 +116,17 @@ pub struct Stats {
     /// Time from the end of faults until the liveness condition held, and the bound on it.
     pub liveness_us: u64,
     pub liveness_bound_us: u64,
+    /// Snapshots taken (and saved), shipped to a lagging peer, installed from one.
+    pub snapshots_taken: u64,
+    pub snapshots_saved: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    /// Membership changes chosen (slot 1 not counted), leadership hand-overs asked for,
+    /// nodes added and nodes stopped after their removal.
+    pub membership_changes: u64,
+    pub transfers: u64,
+    pub nodes_added: u64,
+    pub nodes_retired: u64,
 }
 
 pub(crate) struct Simulation {
@@ -116,6 +148,12 @@ pub(crate) struct Simulation {
     pub(crate) next_fault_id: u64,
     pub(crate) stats: Stats,
     roles: Vec<(Option<Role>, Option<NodeId>)>,
+    seed: u64,
+    planted_bug: Option<PlantedBug>,
+    /// Every membership chosen so far, by slot (as first delivered anywhere).
+    pub(crate) memberships: BTreeMap<Slot, Membership>,
+    /// The operator's newest membership request, until a newer one is chosen.
+    pub(crate) proposed: Option<Membership>,
 }
 
 impl Simulation {
@@ -125,9 +163,12 @@ impl Simulation {
         let members = Membership::new(1..=swarm.nodes).expect("ids start at 1");
         let nodes: Vec<Node> = (1..=swarm.nodes)
             .map(|id| {
-                let config = engine_config(&swarm, options, id, seed);
+                let config = engine_config(&swarm, options.planted_bug, id, seed);
                 let drift = swarm.drift_ppm[id as usize - 1];
-                Node::new(config, DurableState::bootstrap(&members), drift)
+                let policy = snapshot_policy(&swarm);
+                let mut node = Node::new(config, DurableState::bootstrap(&members), drift, policy);
+                node.launch(0);
+                node
             })
             .collect();
         let clients = (1..=swarm.clients).map(Client::new).collect();
@@ -150,7 +191,27 @@ impl Simulation {
             phase: Phase::Faults,
             next_fault_id: 1,
             stats: Stats::default(),
+            seed,
+            planted_bug: options.planted_bug,
+            memberships: BTreeMap::from([(1, members)]),
+            proposed: None,
         }
+    }
+
+    /// A node joining the running cluster: an empty disk (`DurableState::default()`: it
+    /// knows no membership and learns the log or a snapshot from the leader), not started.
+    pub(crate) fn create_node(&mut self) -> NodeId {
+        let id = self.nodes.len() as NodeId + 1;
+        let config = engine_config(&self.swarm, self.planted_bug, id, self.seed);
+        let max = self.swarm.drift_max_ppm;
+        let drift = self.rng.range(0, 2 * max) as i64 - max as i64;
+        let policy = snapshot_policy(&self.swarm);
+        self.nodes
+            .push(Node::new(config, DurableState::default(), drift, policy));
+        self.tick_tokens.push(0);
+        self.roles.push((None, None));
+        self.stats.nodes_added += 1;
+        id
     }
 
     pub(crate) fn schedule(&mut self, at: u64, event: Event) {
@@ -203,6 +264,11 @@ impl Simulation {
         if !self.swarm.faults.is_empty() {
             self.schedule(first_fault, Event::Fault);
         }
+        if let Some(mean) = self.swarm.membership_mean_ms {
+            let first = self.rng.exponential(mean * 1000);
+            self.schedule(first, Event::Membership);
+            self.schedule(crate::membership::CONTROLLER_US, Event::Controller);
+        }
         self.schedule(self.swarm.fault_phase_ms * 1000, Event::PhaseEnd);
     }
 
@@ -242,6 +308,10 @@ impl Simulation {
             Event::PhaseEnd => self.end_fault_phase(),
             Event::Probe => self.probe_liveness(),
             Event::LivenessDeadline => self.liveness_deadline(),
+            Event::Membership => self.operator_action(),
+            Event::Controller => self.controller_duty(),
+            Event::Retire(node) => self.retire(node),
+            Event::Churn => self.churn(),
         }
     }
 
@@ -312,7 +382,7 @@ impl Simulation {
         if node.incarnation != incarnation || !node.is_up() {
             return; // the crash already decided this group's fate
         }
-        let (seq, after) = match node.disk.complete_group() {
+        let done = match node.disk.complete_group() {
             Ok(done) => done,
             Err(e) => {
                 let detail = format!("node {id}: storage refused a sync: {e}");
@@ -320,13 +390,28 @@ impl Simulation {
                 return;
             }
         };
-        self.trace.emit(self.now, &node_name(id), || {
-            format!(
+        self.trace.emit(self.now, &node_name(id), || match &done {
+            crate::disk::Done::Persisted(seq, after) => format!(
                 "synced up to persist seq {seq:?}, releasing {} messages",
                 after.len()
-            )
+            ),
+            crate::disk::Done::Snapshot {
+                slot,
+                data,
+                received,
+                saved,
+            } => format!(
+                "snapshot at slot {slot} ({} bytes, {}) {}",
+                data.len(),
+                if *received { "from a peer" } else { "own" },
+                if *saved {
+                    "saved, log compacted"
+                } else {
+                    "not saved: a newer one is on disk"
+                }
+            ),
         });
-        self.input(id, Held::Persisted(seq, after));
+        self.input(id, Held::from(done));
     }
 
     /// Carries out what a node's input produced.
@@ -351,6 +436,9 @@ impl Simulation {
                     self.trace.emit(self.now, &node_name(id), || {
                         format!("chosen slot {} = {}", a.slot, describe_value(&a.value))
                     });
+                    if let Value::Membership(m) = &*a.value {
+                        self.membership_chosen(a.slot, m.clone());
+                    }
                 }
                 Ok(false) => {}
                 Err(e) => self.fail(ViolationKind::Agreement, e),
@@ -367,6 +455,10 @@ impl Simulation {
         for (ticket, e) in fx.rejected {
             self.request_rejected(id, ticket, &format!("{e:?}"));
         }
+        for what in fx.admin {
+            self.trace.emit(self.now, &node_name(id), || what);
+        }
+        self.snapshot_effects(id, fx.snapshots);
         if let Some(c) = fx.contract {
             self.fail(ViolationKind::Contract, c);
         }
@@ -402,6 +494,41 @@ impl Simulation {
         }
     }
 
+    fn snapshot_effects(&mut self, id: NodeId, s: crate::node::SnapshotEvents) {
+        self.stats.snapshots_taken += s.taken.len() as u64;
+        self.stats.snapshots_saved += s.saved.len() as u64;
+        self.stats.snapshots_sent += s.sent.len() as u64;
+        self.stats.snapshots_installed += s.installed.len() as u64;
+        if !self.trace.enabled() {
+            return;
+        }
+        let name = node_name(id);
+        for slot in s.taken {
+            self.trace
+                .emit(self.now, &name, || format!("snapshot taken at slot {slot}"));
+        }
+        for slot in s.saved {
+            self.trace.emit(self.now, &name, || {
+                format!("engine compacted up to slot {slot}")
+            });
+        }
+        for (peer, slot, pieces) in s.sent {
+            self.trace.emit(self.now, &name, || {
+                format!("sending snapshot at slot {slot} to n{peer} in {pieces} pieces")
+            });
+        }
+        for (from, slot) in s.received {
+            self.trace.emit(self.now, &name, || {
+                format!("snapshot at slot {slot} from n{from} reassembled, saving it")
+            });
+        }
+        for slot in s.installed {
+            self.trace.emit(self.now, &name, || {
+                format!("installed snapshot at slot {slot}: state machine replaced")
+            });
+        }
+    }
+
     /// Traces leader changes: a node's role or the leader it follows changed.
     fn trace_role(&mut self, id: NodeId) {
         let i = id as usize - 1;
@@ -434,8 +561,15 @@ impl Simulation {
     }
 }
 
+fn snapshot_policy(swarm: &Swarm) -> SnapshotPolicy {
+    SnapshotPolicy {
+        every: swarm.snapshot_every,
+        chunk_bytes: swarm.snapshot_chunk_bytes,
+    }
+}
+
 /// The engine configuration of one node: simulation-sized timeouts and the seed's knobs.
-fn engine_config(swarm: &Swarm, options: &Options, id: NodeId, seed: u64) -> Config {
+fn engine_config(swarm: &Swarm, bug: Option<PlantedBug>, id: NodeId, seed: u64) -> Config {
     let mut c = Config::new(id);
     c.heartbeat_interval_ticks = swarm.heartbeat_ticks;
     c.election_timeout_ticks = swarm.election_ticks;
@@ -448,7 +582,7 @@ fn engine_config(swarm: &Swarm, options: &Options, id: NodeId, seed: u64) -> Con
     c.read_mode = swarm.read_mode;
     c.clock_drift_max_ppm = swarm.drift_max_ppm;
     c.seed = seed.wrapping_mul(0x100_0000_01B3) ^ id;
-    c.planted_bug = options.planted_bug;
+    c.planted_bug = bug;
     c
 }
 
@@ -456,5 +590,5 @@ fn engine_config(swarm: &Swarm, options: &Options, id: NodeId, seed: u64) -> Con
 /// `planted-bugs` feature), before any seed runs.
 pub fn validate(options: &Options) -> Result<(), synod_paxos::ConfigError> {
     let swarm = Swarm::draw(&mut Rng::new(0), options.focus);
-    engine_config(&swarm, options, 1, 0).validate()
+    engine_config(&swarm, options.planted_bug, 1, 0).validate()
 }

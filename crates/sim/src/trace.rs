@@ -79,7 +79,15 @@ fn describe_body(body: &Body) -> String {
     match body {
         Body::PreVote { ballot, commit } => format!("{kind} b={ballot} commit={commit}"),
         Body::PreVoteReply { ballot, granted } => format!("{kind} b={ballot} granted={granted}"),
-        Body::Prepare { ballot, first_slot } => format!("{kind} b={ballot} from={first_slot}"),
+        Body::Prepare {
+            ballot,
+            first_slot,
+            transfer_from,
+        } => match transfer_from {
+            Some(t) => format!("{kind} b={ballot} from={first_slot} handed-over-from={t}"),
+            None => format!("{kind} b={ballot} from={first_slot}"),
+        },
+        Body::TimeoutNow { ballot } => format!("{kind} b={ballot}"),
         Body::Promise {
             ballot,
             first_slot,

@@ -56,7 +56,10 @@ impl Simulation {
         if client.pending.is_some() || liveness_done {
             return; // busy, or the liveness writer already made its point
         }
-        let node = self.rng.range(1, self.swarm.nodes);
+        // Clients know the cluster's current members (as a client is told by a membership
+        // query): any voter or learner of the newest chosen membership.
+        let targets: Vec<NodeId> = self.latest_membership().1.members().collect();
+        let node = self.rng.pick(&targets);
         let (op, route) = if regular {
             self.clients[index].draw(&mut self.rng, &self.swarm)
         } else {
@@ -218,7 +221,7 @@ impl Simulation {
             "fault phase over: heal everything, start the liveness phase".to_string()
         });
         self.net.calm();
-        for id in 1..=self.swarm.nodes {
+        for id in self.ids() {
             if !self.node(id).is_up() {
                 self.restart(id);
             } else if self.node(id).paused {
@@ -236,8 +239,18 @@ impl Simulation {
         self.schedule(self.now + bound, Event::LivenessDeadline);
     }
 
+    /// The replicas the final checks judge: members (voters and learners) of the newest
+    /// chosen membership whose disk did not refuse to start. Removed nodes (stopped) and
+    /// nodes whose addition was never chosen are not part of the cluster.
+    pub(crate) fn judged(&self) -> impl Iterator<Item = &crate::node::Node> + '_ {
+        let latest = self.latest_membership().1;
+        self.nodes
+            .iter()
+            .filter(move |n| n.refused.is_none() && !n.retired && latest.is_member(n.id))
+    }
+
     /// Liveness holds once the fresh write is acknowledged, no client waits any more, and
-    /// every healed replica runs and has applied every slot any replica delivered. A replica
+    /// every healed member runs and has applied every slot any replica delivered. A replica
     /// whose disk refused to start is not healed (it stays down, as an operator would keep it
     /// until it is replaced); corruption is only injected while the others keep a majority.
     pub(crate) fn probe_liveness(&mut self) {
@@ -248,9 +261,7 @@ impl Simulation {
         let done = !self.liveness_client.acked.is_empty()
             && self.clients.iter().all(|c| c.pending.is_none())
             && self
-                .nodes
-                .iter()
-                .filter(|n| n.refused.is_none())
+                .judged()
                 .all(|n| n.is_running() && n.kv.applied() >= target);
         if !done {
             self.schedule(self.now + PROBE_US, Event::Probe);
@@ -270,10 +281,13 @@ impl Simulation {
             return;
         }
         let target = self.agreement.max_slot();
+        let latest = self.latest_membership().1.clone();
         let nodes: Vec<String> = self
             .nodes
             .iter()
             .map(|n| match n.engine() {
+                _ if n.retired => format!("n{}: removed and stopped", n.id),
+                _ if !latest.is_member(n.id) => format!("n{}: not a member", n.id),
                 Some(e) => {
                     let s = e.status();
                     format!(
@@ -292,12 +306,16 @@ impl Simulation {
                 },
             })
             .collect();
+        let (m_slot, _) = self.latest_membership();
         let detail = format!(
             "no progress within {}ms of healing: fresh write acked={}, clients waiting={}, \
-             highest delivered slot {target}; {}",
+             highest delivered slot {target}, membership chosen in slot {m_slot}: voters {:?} \
+             learners {:?}; {}",
             self.swarm.liveness_bound_us() / 1000,
             !self.liveness_client.acked.is_empty(),
             self.clients.iter().filter(|c| c.pending.is_some()).count(),
+            latest.voters(),
+            latest.learners(),
             nodes.join("; ")
         );
         self.fail(ViolationKind::Liveness, detail);
@@ -313,7 +331,7 @@ impl Simulation {
         let mut lost = None;
         'outer: for c in clients {
             for &seq in &c.acked {
-                for n in self.nodes.iter().filter(|n| n.refused.is_none()) {
+                for n in self.judged() {
                     if !n.kv.contains(c.id, seq) {
                         lost = Some(format!(
                             "client {} command #{seq} was acknowledged but replica {} \

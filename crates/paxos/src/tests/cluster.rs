@@ -62,6 +62,13 @@ impl Cluster {
         self.down.remove(&id);
     }
 
+    /// Starts a replica that joins a running cluster: it knows nothing, and learns the log
+    /// (or a snapshot) once a membership names it.
+    pub(crate) fn join(&mut self, id: NodeId) {
+        self.disks.insert(id, DurableState::default());
+        self.start(id);
+    }
+
     pub(crate) fn crash(&mut self, id: NodeId) {
         self.engines.remove(&id);
         self.down.insert(id);
@@ -135,17 +142,13 @@ impl Cluster {
     /// Takes a snapshot of `id`'s state machine at its applied slot and compacts its log.
     pub(crate) fn compact(&mut self, id: NodeId) -> Slot {
         let e = &self.engines[&id];
-        let status = e.status();
-        let slot = status.applied;
+        let slot = e.status().applied;
+        let info = e.snapshot_info(slot);
         let state: Vec<(Slot, Value)> = self.applied[&id]
             .iter()
             .filter(|(s, _)| *s <= slot)
             .cloned()
             .collect();
-        let info = SnapshotInfo {
-            slot,
-            membership: status.members,
-        };
         // Durable first, then the log may forget.
         self.snapshots.insert(id, (info.clone(), state));
         let disk = self.disks.get_mut(&id).unwrap();

@@ -3,4 +3,5 @@
 //! faults; these pin down the basic paths readably.
 
 mod cluster;
+mod membership;
 mod scenarios;

@@ -291,6 +291,7 @@ fn an_acceptor_gives_no_promise_for_slots_it_compacted() {
         body: Body::Prepare {
             ballot,
             first_slot: upto,
+            transfer_from: None,
         },
     });
     let ready = c.engine(a).ready();

@@ -75,7 +75,17 @@ pub fn body(b: &Body) -> String {
             let verdict = if *granted { "granted" } else { "refused" };
             format!("PreVoteReply b={ballot} {verdict}")
         }
-        Body::Prepare { ballot, first_slot } => format!("Prepare b={ballot} first={first_slot}"),
+        Body::Prepare {
+            ballot,
+            first_slot,
+            transfer_from: None,
+        } => format!("Prepare b={ballot} first={first_slot}"),
+        Body::Prepare {
+            ballot,
+            first_slot,
+            transfer_from: Some(from),
+        } => format!("Prepare b={ballot} first={first_slot} transfer_from={from}"),
+        Body::TimeoutNow { ballot } => format!("TimeoutNow b={ballot}"),
         Body::Promise {
             ballot,
             first_slot,

@@ -1,7 +1,10 @@
-//! etcd's Cluster service. The membership is fixed at bootstrap for now; changing it goes
-//! through the log (issue 7), so the mutating calls say so instead of pretending.
+//! etcd's Cluster service. Changes go through the log as admin commands (see
+//! `replica/admin.rs`), so any member takes them; the answer lists the members as of the
+//! membership the change produced.
 
 use crate::error::ServerError;
+use crate::members::{AdminRequest, MemberRecord, MemberTable};
+use crate::replica::ReplicaHandle;
 use crate::status::Shared;
 use etcd_client::proto::{
     PbClusterService, PbMember, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest,
@@ -14,11 +17,39 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct ClusterService {
     pub shared: Arc<Shared>,
+    pub replica: ReplicaHandle,
+}
+
+fn member(r: &MemberRecord) -> PbMember {
+    PbMember {
+        id: r.id,
+        name: r.name.clone(),
+        peer_ur_ls: r.peer_urls.clone(),
+        client_ur_ls: r.client_urls.clone(),
+        is_learner: r.learner,
+    }
+}
+
+fn members(t: &MemberTable) -> Vec<PbMember> {
+    t.members.values().map(member).collect()
+}
+
+fn member_id(id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(
+            ServerError::InvalidArgument("etcdserver: member ID must not be 0".into()).into(),
+        );
+    }
+    Ok(id)
 }
 
 impl ClusterService {
     fn header(&self) -> Option<PbResponseHeader> {
         super::convert::current_header(&self.shared)
+    }
+
+    async fn change(&self, request: AdminRequest) -> Result<MemberTable, Status> {
+        Ok(self.replica.admin(request).await?)
     }
 }
 
@@ -26,54 +57,82 @@ impl ClusterService {
 impl PbClusterService for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<PbMemberAddRequest>,
+        request: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
-        Err(ServerError::Unimplemented("MemberAdd (membership changes)").into())
+        let r = request.into_inner();
+        let peer_urls: Vec<String> = r
+            .peer_ur_ls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        let first = peer_urls.first().cloned();
+        let table = self
+            .change(AdminRequest::Add {
+                peer_urls,
+                learner: r.is_learner,
+            })
+            .await?;
+        let added = table
+            .members
+            .values()
+            .find(|m| m.peer_urls.first() == first.as_ref())
+            .map(member);
+        Ok(Response::new(PbMemberAddResponse {
+            header: self.header(),
+            member: added,
+            members: members(&table),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<PbMemberRemoveRequest>,
+        request: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        Err(ServerError::Unimplemented("MemberRemove (membership changes)").into())
+        let id = member_id(request.into_inner().id)?;
+        let table = self.change(AdminRequest::Remove { id }).await?;
+        Ok(Response::new(PbMemberRemoveResponse {
+            header: self.header(),
+            members: members(&table),
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<PbMemberUpdateRequest>,
+        request: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
-        Err(ServerError::Unimplemented("MemberUpdate (membership changes)").into())
+        let r = request.into_inner();
+        let id = member_id(r.id)?;
+        let peer_urls = r
+            .peer_ur_ls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        let table = self.change(AdminRequest::Update { id, peer_urls }).await?;
+        Ok(Response::new(PbMemberUpdateResponse {
+            header: self.header(),
+            members: members(&table),
+        }))
     }
 
     async fn member_list(
         &self,
         _request: Request<PbMemberListRequest>,
     ) -> Result<Response<PbMemberListResponse>, Status> {
-        let voters = self.shared.snapshot().voters;
-        let members = self
-            .shared
-            .members
-            .iter()
-            // Before the first step publishes, every configured member is listed.
-            .filter(|m| voters.is_empty() || voters.contains(&m.id))
-            .map(|m| PbMember {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
-                is_learner: false,
-            })
-            .collect();
         Ok(Response::new(PbMemberListResponse {
             header: self.header(),
-            members,
+            members: members(&self.shared.members()),
         }))
     }
 
     async fn member_promote(
         &self,
-        _request: Request<PbMemberPromoteRequest>,
+        request: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        Err(ServerError::Unimplemented("MemberPromote (membership changes)").into())
+        let id = member_id(request.into_inner().id)?;
+        let table = self.change(AdminRequest::Promote { id }).await?;
+        Ok(Response::new(PbMemberPromoteResponse {
+            header: self.header(),
+            members: members(&table),
+        }))
     }
 }

@@ -47,6 +47,7 @@ pub async fn serve(
     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let cluster = PbClusterServer::new(ClusterService {
         shared: shared.clone(),
+        replica: replica.clone(),
     });
     let maintenance = PbMaintenanceServer::new(MaintenanceService {
         shared: shared.clone(),

@@ -134,9 +134,13 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _request: Request<PbMoveLeaderRequest>,
+        request: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
-        Err(ServerError::Unimplemented("MoveLeader (leader transfer)").into())
+        let to = request.into_inner().target_id;
+        self.replica.move_leader(to).await?;
+        Ok(Response::new(PbMoveLeaderResponse {
+            header: self.header(),
+        }))
     }
 
     async fn downgrade(

@@ -35,11 +35,18 @@ const SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
 /// Where the core sends messages for peers. The transport implements it; tests can too.
 pub trait Network: Send + Sync + 'static {
     fn send(&self, message: Message);
+
+    /// The members changed: where each peer listens now (id -> host:port).
+    fn set_peers(&self, _peers: BTreeMap<NodeId, String>) {}
 }
 
 impl Network for crate::transport::Transport {
     fn send(&self, message: Message) {
         crate::transport::Transport::send(self, message);
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, String>) {
+        self.update_peers(peers);
     }
 }
 
@@ -57,6 +64,8 @@ pub struct CoreConfig {
     pub planted_bug_local_reads: bool,
     /// Take a snapshot (and drop the log below it) after this many applied commands.
     pub snapshot_every_commands: u64,
+    /// This member's advertised client URLs, published in the member table.
+    pub client_urls: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -99,6 +108,7 @@ struct Core {
     clock: ticker::TickClock,
     planted_bug_local_reads: bool,
     snapshots: Snapshots,
+    admin: super::admin::Admin,
 }
 
 /// Snapshot state: taking them by policy, serving them to lagging peers, and reassembling
@@ -185,6 +195,18 @@ pub fn start(
         metrics.clone(),
     );
     let ticker = ticker::spawn(cfg.tick, inputs_tx.clone());
+    let admin = super::admin::Admin::new(
+        shared.cluster_id,
+        shared.member_id,
+        shared.name.clone(),
+        cfg.client_urls.clone(),
+        &engine,
+    );
+    // The transport starts with the peers the flags name; the log's member table rules.
+    if !admin.table.members.is_empty() {
+        network.set_peers(admin.table.peer_addrs(shared.member_id));
+        shared.set_members(admin.table.clone());
+    }
     let mut core = Core {
         engine,
         kv: restored.kv,
@@ -209,6 +231,7 @@ pub fn start(
             latest: restored.latest,
             ..Snapshots::default()
         },
+        admin,
     };
     let core = std::thread::Builder::new()
         .name("synod-core".into())
@@ -248,12 +271,25 @@ impl Core {
                     Err(_) => break,
                 }
             }
+            self.admin.poll(
+                &mut self.engine,
+                self.client_id,
+                &mut self.next_seq,
+                Instant::now(),
+            );
             while self.engine.has_ready() {
                 let ready = self.engine.ready();
                 self.process(ready);
             }
             self.publish();
             if stop {
+                break;
+            }
+            if self.removed_and_done() {
+                tracing::warn!(
+                    "this member was removed from the cluster and the change is in force: \
+                     stopping (its data directory must not be reused; add a new member instead)"
+                );
                 break;
             }
         }
@@ -279,10 +315,45 @@ impl Core {
                 reply,
             } => self.read(request, linearizable, reply),
             Input::Tick => self.expire(Instant::now()),
+            Input::Admin { request, reply } => {
+                let deadline = Instant::now() + self.request_timeout;
+                let seq = self.next_seq;
+                match self.admin.submit(
+                    &mut self.engine,
+                    self.client_id,
+                    seq,
+                    request,
+                    Some(reply),
+                    deadline,
+                ) {
+                    Ok(()) => self.next_seq += 1,
+                    Err((e, reply)) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+            Input::MoveLeader { to, reply } => {
+                let deadline = Instant::now() + self.request_timeout;
+                self.admin
+                    .move_leader(&mut self.engine, to, reply, deadline);
+            }
             Input::Export { reply } => {
-                let status = self.engine.status();
-                let data = snapshot::encode(&status.members, &self.kv.snapshot());
-                let _ = reply.send(Ok((status.applied, data)));
+                // Freeze the store here (O(1)); encode it on a thread of its own.
+                let applied = self.engine.status().applied;
+                let members = self.engine.snapshot_info(applied);
+                let view = self.kv.snapshot_view();
+                let spawned = std::thread::Builder::new()
+                    .name("synod-export".into())
+                    .spawn(move || {
+                        let data = snapshot::encode(&members, &view.encode());
+                        let _ = reply.send(Ok((applied, data)));
+                    });
+                if let Err(e) = spawned {
+                    // The reply went with the closure: the client sees the request fail.
+                    tracing::warn!("cannot start a thread to export a snapshot: {e}");
+                }
             }
             Input::Persisted(seq) => self.engine.persisted(seq),
             Input::SnapshotSaved {
@@ -327,7 +398,12 @@ impl Core {
                 let _ = reply.send(Err(match e {
                     ProposeError::NoLeader => ServerError::NoLeader,
                     ProposeError::Busy => ServerError::TooManyRequests,
-                    ProposeError::Empty => unreachable!("one command is proposed"),
+                    // Only membership proposals fail these ways; this is a command.
+                    ProposeError::Empty
+                    | ProposeError::NotLeader
+                    | ProposeError::MembershipChanging => {
+                        unreachable!("one command is proposed")
+                    }
                 }));
             }
         }
@@ -372,7 +448,7 @@ impl Core {
         }
         let mut last = None;
         for c in committed {
-            self.apply(&c.value);
+            self.apply(c.slot, &c.value);
             last = Some(c.slot);
         }
         if let Some(slot) = last {
@@ -403,14 +479,31 @@ impl Core {
         }
     }
 
-    fn apply(&mut self, value: &Value) {
+    fn apply(&mut self, slot: Slot, value: &Value) {
         self.metrics.slots_committed.fetch_add(1, Relaxed);
-        let Value::Commands(commands) = value else {
-            return; // no-ops fill gaps; membership changes come with issue 7
+        let commands = match value {
+            Value::Commands(commands) => commands,
+            Value::Membership(m) => {
+                if let Some(peers) = self
+                    .admin
+                    .on_membership(m, slot, self.client_id, &self.shared)
+                {
+                    self.network.set_peers(peers);
+                }
+                return;
+            }
+            Value::Noop => return, // fills a gap
         };
         self.metrics.batch_commands.observe(commands.len() as f64);
         self.applied_since_snapshot += commands.len() as u64;
         for c in commands {
+            if let Some(request) = crate::members::decode_request(&c.payload) {
+                let origin = (c.client_id, c.seq);
+                self.admin
+                    .on_command(&self.engine, self.client_id, origin, request);
+                self.metrics.proposals_applied.fetch_add(1, Relaxed);
+                continue;
+            }
             // A payload that does not decode fails the same way on every replica, so the
             // replicas stay identical; the proposer learns why.
             let outcome = self.kv.apply_encoded(c.client_id, c.seq, &c.payload);
@@ -434,9 +527,11 @@ impl Core {
         }
     }
 
-    /// Takes a snapshot at `applied` when enough was applied since the last one. The store
-    /// is serialized here (the only part that holds up the core); writing it is the persist
-    /// thread's, after every batch queued before it.
+    /// Takes a snapshot at `applied` when enough was applied since the last one. Here the
+    /// store is only frozen as of `applied` (O(1): its maps are persistent); a thread of its
+    /// own encodes that view, however long it takes, and hands the bytes to the persist
+    /// thread, which writes them after the batches queued before and reports
+    /// `SnapshotSaved` as for any snapshot.
     fn maybe_snapshot(&mut self, applied: Slot) {
         if self.applied_since_snapshot < self.snapshots.every_commands
             || self.snapshots.saving
@@ -444,22 +539,33 @@ impl Core {
         {
             return;
         }
-        let started = Instant::now();
-        let membership = self.engine.status().members;
-        let data = snapshot::encode(&membership, &self.kv.snapshot());
-        tracing::debug!(
-            slot = applied,
-            bytes = data.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot taken"
-        );
+        let membership = self.engine.snapshot_info(applied);
+        let view = self.kv.snapshot_view();
+        let persist = self.persist.clone();
+        let spawned = std::thread::Builder::new()
+            .name("synod-snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let data = snapshot::encode(&membership, &view.encode());
+                drop(view); // lets the core write in place again
+                tracing::debug!(
+                    slot = applied,
+                    bytes = data.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "snapshot encoded"
+                );
+                // Fails only once the persist thread has stopped, and the core with it.
+                let _ = persist.send(PersistJob::Snapshot {
+                    slot: applied,
+                    data,
+                    received: false,
+                });
+            });
         self.applied_since_snapshot = 0;
-        self.snapshots.saving = true;
-        self.persist_job(PersistJob::Snapshot {
-            slot: applied,
-            data,
-            received: false,
-        });
+        match spawned {
+            Ok(_) => self.snapshots.saving = true,
+            Err(e) => tracing::warn!("cannot start a thread to encode a snapshot: {e}"),
+        }
     }
 
     fn snapshot_saved(&mut self, slot: Slot, data: Bytes, received: bool, saved: bool) {
@@ -551,17 +657,19 @@ impl Core {
             return;
         }
         let data = Bytes::from(inc.data);
-        let decoded = snapshot::decode(&data).and_then(|(membership, kv)| {
+        let decoded = snapshot::decode(&data).and_then(|(info, kv)| {
+            if info.slot != inc.slot {
+                return Err(format!(
+                    "announced slot {} but holds slot {}",
+                    inc.slot, info.slot
+                ));
+            }
             KvStore::restore(&kv)
-                .map(|kv| (membership, kv))
+                .map(|kv| (info, kv))
                 .map_err(|e| e.to_string())
         });
         match decoded {
-            Ok((membership, kv)) => {
-                let info = SnapshotInfo {
-                    slot: inc.slot,
-                    membership,
-                };
+            Ok((info, kv)) => {
                 self.snapshots.installing = Some((info, kv));
                 self.persist_job(PersistJob::Snapshot {
                     slot: inc.slot,
@@ -617,6 +725,16 @@ impl Core {
         }
     }
 
+    /// This member was removed and is no longer needed (`Engine::retired`: a slot the
+    /// membership without it governs is chosen; a removed leader hands over first).
+    fn removed_and_done(&mut self) -> bool {
+        let status = self.engine.status();
+        if let Some(peers) = self.admin.peers_in_force(status.commit) {
+            self.network.set_peers(peers);
+        }
+        status.retired
+    }
+
     fn publish(&mut self) {
         let status = self.engine.status();
         if status.leader != self.last_leader {
@@ -652,7 +770,10 @@ impl Core {
             revision: self.kv.revision(),
             db_size_bytes: size,
             db_size_in_use_bytes: size,
-            voters: status.members.voters().to_vec(),
+            voters: status
+                .members
+                .as_ref()
+                .map_or(Vec::new(), |m| m.voters().to_vec()),
         });
     }
 }

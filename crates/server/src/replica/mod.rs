@@ -8,6 +8,7 @@
 //! blocking from stalling network I/O, and lets the leader's disk write run in parallel with
 //! its Accepts going out (the seeds' "write to disk in parallel with sending accepts").
 
+mod admin;
 mod core;
 mod persist;
 mod ticker;
@@ -46,6 +47,16 @@ pub(crate) enum Input {
         reply: Reply<(synod_paxos::Slot, Bytes)>,
     },
     Tick,
+    /// A membership request (etcd's Cluster API), answered with the table that results.
+    Admin {
+        request: crate::members::AdminRequest,
+        reply: Reply<crate::members::MemberTable>,
+    },
+    /// Hand leadership to a member (Maintenance.MoveLeader); this member must lead.
+    MoveLeader {
+        to: synod_paxos::NodeId,
+        reply: Reply<()>,
+    },
     /// Everything the core handed the persist thread up to this sequence is durable.
     Persisted(u64),
     /// A snapshot job finished (`saved`: it is durable and the log below it dropped; else a
@@ -116,6 +127,23 @@ impl ReplicaHandle {
     pub async fn export(&self) -> Result<(synod_paxos::Slot, Bytes), ServerError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Input::Export { reply })?;
+        self.wait(rx).await
+    }
+
+    /// Changes the membership through the log; returns the member table that results.
+    pub async fn admin(
+        &self,
+        request: crate::members::AdminRequest,
+    ) -> Result<crate::members::MemberTable, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Admin { request, reply })?;
+        self.wait(rx).await
+    }
+
+    /// Moves leadership to member `to` (call at the leader); returns once `to` leads.
+    pub async fn move_leader(&self, to: synod_paxos::NodeId) -> Result<(), ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::MoveLeader { to, reply })?;
         self.wait(rx).await
     }
 

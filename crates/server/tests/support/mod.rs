@@ -31,6 +31,9 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// A member that joined later: its own `--initial-cluster` and
+    /// `--initial-cluster-state existing`.
+    joined: Option<String>,
 }
 
 impl Member {
@@ -77,6 +80,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("m{}", i + 1)),
                 log: dir.path().join(format!("m{}.log", i + 1)),
                 child: None,
+                joined: None,
             })
             .collect();
         let initial_cluster = members
@@ -105,6 +109,10 @@ impl Cluster {
             "{} is running",
             m.name
         );
+        let (initial_cluster, state) = match &m.joined {
+            Some(c) => (c.clone(), "existing"),
+            None => (self.initial_cluster.clone(), "new"),
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,7 +137,8 @@ impl Cluster {
                 "--initial-advertise-peer-urls=http://127.0.0.1:{}",
                 m.peer_port
             ))
-            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg(format!("--initial-cluster={initial_cluster}"))
+            .arg(format!("--initial-cluster-state={state}"))
             .arg(format!("--initial-cluster-token={}", self.token))
             .arg(format!("--heartbeat-interval={HEARTBEAT_MS}"))
             .arg(format!("--election-timeout={ELECTION_MS}"))
@@ -171,6 +180,36 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A new member's name and peer URL, not started: add it with `etcdctl member add` (or
+    /// the client) first, then `spawn` it. It joins with `--initial-cluster-state existing`
+    /// and an `--initial-cluster` naming the members given plus itself, as etcd documents.
+    pub fn prepare_join(&mut self, name: &str, peers: &[usize]) -> usize {
+        let ports = free_ports(2);
+        let dir = self._dir.path();
+        let mut initial: Vec<String> = peers
+            .iter()
+            .map(|&i| {
+                let m = &self.members[i];
+                format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)
+            })
+            .collect();
+        initial.push(format!("{name}=http://127.0.0.1:{}", ports[1]));
+        self.members.push(Member {
+            name: name.to_string(),
+            client_port: ports[0],
+            peer_port: ports[1],
+            data_dir: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            joined: Some(initial.join(",")),
+        });
+        self.members.len() - 1
+    }
+
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].peer_port)
     }
 
     pub fn endpoints(&self) -> Vec<String> {

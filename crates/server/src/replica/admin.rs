@@ -1,0 +1,334 @@
+//! Membership requests (etcd's Cluster API) and leader moves, on the core thread.
+//!
+//! A request travels as a command (`members::encode_request`), so any member can take it:
+//! every replica judges it against the member table in force at its slot (same table, same
+//! verdict), the leader turns a valid one into a membership proposal, and the member that
+//! took it answers its client when the membership naming its request is applied (or when
+//! the verdict is a refusal). See docs/SERVER.md, "Membership changes".
+
+use super::Reply;
+use crate::error::ServerError;
+use crate::members::{AdminRequest, MemberTable};
+use crate::status::Shared;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_paxos::{
+    membership_effective_slot, Engine, Membership, NodeId, ProposeError, Role, Slot, TransferError,
+};
+
+/// How often a member whose name or client URLs the table does not show yet asks to
+/// publish them.
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
+
+/// How long removed members stay connected after their removal is applied: the leader
+/// keeps them up to date until they see a slot the new membership governs chosen, and
+/// they stop then (`Engine::retired`).
+const REMOVED_LINGER: Duration = Duration::from_secs(10);
+
+/// Most valid requests the leader holds waiting for its turn (one change at a time).
+const QUEUE_MAX: usize = 256;
+
+/// A learner this far behind the leader (in slots) is not promoted (etcd: "in sync").
+const PROMOTE_LAG_SLOTS_MAX: Slot = 1_000;
+
+pub(super) struct Admin {
+    cluster_id: u64,
+    me: NodeId,
+    name: String,
+    client_urls: Vec<String>,
+    /// The table of the newest applied membership.
+    pub(super) table: MemberTable,
+    /// Requests this member put in the log, by sequence: whom to answer (a publish has
+    /// nobody), and when it gives up.
+    waiting: BTreeMap<u64, (Option<Reply<MemberTable>>, Instant)>,
+    /// At the leader: valid requests waiting for their turn, with their origin.
+    queue: VecDeque<((u64, u64), AdminRequest)>,
+    /// Leader moves waiting for the target to lead.
+    moves: Vec<(NodeId, Reply<()>, Instant)>,
+    last_publish: Option<Instant>,
+    /// The transport's peers once the newest membership governs every open slot (from the
+    /// slot given) and removed members had time to learn so (from the instant given); until
+    /// then the members of the one before stay connected too.
+    next_peers: Option<(Slot, Instant, BTreeMap<NodeId, String>)>,
+}
+
+impl Admin {
+    pub(super) fn new(
+        cluster_id: u64,
+        me: NodeId,
+        name: String,
+        client_urls: Vec<String>,
+        engine: &Engine,
+    ) -> Admin {
+        let table = engine
+            .status()
+            .members
+            .as_ref()
+            .and_then(|m| MemberTable::from_membership(m).ok())
+            .unwrap_or_default();
+        Admin {
+            cluster_id,
+            me,
+            name,
+            client_urls,
+            table,
+            waiting: BTreeMap::new(),
+            queue: VecDeque::new(),
+            moves: Vec::new(),
+            last_publish: None,
+            next_peers: None,
+        }
+    }
+
+    /// A client's request arrived here: check what only the leader can, then put it in the
+    /// log under `seq` of this member's client id.
+    pub(super) fn submit(
+        &mut self,
+        engine: &mut Engine,
+        client_id: u64,
+        seq: u64,
+        request: AdminRequest,
+        reply: Option<Reply<MemberTable>>,
+        deadline: Instant,
+    ) -> Result<(), (ServerError, Option<Reply<MemberTable>>)> {
+        if let AdminRequest::Promote { id } = request {
+            // Only the leader knows how far a learner got; elsewhere the check is skipped
+            // (promotion is safe either way; a lagging voter only slows the cluster).
+            let commit = engine.status().commit;
+            let lag = engine
+                .peer_progress()
+                .into_iter()
+                .find(|&(n, _)| n == id)
+                .map(|(_, c)| commit.saturating_sub(c));
+            if lag.is_some_and(|l| l > PROMOTE_LAG_SLOTS_MAX) {
+                return Err((
+                    ServerError::Precondition(
+                        "etcdserver: can only promote a learner member which is in sync with \
+                         leader"
+                            .into(),
+                    ),
+                    reply,
+                ));
+            }
+        }
+        let command = synod_paxos::Command {
+            client_id,
+            seq,
+            payload: crate::members::encode_request(&request),
+        };
+        match engine.propose(vec![command]) {
+            Ok(()) => {
+                self.waiting.insert(seq, (reply, deadline));
+                Ok(())
+            }
+            Err(ProposeError::Busy) => Err((ServerError::TooManyRequests, reply)),
+            Err(_) => Err((ServerError::NoLeader, reply)),
+        }
+    }
+
+    /// An admin command was chosen: judge it against the table in force here (every
+    /// replica reaches the same verdict); the leader queues a valid one for proposal.
+    pub(super) fn on_command(
+        &mut self,
+        engine: &Engine,
+        our_client_id: u64,
+        origin: (u64, u64),
+        request: Result<AdminRequest, String>,
+    ) {
+        let verdict = request
+            .map_err(|e| ServerError::InvalidArgument(format!("bad admin request: {e}")))
+            .and_then(|r| self.table.apply(self.cluster_id, &r, origin).map(|_| r));
+        match verdict {
+            Err(e) => {
+                if origin.0 == our_client_id {
+                    if let Some((Some(reply), _)) = self.waiting.remove(&origin.1) {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Ok(request) => {
+                if engine.status().role == Role::Leader && self.queue.len() < QUEUE_MAX {
+                    self.queue.push_back((origin, request));
+                }
+            }
+        }
+    }
+
+    /// At the leader, proposes the next queued change once the previous one is in force.
+    /// It is judged again against the newest table (the one it will replace).
+    pub(super) fn propose_next(&mut self, engine: &mut Engine) {
+        if engine.status().role != Role::Leader {
+            self.queue.clear();
+            return;
+        }
+        while let Some((origin, request)) = self.queue.front().cloned() {
+            let latest = engine
+                .status()
+                .members
+                .as_ref()
+                .and_then(|m| MemberTable::from_membership(m).ok())
+                .unwrap_or_else(|| self.table.clone());
+            let next = latest
+                .apply(self.cluster_id, &request, origin)
+                .and_then(|t| t.to_membership().map_err(ServerError::Precondition));
+            let membership: Membership = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    // Overtaken by an earlier change (say, the same member added twice).
+                    tracing::info!(?request, "membership request refused at proposal: {e}");
+                    self.queue.pop_front();
+                    continue;
+                }
+            };
+            match engine.propose_membership(membership) {
+                Ok(()) => {
+                    tracing::info!(?request, "proposed a membership change");
+                    self.queue.pop_front();
+                }
+                Err(ProposeError::MembershipChanging) => return, // its turn comes
+                Err(_) => {
+                    self.queue.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A membership was applied at `slot`: it becomes the table; answers the request that
+    /// made it if it was taken here. Returns the table's peers for the transport.
+    pub(super) fn on_membership(
+        &mut self,
+        m: &Membership,
+        slot: Slot,
+        our_client_id: u64,
+        shared: &Arc<Shared>,
+    ) -> Option<BTreeMap<NodeId, String>> {
+        let table = match MemberTable::from_membership(m) {
+            Ok(t) => t,
+            Err(e) => {
+                // Chosen, so every replica has it; it only lacks the names and URLs.
+                tracing::error!(slot, "a chosen membership carries a bad member table: {e}");
+                return None;
+            }
+        };
+        if let Some((client, seq)) = table.request {
+            if client == our_client_id {
+                if let Some((Some(reply), _)) = self.waiting.remove(&seq) {
+                    let _ = reply.send(Ok(table.clone()));
+                }
+            }
+        }
+        if table.removed.contains(&self.me) && !self.table.removed.contains(&self.me) {
+            tracing::warn!(
+                slot,
+                "this member was removed from the cluster; it stops once the change is in force"
+            );
+        }
+        // Members leaving stay reachable until the membership without them governs every
+        // open slot: until then their votes still count (a removed leader still leads).
+        let next = table.peer_addrs(self.me);
+        let mut now = self.table.peer_addrs(self.me);
+        now.extend(next.clone());
+        self.next_peers = Some((
+            membership_effective_slot(slot),
+            Instant::now() + REMOVED_LINGER,
+            next,
+        ));
+        shared.set_members(table.clone());
+        self.table = table;
+        Some(now)
+    }
+
+    /// The transport's peers, once a membership change has taken force.
+    pub(super) fn peers_in_force(&mut self, commit: Slot) -> Option<BTreeMap<NodeId, String>> {
+        match &self.next_peers {
+            Some((from, until, _)) if commit >= *from && Instant::now() >= *until => {
+                self.next_peers.take().map(|(_, _, p)| p)
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts moving leadership to `to`; answered when `to` leads (see `poll`).
+    pub(super) fn move_leader(
+        &mut self,
+        engine: &mut Engine,
+        to: NodeId,
+        reply: Reply<()>,
+        deadline: Instant,
+    ) {
+        match engine.transfer_leadership(to) {
+            Ok(()) if to == self.me => {
+                let _ = reply.send(Ok(()));
+            }
+            Ok(()) => self.moves.push((to, reply, deadline)),
+            Err(TransferError::NotLeader) => {
+                let _ = reply.send(Err(ServerError::NotLeader));
+            }
+            Err(TransferError::NotAVoter) => {
+                let _ = reply.send(Err(ServerError::Precondition(
+                    "etcdserver: bad leader transferee".into(),
+                )));
+            }
+        }
+    }
+
+    /// Answers finished or expired leader moves, expires requests, and publishes this
+    /// member's name and client URLs until the table shows them.
+    pub(super) fn poll(
+        &mut self,
+        engine: &mut Engine,
+        client_id: u64,
+        next_seq: &mut u64,
+        now: Instant,
+    ) {
+        let leader = engine.status().leader;
+        for (to, reply, deadline) in std::mem::take(&mut self.moves) {
+            if leader == Some(to) {
+                let _ = reply.send(Ok(()));
+            } else if now >= deadline {
+                let _ = reply.send(Err(ServerError::Precondition(
+                    "etcdserver: request timed out, leader transfer took too long".into(),
+                )));
+            } else {
+                self.moves.push((to, reply, deadline));
+            }
+        }
+        let expired: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, d))| now >= *d)
+            .map(|(&s, _)| s)
+            .collect();
+        for seq in expired {
+            if let Some((Some(reply), _)) = self.waiting.remove(&seq) {
+                let _ = reply.send(Err(ServerError::Timeout));
+            }
+        }
+        self.propose_next(engine);
+        let Some(mine) = self.table.members.get(&self.me) else {
+            return;
+        };
+        let published = mine.name == self.name && mine.client_urls == self.client_urls;
+        let due = self
+            .last_publish
+            .is_none_or(|t| now.duration_since(t) >= PUBLISH_RETRY);
+        if published || !due || leader.is_none() {
+            return;
+        }
+        self.last_publish = Some(now);
+        let request = AdminRequest::Publish {
+            id: self.me,
+            name: self.name.clone(),
+            client_urls: self.client_urls.clone(),
+        };
+        let seq = *next_seq;
+        if self
+            .submit(engine, client_id, seq, request, None, now + PUBLISH_RETRY)
+            .is_ok()
+        {
+            *next_seq += 1;
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The operator: membership changes and leadership hand-overs at random times, under every
+//! fault the seed injects.
+//!
+//! At exponentially distributed times during the fault phase (`Swarm::membership_mean_ms`)
+//! the operator asks the current leader (`Engine::propose_membership`) for one change: add a
+//! learner (a fresh node id with an empty disk, started before the change is proposed or only
+//! once it is chosen), promote a running learner, remove a voter (the leader included: it
+//! hands over), remove a learner, replace a voter by a fresh node, or swap most voters for
+//! running learners in one step; or it asks the leader to hand leadership to a random voter
+//! (`Engine::transfer_leadership`). The engine takes one change at a time and refuses the
+//! rest (`MembershipChanging`); the operator simply tries again at its next turn.
+//!
+//! The operator keeps liveness possible, never safety (safety holds for any membership):
+//! at least `voters_min` voters (3, or 1 in a few seeds without disk corruption), new voters
+//! only among running nodes, and a healthy majority of disks among the voters (corruption is
+//! injected only while that stays true, `faults.rs`). A node id is never reused: a removed
+//! node is stopped for good once the membership without it governs (the commit point passed
+//! its effective slot, `membership_effective_slot`), and never added again.
+//!
+//! Housekeeping runs every [`CONTROLLER_US`] in both phases: a node whose addition was chosen
+//! but that was not started yet is started; a removed one is stopped a little later.
+
+use crate::node::{Held, Request};
+use crate::simulation::{Event, Phase, Simulation};
+use crate::trace::node_name;
+use bytes::Bytes;
+use synod_paxos::{membership_effective_slot, Membership, NodeId, Slot};
+
+/// How often the operator's housekeeping runs.
+pub(crate) const CONTROLLER_US: u64 = 3_000;
+/// Longest wait between a removal taking force and the node being stopped.
+const RETIRE_DELAY_MAX_US: u64 = 30_000;
+
+/// One change the operator may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Transfer,
+    AddLearner,
+    Promote,
+    RemoveVoter,
+    RemoveLearner,
+    Replace,
+    Swap,
+}
+
+impl Simulation {
+    /// The newest chosen membership and the slot that chose it.
+    pub(crate) fn latest_membership(&self) -> (Slot, &Membership) {
+        let (slot, m) = self
+            .memberships
+            .last_key_value()
+            .expect("slot 1's membership is known from the start");
+        (*slot, m)
+    }
+
+    /// A node that was a member of some chosen membership (ids are never reused).
+    fn ever_member(&self, id: NodeId) -> bool {
+        self.memberships.values().any(|m| m.is_member(id))
+    }
+
+    /// A membership was delivered for the first time anywhere: chosen in `slot`.
+    pub(crate) fn membership_chosen(&mut self, slot: Slot, m: Membership) {
+        if self.memberships.get(&slot) == Some(&m) {
+            return; // slot 1, known from the start
+        }
+        self.stats.membership_changes += 1;
+        self.trace.emit(self.now, "OPER", || {
+            format!(
+                "membership chosen in slot {slot} (governs from slot {}): voters {:?} learners {:?}",
+                membership_effective_slot(slot),
+                m.voters(),
+                m.learners()
+            )
+        });
+        if self.proposed.as_ref() == Some(&m) {
+            self.proposed = None;
+        }
+        self.memberships.insert(slot, m);
+        if self.phase == Phase::Faults && self.rng.chance(self.swarm.churn_after_change) {
+            let delay = self.rng.range(0, 3_000);
+            self.schedule(self.now + delay, Event::Churn);
+        }
+    }
+
+    /// Leader churn right after a change: the leader is crashed (within the node-fault cap)
+    /// or cut off, while slots it proposed under the old membership may still be in flight.
+    pub(crate) fn churn(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let duration = self.rng.range(1_000, self.swarm.fault_len_max_ms * 1000);
+        self.stats.faults += 1;
+        if self.node_faults() < self.swarm.node_faults_max && self.rng.chance(0.6) {
+            self.trace.emit(self.now, "OPER", || {
+                format!("churn: crash leader n{leader}")
+            });
+            self.crash_node(leader, duration);
+        } else {
+            self.isolate(leader, duration, "churn after a membership change");
+        }
+    }
+
+    /// The operator's turn: one membership change or hand-over, asked of the leader.
+    pub(crate) fn operator_action(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let mean = self
+            .swarm
+            .membership_mean_ms
+            .expect("scheduled only when on");
+        let gap = self.rng.exponential(mean * 1000).max(1);
+        self.schedule(self.now + gap, Event::Membership);
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let Some(current) = self.node(leader).engine().and_then(|e| e.status().members) else {
+            return;
+        };
+        let action = match self.rng.below(100) {
+            0..=14 => Action::Transfer,
+            15..=34 => Action::AddLearner,
+            35..=54 => Action::Promote,
+            55..=69 => Action::RemoveVoter,
+            70..=79 => Action::Replace,
+            80..=94 => Action::Swap,
+            _ => Action::RemoveLearner,
+        };
+        if action == Action::Transfer {
+            let voters: Vec<NodeId> = current
+                .voters()
+                .iter()
+                .copied()
+                .filter(|&v| v != leader && self.node(v).is_running())
+                .collect();
+            if voters.is_empty() {
+                return;
+            }
+            let to = self.rng.pick(&voters);
+            self.stats.transfers += 1;
+            self.trace.emit(self.now, "OPER", || {
+                format!("ask n{leader} to hand leadership to n{to}")
+            });
+            self.input(leader, Held::Request(Request::TransferLeadership(to)));
+            return;
+        }
+        let Some(next) = self.plan(action, &current) else {
+            return;
+        };
+        if !self.allowed(&current, &next) {
+            return;
+        }
+        self.trace.emit(self.now, "OPER", || {
+            format!(
+                "{action:?}: ask n{leader} for voters {:?} learners {:?} (now {:?} / {:?})",
+                next.voters(),
+                next.learners(),
+                current.voters(),
+                current.learners()
+            )
+        });
+        self.proposed = Some(next.clone());
+        self.input(leader, Held::Request(Request::ChangeMembership(next)));
+    }
+
+    /// The membership `action` leads to from `current`, if it applies.
+    fn plan(&mut self, action: Action, current: &Membership) -> Option<Membership> {
+        let voters = current.voters().to_vec();
+        let learners = current.learners().to_vec();
+        let running_learners: Vec<NodeId> = learners
+            .iter()
+            .copied()
+            .filter(|&l| self.node(l).is_running())
+            .collect();
+        let with = |v: Vec<NodeId>, l: Vec<NodeId>| Membership::with_learners(v, l, Bytes::new());
+        match action {
+            Action::Transfer => None,
+            Action::AddLearner => {
+                let start = self.rng.chance(0.5);
+                let id = self.new_member(start)?;
+                with(voters, learners.into_iter().chain([id]).collect())
+            }
+            Action::Promote => {
+                if running_learners.is_empty() {
+                    return self.plan(Action::AddLearner, current);
+                }
+                let l = self.rng.pick(&running_learners);
+                with(
+                    voters.into_iter().chain([l]).collect(),
+                    learners.into_iter().filter(|&x| x != l).collect(),
+                )
+            }
+            Action::RemoveVoter => {
+                let x = self.rng.pick(&voters);
+                with(voters.into_iter().filter(|&v| v != x).collect(), learners)
+            }
+            Action::RemoveLearner => {
+                if learners.is_empty() {
+                    return None;
+                }
+                let x = self.rng.pick(&learners);
+                with(voters, learners.into_iter().filter(|&l| l != x).collect())
+            }
+            Action::Replace => {
+                let x = self.rng.pick(&voters);
+                let as_voter = self.rng.chance(0.5);
+                // A new voter must be running: start it now.
+                let start = as_voter || self.rng.chance(0.5);
+                let y = self.new_member(start)?;
+                let voters = voters.into_iter().filter(|&v| v != x);
+                if as_voter {
+                    with(voters.chain([y]).collect(), learners)
+                } else {
+                    with(voters.collect(), learners.into_iter().chain([y]).collect())
+                }
+            }
+            Action::Swap => {
+                // Most voters out, running learners in, in one change.
+                if running_learners.len() < 2 {
+                    return self.plan(Action::AddLearner, current);
+                }
+                let mut old = voters.clone();
+                self.rng.shuffle(&mut old);
+                let keep = (voters.len() - 1) / 2;
+                let kept: Vec<NodeId> = old[..keep].to_vec();
+                let dropped: Vec<NodeId> = old[keep..].to_vec();
+                let new_voters: Vec<NodeId> =
+                    kept.iter().chain(&running_learners).copied().collect();
+                let new_learners: Vec<NodeId> = learners
+                    .iter()
+                    .copied()
+                    .filter(|l| !running_learners.contains(l))
+                    .chain(dropped.into_iter().filter(|_| self.rng.chance(0.3)))
+                    .collect();
+                with(new_voters, new_learners)
+            }
+        }
+    }
+
+    /// A node to add: a spare (created earlier, never a member: its addition was not
+    /// chosen), else a fresh id while fewer than `nodes_max` exist. Started now if `start`.
+    fn new_member(&mut self, start: bool) -> Option<NodeId> {
+        let spare = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .find(|&id| !self.node_ref(id).retired && !self.ever_member(id));
+        let id = match spare {
+            Some(id) => id,
+            None if (self.nodes.len() as u64) < self.swarm.nodes_max => {
+                let id = self.create_node();
+                self.trace.emit(self.now, "OPER", || {
+                    format!("new node n{id} with an empty disk")
+                });
+                id
+            }
+            None => return None,
+        };
+        if start && !self.node_ref(id).launched {
+            self.launch(id);
+        }
+        Some(id)
+    }
+
+    fn node_ref(&self, id: NodeId) -> &crate::node::Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    /// Starts a node for the first time.
+    fn launch(&mut self, id: NodeId) {
+        let now = self.now;
+        self.node(id).launch(now);
+        self.trace.emit(self.now, &node_name(id), || {
+            "START (empty disk)".to_string()
+        });
+        self.start_ticking(id);
+        self.poke(id);
+    }
+
+    /// What keeps liveness possible (safety needs none of it): enough voters, new voters
+    /// running, a healthy majority of disks among the voters, no id ever reused.
+    fn allowed(&self, current: &Membership, next: &Membership) -> bool {
+        let voters = next.voters();
+        let min = self.swarm.voters_min.min(current.voters().len());
+        if voters.len() < min.max(1) {
+            return false;
+        }
+        let fresh_voters_run = voters
+            .iter()
+            .filter(|v| !current.contains(**v))
+            .all(|&v| self.node_ref(v).is_running());
+        let healthy = voters.iter().filter(|&&v| self.is_healthy(v)).count();
+        let reused = next
+            .members()
+            .any(|n| !current.is_member(n) && (self.ever_member(n) || self.node_ref(n).retired));
+        fresh_voters_run && healthy > voters.len() / 2 && !reused && next != current
+    }
+
+    /// Housekeeping: start nodes whose addition is chosen, stop removed ones once the
+    /// membership without them governs.
+    pub(crate) fn controller_duty(&mut self) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.schedule(self.now + CONTROLLER_US, Event::Controller);
+        let (_, latest) = self.latest_membership();
+        let latest = latest.clone();
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            let n = self.node_ref(id);
+            if n.retired || n.refused.is_some() {
+                continue;
+            }
+            // A removed node stops once its engine says it is no longer needed (the
+            // membership without it governs and no leader or candidate needs it).
+            let retired = n.engine().is_some_and(|e| e.status().retired);
+            if latest.is_member(id) && !n.launched {
+                self.launch(id);
+            } else if !latest.is_member(id) && retired && self.ever_member(id) {
+                let delay = self.rng.range(0, RETIRE_DELAY_MAX_US);
+                self.node(id).retired = true; // no restart from here on
+                self.schedule(self.now + delay, Event::Retire(id));
+            }
+        }
+    }
+
+    /// A removed node's process stops for good.
+    pub(crate) fn retire(&mut self, id: NodeId) {
+        self.stats.nodes_retired += 1;
+        self.trace.emit(self.now, &node_name(id), || {
+            "STOP for good: removed from the cluster".to_string()
+        });
+        self.node(id).retire();
+    }
+}
