@@ -1,9 +1,8 @@
 //! A cluster of real `synod` processes whose every peer link runs through a fault proxy.
 //!
-//! Member `i` is told (in its own `--initial-cluster`) that member `j` lives at the proxy of
-//! link `i → j`, which forwards to `j`'s real peer port. Member ids derive from the cluster
-//! token and the names only, so the members agree on who is who although each one sees
-//! different URLs for the others.
+//! Every member gets the same `--initial-cluster` (real peer URLs: member ids derive from
+//! them), and member `i` is told with the hidden `--peer-dial` flag to dial member `j` at the
+//! proxy of link `i → j`, which forwards to `j`'s real peer port.
 
 use crate::process::Member;
 use crate::proxy::{Link, LinkMode};
@@ -95,15 +94,16 @@ impl Cluster {
         let mut members = Vec::with_capacity(n);
         for (i, row) in links.iter().enumerate() {
             let name = format!("m{}", i + 1);
-            let initial_cluster = row
+            let initial_cluster = (0..n)
+                .map(|j| format!("m{}=http://127.0.0.1:{}", j + 1, peer_port(j)))
+                .collect::<Vec<_>>()
+                .join(",");
+            let peer_dial = row
                 .iter()
                 .enumerate()
-                .map(|(j, link)| {
-                    let port = match link {
-                        Some(link) => link.addr().port(),
-                        None => peer_port(i),
-                    };
-                    format!("m{}=http://127.0.0.1:{port}", j + 1)
+                .filter_map(|(j, link)| {
+                    link.as_ref()
+                        .map(|l| format!("m{}=127.0.0.1:{}", j + 1, l.addr().port()))
                 })
                 .collect::<Vec<_>>()
                 .join(",");
@@ -121,6 +121,7 @@ impl Cluster {
                     peer_port(i)
                 ),
                 format!("--initial-cluster={initial_cluster}"),
+                format!("--peer-dial={peer_dial}"),
                 format!("--initial-cluster-token={token}"),
                 format!("--heartbeat-interval={}", spec.heartbeat_ms),
                 format!("--election-timeout={}", spec.election_ms),

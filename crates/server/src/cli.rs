@@ -111,6 +111,11 @@ pub struct MemberArgs {
     /// linearizable reads from local state without a read barrier (stale reads). Never use.
     #[arg(long, hide = true)]
     pub planted_bug_local_reads: bool,
+    /// Dial these members at these addresses instead of their peer URLs, e.g.
+    /// `m2=127.0.0.1:4102,m3=127.0.0.1:4103`. For the fault-injection harness only, whose
+    /// proxies sit on every directed link while ids and URLs stay the same everywhere.
+    #[arg(long, default_value = "", hide = true)]
+    pub peer_dial: String,
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,

@@ -96,6 +96,7 @@ impl MemberConfig {
             .validate()
             .map_err(|e| FlagError(format!("configuration: {e}")))?;
         let client_advertise = parse_urls("--advertise-client-urls", &a.advertise_client_urls)?;
+        let peer_dial = parse_peer_dial(&a.peer_dial, &cluster)?;
         Ok(MemberConfig {
             name: a.name.clone(),
             join_existing: a.initial_cluster_state == ClusterState::Existing,
@@ -115,6 +116,7 @@ impl MemberConfig {
                 clock_skew_ppm: a.clock_skew_ppm,
                 request_timeout: Duration::from_millis(a.request_timeout.max(1)),
                 planted_bug_local_reads: a.planted_bug_local_reads,
+                peer_dial,
                 snapshot_every_commands: a.snapshot_count.max(1),
                 client_urls: client_advertise.iter().map(Url::to_string).collect(),
             },
@@ -232,7 +234,10 @@ pub async fn run(
         .members
         .values()
         .filter(|m| m.id != cfg.member_id)
-        .map(|m| (m.id, m.peer_url.authority()))
+        .map(|m| {
+            let addr = cfg.core.peer_dial.get(&m.id).cloned();
+            (m.id, addr.unwrap_or_else(|| m.peer_url.authority()))
+        })
         .collect();
     let peer_addr = cfg
         .peer_listen
@@ -364,4 +369,21 @@ fn initial_table(cfg: &MemberConfig, own_client_urls: bool) -> MemberTable {
         members,
         ..MemberTable::default()
     }
+}
+
+/// `--peer-dial name=host:port,...` (hidden, tests only) by member id.
+fn parse_peer_dial(s: &str, cluster: &InitialCluster) -> Result<BTreeMap<u64, String>, FlagError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, addr) = part
+            .split_once('=')
+            .ok_or_else(|| FlagError(format!("--peer-dial: {part:?}: expected name=host:port")))?;
+        let member = cluster.by_name(name.trim()).ok_or_else(|| {
+            FlagError(format!(
+                "--peer-dial: {name:?} is not a member of --initial-cluster"
+            ))
+        })?;
+        out.insert(member.id, addr.trim().to_string());
+    }
+    Ok(out)
 }

@@ -66,6 +66,8 @@ pub struct CoreConfig {
     pub snapshot_every_commands: u64,
     /// This member's advertised client URLs, published in the member table.
     pub client_urls: Vec<String>,
+    /// Addresses to dial some peers at instead of their peer URLs (`--peer-dial`, tests).
+    pub peer_dial: BTreeMap<NodeId, String>,
 }
 
 #[derive(Debug)]
@@ -109,6 +111,16 @@ struct Core {
     planted_bug_local_reads: bool,
     snapshots: Snapshots,
     admin: super::admin::Admin,
+    peer_dial: BTreeMap<NodeId, String>,
+}
+
+/// Replaces the addresses of peers named in `--peer-dial`.
+fn dial_overrides(peers: &mut BTreeMap<NodeId, String>, dial: &BTreeMap<NodeId, String>) {
+    for (id, addr) in peers.iter_mut() {
+        if let Some(a) = dial.get(id) {
+            addr.clone_from(a);
+        }
+    }
 }
 
 /// Snapshot state: taking them by policy, serving them to lagging peers, and reassembling
@@ -204,7 +216,9 @@ pub fn start(
     );
     // The transport starts with the peers the flags name; the log's member table rules.
     if !admin.table.members.is_empty() {
-        network.set_peers(admin.table.peer_addrs(shared.member_id));
+        let mut peers = admin.table.peer_addrs(shared.member_id);
+        dial_overrides(&mut peers, &cfg.peer_dial);
+        network.set_peers(peers);
         shared.set_members(admin.table.clone());
     }
     let mut core = Core {
@@ -232,6 +246,7 @@ pub fn start(
             ..Snapshots::default()
         },
         admin,
+        peer_dial: cfg.peer_dial.clone(),
     };
     let core = std::thread::Builder::new()
         .name("synod-core".into())
@@ -488,7 +503,7 @@ impl Core {
                     .admin
                     .on_membership(m, slot, self.client_id, &self.shared)
                 {
-                    self.network.set_peers(peers);
+                    self.set_peers(peers);
                 }
                 return;
             }
@@ -730,9 +745,14 @@ impl Core {
     fn removed_and_done(&mut self) -> bool {
         let status = self.engine.status();
         if let Some(peers) = self.admin.peers_in_force(status.commit) {
-            self.network.set_peers(peers);
+            self.set_peers(peers);
         }
         status.retired
+    }
+
+    fn set_peers(&self, mut peers: BTreeMap<NodeId, String>) {
+        dial_overrides(&mut peers, &self.peer_dial);
+        self.network.set_peers(peers);
     }
 
     fn publish(&mut self) {
