@@ -642,8 +642,9 @@ impl Engine {
 
     /// A peer told us its chosen prefix: in a heartbeat reply (`carried` = the commit point
     /// that heartbeat told it) or a reply to catch-up (`None`). A peer below what it was told
-    /// has a gap only `Learn` can fill: send it chosen values, one chunk in flight at a time
-    /// (each reply sends the next at once), again after a heartbeat interval if one is lost.
+    /// has a gap only `Learn` can fill: send it chosen values, a batch of a few chunks at a
+    /// time (the reply showing the batch landed sends the next at once), again after a
+    /// heartbeat interval if something was lost.
     fn peer_reported(&mut self, from: NodeId, peer_commit: Slot, carried: Option<Slot>) {
         let (now, commit, heartbeat) = (
             self.now,

@@ -63,8 +63,9 @@ pub struct MemberArgs {
     /// Every member of the initial cluster: name=peer-url,name=peer-url,...
     #[arg(long, default_value = "default=http://localhost:2380")]
     pub initial_cluster: String,
-    /// `new` bootstraps a cluster; `existing` joins a running one (needs membership changes,
-    /// which are not built yet).
+    /// `new` bootstraps a cluster; `existing` joins a running one: add the member first
+    /// (`etcdctl member add`), then start it with an `--initial-cluster` naming the current
+    /// members and itself. Ignored once the data directory holds state.
     #[arg(long, value_enum, default_value = "new")]
     pub initial_cluster_state: ClusterState,
     /// Shared by every member of one cluster; members of different clusters refuse each other.

@@ -1,6 +1,7 @@
 //! The initial cluster: who the members are, where they listen, and the ids derived from
-//! the flags. Ids are pure functions of the cluster token and the member names, so every
-//! member computes the same ids without talking to the others.
+//! the flags. The cluster id derives from the token, member ids from it and each member's
+//! peer URL (`members::member_id`), so every member, a joining one too, computes the same
+//! ids without talking to the others.
 
 use std::collections::BTreeMap;
 use std::fmt;

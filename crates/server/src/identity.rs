@@ -68,9 +68,11 @@ impl Identity {
         })
     }
 
+    /// The same member: same name and cluster. The member id may differ: ids derive from
+    /// the peer URL a member was added with, and `etcdctl member update` changes the URL but
+    /// not the id, so after an update the flags derive another id; the directory's wins.
     fn same_member(&self, other: &Identity) -> bool {
-        (self.name.as_str(), self.member_id, self.cluster_id)
-            == (other.name.as_str(), other.member_id, other.cluster_id)
+        (self.name.as_str(), self.cluster_id) == (other.name.as_str(), other.cluster_id)
     }
 
     /// Writes the identity, with a fresh incarnation, into a new data directory, or checks it
@@ -194,6 +196,15 @@ mod tests {
         assert_eq!(created.check_or_create(dir.path()).unwrap(), created);
         let e = id("b").check_or_create(dir.path()).unwrap_err();
         assert!(e.contains("belongs to member \"a\""), "{e}");
+        let e = Identity::new("a".into(), 0xabc, 0x123)
+            .check_or_create(dir.path())
+            .unwrap_err();
+        assert!(e.contains("of cluster def"), "{e}");
+        // After `member update` the flags derive another id; the directory's stands.
+        let updated = Identity::new("a".into(), 0x999, 0xdef)
+            .check_or_create(dir.path())
+            .unwrap();
+        assert_eq!(updated, created);
     }
 
     #[test]

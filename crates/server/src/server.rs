@@ -148,6 +148,22 @@ pub async fn run(
         .map_err(|e| format!("cannot create --data-dir {}: {e}", cfg.data_dir.display()))?;
     let mut identity = Identity::new(cfg.name.clone(), cfg.member_id, cfg.cluster.cluster_id)
         .check_or_create(&cfg.data_dir)?;
+    if identity.member_id != cfg.member_id {
+        // The peer URL changed since this member was added (member update): its id is the
+        // one in its data directory; the flags' entry for it names the new URL.
+        tracing::info!(
+            id = format!("{:x}", identity.member_id),
+            derived = format!("{:x}", cfg.member_id),
+            "member id from the data directory (peer URL updated since the member was added)"
+        );
+        let derived = cfg.member_id;
+        cfg.member_id = identity.member_id;
+        cfg.core.engine.id = identity.member_id;
+        if let Some(mut me) = cfg.cluster.members.remove(&derived) {
+            me.id = identity.member_id;
+            cfg.cluster.members.insert(identity.member_id, me);
+        }
+    }
 
     let options = synod_storage::Options {
         segment_bytes_max: cfg.wal_segment_bytes,

@@ -67,21 +67,73 @@ async fn member_id_of(c: &mut Client, peer_url: &str) -> u64 {
         .id()
 }
 
-/// Retries a membership call while the cluster is busy with the previous change or
-/// between leaders.
-macro_rules! retry {
-    ($what:expr, $call:expr) => {{
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match $call.await {
-                Ok(v) => break v,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "{}: {e}", $what);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+/// Adds a member with peer URL `url` and returns its id, retrying while the cluster is busy;
+/// a timed-out attempt may have taken effect, so a member with that URL means done.
+async fn add(c: &mut Client, url: &str, learner: bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let options = learner.then(|| MemberAddOptions::new().with_is_learner());
+        match c.member_add([url.to_string()], options).await {
+            Ok(r) => {
+                let m = r.member().expect("the added member");
+                assert_eq!(m.is_learner(), learner);
+                return m.id();
+            }
+            Err(e) => {
+                if let Ok(list) = c.member_list().await {
+                    if let Some(m) = list.members().iter().find(|m| m.peer_urls() == [url]) {
+                        return m.id();
+                    }
                 }
+                assert!(Instant::now() < deadline, "member add {url}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }};
+    }
+}
+
+/// Promotes learner `id`, retrying while the cluster is busy or the learner catches up; a
+/// timed-out attempt may have taken effect, so a voter `id` means done.
+async fn promote(c: &mut Client, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.member_promote(id).await {
+            Ok(_) => return,
+            Err(e) => {
+                let voter = c
+                    .member_list()
+                    .await
+                    .is_ok_and(|l| l.members().iter().any(|m| m.id() == id && !m.is_learner()));
+                if voter {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "member promote {id:x}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Removes member `id`, retrying while the cluster is busy; a timed-out attempt may have
+/// taken effect, so "not found" after a first failure means done.
+async fn remove(c: &mut Client, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.member_remove(id).await {
+            Ok(_) => return,
+            Err(e) => {
+                let gone = c
+                    .member_list()
+                    .await
+                    .is_ok_and(|l| l.members().iter().all(|m| m.id() != id));
+                if gone {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "member remove {id:x}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Waits until member `i` serves a linearizable read of `key` with `value`.
@@ -129,24 +181,16 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
     // m4 joins as a learner, catches up, and is promoted.
     let m4 = cluster.prepare_join("m4", &[0, 1, 2]);
     let url4 = cluster.peer_url(m4);
-    let added = retry!(
-        "member add m4",
-        admin.member_add(
-            [url4.clone()],
-            Some(MemberAddOptions::new().with_is_learner())
-        )
-    );
-    let id4 = added.member().expect("the added member").id();
-    assert!(added.member().unwrap().is_learner());
+    let id4 = add(&mut admin, &url4, true).await;
     cluster.spawn(m4);
     admin.put("probe", "1", None).await.expect("write");
     wait_serves(&cluster, m4, "probe", "1").await;
-    retry!("member promote m4", admin.member_promote(id4));
+    promote(&mut admin, id4).await;
 
     // m5 joins as a voter directly (etcd allows it; a quorum of four is up meanwhile).
     let m5 = cluster.prepare_join("m5", &[0, 1, 2, m4]);
     let url5 = cluster.peer_url(m5);
-    retry!("member add m5", admin.member_add([url5.clone()], None));
+    add(&mut admin, &url5, false).await;
     cluster.spawn(m5);
     admin.put("probe", "2", None).await.expect("write");
     wait_serves(&cluster, m5, "probe", "2").await;
@@ -167,7 +211,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
         .lock()
         .unwrap()
         .retain(|e| *e != cluster.members[leader].endpoint());
-    retry!("member remove (the leader)", via.member_remove(leader_id));
+    remove(&mut via, leader_id).await;
     wait_exit(&mut cluster, leader, Duration::from_secs(20));
     let gone = others[0];
     let gone_url = cluster.peer_url(gone);
@@ -176,7 +220,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
         .lock()
         .unwrap()
         .retain(|e| *e != cluster.members[gone].endpoint());
-    retry!("member remove", via.member_remove(gone_id));
+    remove(&mut via, gone_id).await;
     wait_exit(&mut cluster, gone, Duration::from_secs(20));
     let list = via.member_list().await.expect("member list");
     assert_eq!(list.members().len(), 3);
@@ -273,7 +317,7 @@ async fn a_wiped_member_is_replaced_by_a_new_one() {
     // The operator removes it and adds a new member in its place (a new peer URL: the old
     // identity never comes back).
     let victim_id = member_id_of(&mut c, &cluster.peer_url(victim)).await;
-    retry!("member remove", c.member_remove(victim_id));
+    remove(&mut c, victim_id).await;
     let again = c
         .member_add([cluster.peer_url(victim)], None)
         .await
@@ -282,7 +326,7 @@ async fn a_wiped_member_is_replaced_by_a_new_one() {
     let peers: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
     let fresh = cluster.prepare_join("m3b", &peers);
     let url = cluster.peer_url(fresh);
-    retry!("member add", c.member_add([url.clone()], None));
+    add(&mut c, &url, false).await;
     cluster.spawn(fresh);
     c.put("after", "y", None).await.expect("write");
     wait_serves(&cluster, fresh, "after", "y").await;

@@ -68,7 +68,12 @@ impl PbMaintenanceService for MaintenanceService {
             raft_applied_index: live.applied_slot,
             errors,
             db_size_in_use: live.db_size_in_use_bytes.max(DB_SIZE_MIN_BYTES) as i64,
-            is_learner: false,
+            is_learner: self
+                .shared
+                .members()
+                .members
+                .get(&self.shared.member_id)
+                .is_some_and(|m| m.learner),
             storage_version: ETCD_VERSION.to_string(),
             db_size_quota: 0,
             downgrade_info: None,

@@ -350,7 +350,9 @@ impl Core {
                 }
             }
             Input::MoveLeader { to, reply } => {
-                let deadline = Instant::now() + self.request_timeout;
+                // Answer before the client's own wait (the request timeout) gives up, so it
+                // hears why rather than a bare timeout.
+                let deadline = Instant::now() + self.request_timeout.mul_f64(0.9);
                 self.admin
                     .move_leader(&mut self.engine, to, reply, deadline);
             }
