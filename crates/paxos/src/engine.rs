@@ -445,6 +445,9 @@ impl Engine {
     /// proposes the first slot a membership governs only once a quorum of its voters holds
     /// every slot before it (`LeaderState::window_end`), so from then on no candidate needs
     /// the old voters' promises; leaders keep removed members up to date until they see it.
+    /// The driver must also know this replica was a member before: a replica that joined
+    /// later sees memberships without it while it replays the log (the simulator checks
+    /// that it was ever a member, the server that its member table lists it as removed).
     pub fn retired(&self) -> bool {
         let Some(latest) = self.log.configs().latest() else {
             return false;

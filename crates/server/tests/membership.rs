@@ -307,7 +307,9 @@ async fn a_wiped_member_is_replaced_by_a_new_one() {
     let mut cluster = Cluster::start(3);
     let leader = wait_leader(&mut cluster, Duration::from_secs(20)).await;
     let mut c = client(&[cluster.members[leader].endpoint()]).await;
-    for i in 0..100 {
+    // Enough slots that the new member, replaying the log, spends a while at memberships
+    // that do not name it yet (it must not take itself for a removed member).
+    for i in 0..1500 {
         c.put(format!("before{i}"), "x", None).await.expect("write");
     }
     // A follower loses its disk.
@@ -330,7 +332,8 @@ async fn a_wiped_member_is_replaced_by_a_new_one() {
     cluster.spawn(fresh);
     c.put("after", "y", None).await.expect("write");
     wait_serves(&cluster, fresh, "after", "y").await;
-    wait_serves(&cluster, fresh, "before99", "x").await;
+    wait_serves(&cluster, fresh, "before1499", "x").await;
+    assert!(cluster.members[fresh].is_running(), "the new member keeps running");
     let list = c.member_list().await.expect("member list");
     assert_eq!(list.members().len(), 3);
     // Names are published once members run.

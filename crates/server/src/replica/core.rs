@@ -749,7 +749,10 @@ impl Core {
         if let Some(peers) = self.admin.peers_in_force(status.commit) {
             self.set_peers(peers);
         }
-        status.retired
+        // The engine only knows the newest membership it learned leaves this member out: a
+        // member that joined later sees such memberships while it replays the log. Removal
+        // is what the member table records (its removed ids).
+        status.retired && self.admin.table.removed.contains(&self.shared.member_id)
     }
 
     fn set_peers(&self, mut peers: BTreeMap<NodeId, String>) {
