@@ -333,7 +333,10 @@ async fn a_wiped_member_is_replaced_by_a_new_one() {
     c.put("after", "y", None).await.expect("write");
     wait_serves(&cluster, fresh, "after", "y").await;
     wait_serves(&cluster, fresh, "before1499", "x").await;
-    assert!(cluster.members[fresh].is_running(), "the new member keeps running");
+    assert!(
+        cluster.members[fresh].is_running(),
+        "the new member keeps running"
+    );
     let list = c.member_list().await.expect("member list");
     assert_eq!(list.members().len(), 3);
     // Names are published once members run.
