@@ -4,7 +4,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use synod_bench::loadgen::cli::{self, Cli, Command, ReportArgs, RunArgs};
 use synod_bench::loadgen::report::ComparePoint;
-use synod_bench::loadgen::{compare, plot, report, runner};
+use synod_bench::loadgen::{compare, plot, report, restart, runner};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,6 +24,10 @@ fn main() -> ExitCode {
                     compare::run(args, &command_line).await.map(|_| ())
                 }
                 Command::Report(args) => report_again(args),
+                Command::Restart(args) => {
+                    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+                    restart::run(args, &command_line).await.map(|_| ())
+                }
             }
         };
         // Ctrl-C drops `work`, and with it any cluster it started: their guards kill the

@@ -25,6 +25,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Print the comparison table (and Markdown) of a compare.json again, and redraw its plot.
     Report(ReportArgs),
+    /// Start a 3-member Synod cluster, write many puts while measuring the data directories,
+    /// then restart one follower and then all members, and time their recovery.
+    Restart(super::restart::RestartArgs),
 }
 
 #[derive(Debug, Clone, Args)]

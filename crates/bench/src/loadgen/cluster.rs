@@ -13,7 +13,7 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +59,13 @@ pub struct Member {
     pub client_port: u16,
     pub peer_port: u16,
     pub log: PathBuf,
+    /// This member's data directory (inside the cluster's).
+    pub data_dir: PathBuf,
+    /// Its command line after the binary, kept so that [`Cluster::restart`] can start it again.
+    args: Vec<String>,
+    /// How many times it has been started (the log of start n > 1 is
+    /// `<system>-<name>.<n>.log`).
+    starts: u32,
     child: Child,
 }
 
@@ -76,8 +83,11 @@ impl Member {
 pub struct Cluster {
     pub system: System,
     pub members: Vec<Member>,
-    /// The members' data directories live in here; removed on drop.
+    /// The members' data directories live in here; removed on drop (unless
+    /// [`Cluster::keep_data`] was called).
     data: Option<tempfile::TempDir>,
+    binary: PathBuf,
+    log_dir: PathBuf,
 }
 
 impl Cluster {
@@ -116,38 +126,36 @@ impl Cluster {
             system,
             members: Vec::with_capacity(MEMBERS),
             data: None,
+            binary: binary.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
         };
         for (i, name) in names.iter().enumerate() {
             let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
             let log = log_dir.join(format!("{system}-{name}.log"));
-            let out = fs::File::create(&log)
-                .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-            let err = out
-                .try_clone()
-                .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
             let client_url = format!("http://127.0.0.1:{client_port}");
             let peer_url = format!("http://127.0.0.1:{peer_port}");
-            let child = Command::new(binary)
-                .arg(format!("--name={name}"))
-                .arg(format!("--data-dir={}", data.path().join(name).display()))
-                .arg(format!("--listen-client-urls={client_url}"))
-                .arg(format!("--advertise-client-urls={client_url}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster={initial_cluster}"))
-                .arg("--initial-cluster-state=new")
-                .arg(format!("--initial-cluster-token={token}"))
-                .args(extra_flags)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            let data_dir = data.path().join(name);
+            let mut args = vec![
+                format!("--name={name}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=new".to_string(),
+                format!("--initial-cluster-token={token}"),
+            ];
+            args.extend(extra_flags.iter().cloned());
+            let child = spawn(binary, &args, &log)?;
             cluster.members.push(Member {
                 name: name.clone(),
                 client_port,
                 peer_port,
                 log,
+                data_dir,
+                args,
+                starts: 1,
                 child,
             });
         }
@@ -239,6 +247,74 @@ impl Cluster {
         Ok(leader)
     }
 
+    /// Stops the members numbered in `which` with SIGTERM, as an operator would (all signalled
+    /// first, then waited for), allowing each up to `timeout` to exit (then kills it and says
+    /// so). Returns how long each took to exit.
+    pub fn terminate(
+        &mut self,
+        which: &[usize],
+        timeout: Duration,
+    ) -> Result<Vec<Duration>, String> {
+        let started = Instant::now();
+        for &i in which {
+            let pid = self.members[i].child.id().to_string();
+            // `kill` the command: the crate forbids the unsafe libc call.
+            let status = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .map_err(|e| format!("cannot run kill: {e}"))?;
+            if !status.success() {
+                return Err(format!("kill -TERM {pid} failed ({status})"));
+            }
+        }
+        let mut took = Vec::with_capacity(which.len());
+        for &i in which {
+            let m = &mut self.members[i];
+            loop {
+                match m.child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if started.elapsed() < timeout => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Ok(None) => {
+                        let _ = m.child.kill();
+                        let _ = m.child.wait();
+                        return Err(format!(
+                            "member {} did not exit within {timeout:?} of SIGTERM (killed)",
+                            m.name
+                        ));
+                    }
+                    Err(e) => return Err(format!("waiting for member {}: {e}", m.name)),
+                }
+            }
+            took.push(started.elapsed());
+        }
+        Ok(took)
+    }
+
+    /// Starts member `i` again (after [`Cluster::terminate`]) with the same flags and data
+    /// directory; its log goes to a new file, `<system>-<name>.<n>.log` for its n-th start.
+    /// Returns the moment just before the process was spawned.
+    pub fn restart(&mut self, i: usize) -> Result<(Instant, SystemTime), String> {
+        let system = self.system;
+        let m = &mut self.members[i];
+        if let Ok(None) = m.child.try_wait() {
+            return Err(format!("member {} is still running", m.name));
+        }
+        m.starts += 1;
+        m.log = self
+            .log_dir
+            .join(format!("{system}-{}.{}.log", m.name, m.starts));
+        let at = (Instant::now(), SystemTime::now());
+        m.child = spawn(&self.binary, &m.args, &m.log)?;
+        Ok(at)
+    }
+
+    /// Keeps the data directories after the cluster is dropped; returns where they are.
+    pub fn keep_data(&mut self) -> Option<PathBuf> {
+        self.data.take().map(tempfile::TempDir::keep)
+    }
+
     /// Kills every member (SIGKILL: the data is thrown away anyway) and waits for them.
     pub fn stop(&mut self) {
         for m in &mut self.members {
@@ -254,6 +330,21 @@ impl Drop for Cluster {
         self.stop();
         // `data` (a TempDir) removes the data directories after this.
     }
+}
+
+/// Starts `binary args`, stdout and stderr to a new file `log`.
+fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, String> {
+    let out = fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+    Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
 }
 
 /// The last `lines` lines of a log file.

@@ -12,12 +12,14 @@
 //! - [`sys`]: what `/proc` tells: CPU seconds of a process, load average, filesystem type.
 //! - [`compare`]: `synod-bench compare`.
 //! - [`plot`]: the PNG.
+//! - [`restart`]: `synod-bench restart`, recovery time and data-directory size.
 
 pub mod cli;
 pub mod cluster;
 pub mod compare;
 pub mod plot;
 pub mod report;
+pub mod restart;
 pub mod runner;
 pub mod sys;
 pub mod workload;
