@@ -3,7 +3,7 @@
 //! member, linearizable or serializable, must show every account and the same total: a
 //! transfer applied in part, twice, or on a stale balance breaks it.
 
-use crate::clients::{classify, Failure, Members};
+use crate::clients::{classify, Failure, Members, Roster};
 use crate::workload::{Shared, WorkloadSpec};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use std::sync::{Arc, Mutex};
@@ -151,12 +151,12 @@ pub async fn init(
 /// One bank client, until `shared.stop`: read everything (checking the total), then often
 /// move a little money between two accounts.
 pub async fn bank_worker(
-    endpoints: Vec<String>,
+    roster: Arc<Roster>,
     spec: WorkloadSpec,
     shared: Arc<Shared>,
     mut rng: Rng,
 ) {
-    let mut members = Members::new(endpoints, spec.op_timeout);
+    let mut members = Members::over(roster, spec.op_timeout);
     while !shared.stopped() {
         let node = members.pick(&mut rng);
         let serializable = rng.chance(0.3);

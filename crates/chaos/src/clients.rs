@@ -2,6 +2,7 @@
 //! worker chose, not wherever a load balancer likes), and how a failed request is read.
 
 use etcd_client::{Client, ConnectOptions};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_sim::rng::Rng;
 
@@ -46,11 +47,62 @@ pub fn classify(e: &etcd_client::Error) -> (Failure, Option<String>) {
     }
 }
 
+/// The members clients may talk to, by index (`m1` is 0): every member the run ever
+/// started, and which of them are in the cluster now. Membership changes update it; workers
+/// read it at every request, as a client refreshing its endpoints from `MemberList` would.
+#[derive(Debug, Default)]
+pub struct Roster {
+    inner: Mutex<Vec<(String, bool)>>,
+}
+
+impl Roster {
+    /// These members, all current.
+    pub fn new(endpoints: Vec<String>) -> Arc<Roster> {
+        Arc::new(Roster {
+            inner: Mutex::new(endpoints.into_iter().map(|e| (e, true)).collect()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, bool)>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A member's endpoint at index `i` (not current until [`Roster::set_current`]).
+    pub fn put(&self, i: usize, endpoint: String) {
+        let mut g = self.lock();
+        while g.len() <= i {
+            g.push((String::new(), false));
+        }
+        g[i] = (endpoint, false);
+    }
+
+    pub fn set_current(&self, i: usize, current: bool) {
+        if let Some(e) = self.lock().get_mut(i) {
+            e.1 = current;
+        }
+    }
+
+    pub fn endpoint(&self, i: usize) -> Option<String> {
+        self.lock().get(i).map(|e| e.0.clone())
+    }
+
+    /// The members in the cluster now.
+    pub fn current(&self) -> Vec<usize> {
+        self.lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.1)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
 /// A worker's connections, one per member, made lazily and remade after any failure (a
 /// killed member's channel should not linger). A member that just failed a request is
-/// avoided for a moment, as a client library with several endpoints would.
+/// avoided for a moment, as a client library with several endpoints would. Requests go to
+/// the roster's current members.
 pub struct Members {
-    endpoints: Vec<String>,
+    roster: Arc<Roster>,
     clients: Vec<Option<Client>>,
     avoid_until: Vec<Option<Instant>>,
     timeout: Duration,
@@ -62,49 +114,63 @@ const AVOID: Duration = Duration::from_millis(300);
 impl std::fmt::Debug for Members {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Members")
-            .field("endpoints", &self.endpoints)
+            .field("roster", &self.roster)
             .finish_non_exhaustive()
     }
 }
 
 impl Members {
+    /// Over a fixed set of members.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Members {
-        let n = endpoints.len();
+        Members::over(Roster::new(endpoints), timeout)
+    }
+
+    /// Over a roster that may change.
+    pub fn over(roster: Arc<Roster>, timeout: Duration) -> Members {
         Members {
-            endpoints,
-            clients: vec![None; n],
-            avoid_until: vec![None; n],
+            roster,
+            clients: Vec::new(),
+            avoid_until: Vec::new(),
             timeout,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.endpoints.len()
+    fn grow(&mut self, i: usize) {
+        if self.clients.len() <= i {
+            self.clients.resize(i + 1, None);
+            self.avoid_until.resize(i + 1, None);
+        }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
-
-    /// A random member, preferring ones that did not fail lately.
-    pub fn pick(&self, rng: &mut Rng) -> usize {
+    /// A random current member, preferring ones that did not fail lately.
+    pub fn pick(&mut self, rng: &mut Rng) -> usize {
         let now = Instant::now();
-        let good: Vec<usize> = (0..self.len())
+        let current = self.roster.current();
+        if let Some(&max) = current.iter().max() {
+            self.grow(max);
+        }
+        let good: Vec<usize> = current
+            .iter()
+            .copied()
             .filter(|&i| self.avoid_until[i].is_none_or(|t| t <= now))
             .collect();
-        if good.is_empty() {
-            rng.below(self.len() as u64) as usize
-        } else {
+        if !good.is_empty() {
             rng.pick(&good)
+        } else if !current.is_empty() {
+            rng.pick(&current)
+        } else {
+            0
         }
     }
 
     pub async fn client(&mut self, i: usize) -> Option<Client> {
+        self.grow(i);
         if self.clients[i].is_none() {
+            let endpoint = self.roster.endpoint(i)?;
             let options = ConnectOptions::new()
                 .with_connect_timeout(self.timeout)
                 .with_timeout(self.timeout);
-            let connect = Client::connect([self.endpoints[i].as_str()], Some(options));
+            let connect = Client::connect([endpoint.as_str()], Some(options));
             self.clients[i] = tokio::time::timeout(self.timeout, connect).await.ok()?.ok();
         }
         self.clients[i].clone()
@@ -112,6 +178,7 @@ impl Members {
 
     /// The request to member `i` failed: avoid it for a while, reconnect next time.
     pub fn failed(&mut self, i: usize) {
+        self.grow(i);
         self.clients[i] = None;
         self.avoid_until[i] = Some(Instant::now() + AVOID);
     }

@@ -26,6 +26,7 @@ pub mod clients;
 pub mod cluster;
 pub mod evidence;
 pub mod history;
+pub mod membership;
 pub mod nemesis;
 pub mod process;
 pub mod proxy;

@@ -21,17 +21,26 @@ struct Cli {
 enum Command {
     /// One run: start a cluster, inject faults for --duration, heal, check.
     Run(RunArgs),
-    /// Runs back to back, alternating 3 and 5 members, until --minutes of faults were
-    /// injected; prints a summary (runs, operations, faults, violations).
+    /// Runs back to back, in turn 3 members, 5 members, and 3 members grown to 5 and shrunk
+    /// back (the membership scenario), until --minutes of faults were injected; prints a
+    /// summary (runs, operations, faults, violations).
     Long(LongArgs),
 }
 
 #[derive(Debug, Args)]
 struct Common {
     /// Fault kinds to draw from, comma-separated [default: all]: kill, pause, partition,
-    /// one-way, leader-isolated, quorum-loss, constrained-election, chained, flaky, resets.
+    /// one-way, leader-isolated, quorum-loss, constrained-election, chained, flaky, resets;
+    /// and membership (a membership change, not among the default).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// The membership scenario: grow the cluster from --nodes to --nodes + 2 members one at
+    /// a time (learners promoted once caught up, or voters at once), shrink it back (the
+    /// leader half the time), again, with replacements and leader moves now and then; half
+    /// the changes run under a fault of --faults, and a third of the turns are a plain fault.
+    /// At the end the cluster is shrunk back to --nodes. With `long`: every run.
+    #[arg(long)]
+    membership: bool,
     /// Extra flags for every member, e.g. --member-flag=--read-mode=quorum (after the
     /// defaults --snapshot-count=2000 --wal-segment-bytes=262144, which a flag of the same
     /// name replaces).
@@ -124,6 +133,7 @@ fn config(
     nodes: usize,
     duration: Duration,
     seed: u64,
+    membership: bool,
 ) -> Result<RunConfig, String> {
     if nodes < 3 {
         return Err("--nodes must be at least 3 (faults need a majority to survive)".into());
@@ -133,14 +143,23 @@ fn config(
         None => binary::find_synod()?,
     };
     let mut cfg = RunConfig::new(binary, nodes, duration, seed);
-    if !common.faults.is_empty() {
-        let kinds = common
+    let kinds = if common.faults.is_empty() {
+        synod_chaos::ALL_FAULTS.to_vec()
+    } else {
+        common
             .faults
             .iter()
             .map(|f| FaultKind::parse(f).ok_or_else(|| format!("unknown fault kind {f:?}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        cfg.scenario = Scenario::Random(kinds);
-    }
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    cfg.scenario = if membership {
+        Scenario::Membership {
+            faults: kinds,
+            max: nodes + 2,
+        }
+    } else {
+        Scenario::Random(kinds)
+    };
     cfg.cluster
         .flags
         .extend(common.member_flags.iter().cloned());
@@ -214,7 +233,7 @@ async fn terminated() {
 }
 
 async fn one(a: RunArgs) -> Result<bool, String> {
-    let cfg = config(&a.common, a.nodes, a.duration, a.seed)?;
+    let cfg = config(&a.common, a.nodes, a.duration, a.seed, a.common.membership)?;
     let report = run(&cfg).await?;
     print_report(&report);
     Ok(report.passed())
@@ -226,8 +245,14 @@ async fn long(a: LongArgs) -> Result<bool, String> {
     let mut totals = Totals::default();
     let mut seed = a.seed;
     while totals.fault_time < target {
-        let nodes = if totals.runs % 2 == 0 { 3 } else { 5 };
-        let cfg = config(&a.common, nodes, a.run_duration, seed)?;
+        // 3 members, 5 members, 3 grown to 5 and back; or only the last with --membership.
+        let turn = totals.runs + totals.harness_errors.len() as u64;
+        let (nodes, membership) = match (a.common.membership, turn % 3) {
+            (true, _) | (false, 2) => (3, true),
+            (false, 0) => (3, false),
+            (false, _) => (5, false),
+        };
+        let cfg = config(&a.common, nodes, a.run_duration, seed, membership)?;
         seed += 1;
         match run(&cfg).await {
             Ok(report) => {
@@ -258,7 +283,10 @@ async fn long(a: LongArgs) -> Result<bool, String> {
 #[derive(Debug, Default)]
 struct Totals {
     runs: u64,
-    runs_by_size: BTreeMap<usize, u64>,
+    runs_by_size: BTreeMap<String, u64>,
+    changes: u64,
+    changes_done: u64,
+    change_kinds: BTreeMap<String, u64>,
     ops: synod_chaos::history::OpCounts,
     bank: synod_chaos::bank::BankCounts,
     faults: BTreeMap<String, u64>,
@@ -271,11 +299,29 @@ struct Totals {
 impl Totals {
     fn add(&mut self, r: &RunReport) {
         self.runs += 1;
-        *self.runs_by_size.entry(r.nodes).or_default() += 1;
+        let kind = if r.changes > 0 {
+            format!("{} nodes with membership changes", r.nodes)
+        } else {
+            format!("{} nodes", r.nodes)
+        };
+        *self.runs_by_size.entry(kind).or_default() += 1;
+        self.changes += r.changes;
+        self.changes_done += r.changes_done;
         self.ops.add(&r.ops);
         self.bank.add(&r.bank);
-        for f in &r.faults {
+        for f in r
+            .faults
+            .iter()
+            .filter(|f| !synod_chaos::run::is_change(&f.kind))
+        {
             *self.faults.entry(f.kind.clone()).or_default() += 1;
+        }
+        for f in r
+            .faults
+            .iter()
+            .filter(|f| synod_chaos::run::is_change(&f.kind))
+        {
+            *self.change_kinds.entry(f.kind.clone()).or_default() += 1;
         }
         self.fault_time += r.fault_time;
         self.recovery_max = self.recovery_max.max(r.recovery.unwrap_or(Duration::MAX));
@@ -294,7 +340,7 @@ impl Totals {
             self.runs,
             self.runs_by_size
                 .iter()
-                .map(|(n, c)| format!("{c} × {n} nodes"))
+                .map(|(n, c)| format!("{c} × {n}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -319,6 +365,18 @@ impl Totals {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if self.changes > 0 {
+            println!(
+                "membership:  {} changes, {} done: {}",
+                self.changes,
+                self.changes_done,
+                self.change_kinds
+                    .iter()
+                    .map(|(k, c)| format!("{k} {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         println!(
             "recovery:    slowest {:.2}s from healing to every member serving",
             self.recovery_max.as_secs_f64()

@@ -1,6 +1,7 @@
 //! Running a fault schedule against a live cluster.
 
 use crate::cluster::Cluster;
+use crate::membership::{self, Outcome, Planner};
 use crate::proxy::LinkMode;
 use crate::schedule::{compound, name, plan, Action, Fault, FaultKind};
 use std::time::{Duration, Instant};
@@ -15,6 +16,23 @@ pub enum Scenario {
     /// an election), then cut it from its peers while clients keep reading from it; again and
     /// again. The lease test: `target` is the member whose clock is skewed.
     IsolateLeader { target: usize },
+    /// Membership changes (`membership.rs`): grow from the initial members to `max` one at a
+    /// time, shrink back, again (now and then a replacement or a leader move instead); each
+    /// change runs with a fault of `faults` in force half the time, and a third of the turns
+    /// are a plain fault instead of a change. When the time is up, everything is healed and
+    /// the cluster shrunk back to its initial size.
+    Membership { faults: Vec<FaultKind>, max: usize },
+}
+
+/// What the nemesis did, and what it found itself.
+#[derive(Clone, Debug, Default)]
+pub struct Nemesis {
+    pub records: Vec<FaultRecord>,
+    /// Findings of the nemesis: a membership change that could not be finished with no
+    /// fault in force.
+    pub findings: Vec<String>,
+    /// The most members the cluster had at once.
+    pub members_max: usize,
 }
 
 /// One injected fault, for reports.
@@ -32,7 +50,7 @@ pub struct FaultRecord {
 pub fn apply(cluster: &mut Cluster, action: Action) -> std::io::Result<()> {
     match action {
         Action::Kill(i) => cluster.members[i].kill(),
-        Action::Restart(i) => cluster.members[i].spawn()?,
+        Action::Restart(i) => cluster.restart(i)?,
         Action::Pause(i) => cluster.members[i].pause(),
         Action::Resume(i) => cluster.members[i].resume(),
         Action::Link(a, b, mode) => cluster.set_link(a, b, mode),
@@ -66,9 +84,22 @@ pub async fn run(
     rng: &mut Rng,
     run_start: Instant,
     verbose: bool,
-) -> std::io::Result<Vec<FaultRecord>> {
+) -> std::io::Result<Nemesis> {
     let end = Instant::now() + duration;
-    let mut records = Vec::new();
+    let initial = cluster.current().len();
+    let mut out = Nemesis {
+        members_max: initial,
+        ..Nemesis::default()
+    };
+    let mut planner = match scenario {
+        Scenario::Membership { max, .. } => Planner::new(initial, *max),
+        _ => Planner::new(initial, initial + 2),
+    };
+    let log = |at: Duration, what: &str| {
+        if verbose {
+            eprintln!("[{:7.1}s] {what}", at.as_secs_f64());
+        }
+    };
     while Instant::now() < end {
         let gap = Duration::from_millis(rng.range(300, 1500));
         tokio::time::sleep(gap.min(end.saturating_duration_since(Instant::now()))).await;
@@ -76,42 +107,228 @@ pub async fn run(
         if left < Duration::from_millis(300) {
             break;
         }
-        let record = match scenario {
+        match scenario {
             Scenario::Random(kinds) => {
-                let leader = cluster.leader().await;
                 let kind = rng.pick(kinds);
-                let hold = Duration::from_millis(rng.range(1000, 5000)).min(left);
-                let mut fault = plan(kind, cluster.len(), leader, hold, rng);
-                compound(&mut fault, cluster.len(), rng);
-                let at = run_start.elapsed();
-                if verbose {
-                    eprintln!("[{:7.1}s] {}", at.as_secs_f64(), fault.description);
-                }
-                let (began, held) = inject(cluster, &fault).await?;
-                let isolated = (kind == FaultKind::LeaderIsolated)
-                    .then_some(leader)
-                    .flatten()
-                    .map(|l| (l, began, began + held));
-                FaultRecord {
-                    kind: kind.name().to_string(),
-                    description: fault.description.clone(),
-                    at,
-                    held,
-                    isolated,
+                if kind == FaultKind::Membership {
+                    change(cluster, &mut planner, None, rng, run_start, &log, &mut out).await?;
+                } else {
+                    let record = random_fault(cluster, kind, left, rng, run_start, &log).await?;
+                    out.records.push(record);
                 }
             }
             Scenario::IsolateLeader { target } => {
-                let Some(record) =
+                if let Some(record) =
                     isolate_leader(cluster, *target, rng, run_start, verbose).await?
-                else {
-                    continue;
-                };
-                record
+                {
+                    out.records.push(record);
+                }
             }
-        };
-        records.push(record);
+            Scenario::Membership { faults, .. } => {
+                let plain: Vec<FaultKind> = faults
+                    .iter()
+                    .copied()
+                    .filter(|&k| k != FaultKind::Membership)
+                    .collect();
+                if !plain.is_empty() && rng.chance(0.33) {
+                    let kind = rng.pick(&plain);
+                    let record = random_fault(cluster, kind, left, rng, run_start, &log).await?;
+                    out.records.push(record);
+                    continue;
+                }
+                // Faults of one step: held while the change runs.
+                let during: Vec<FaultKind> = plain
+                    .iter()
+                    .copied()
+                    .filter(|k| !matches!(k, FaultKind::Resets | FaultKind::ConstrainedElection))
+                    .collect();
+                let overlap = (!during.is_empty() && rng.chance(0.5)).then(|| rng.pick(&during));
+                change(
+                    cluster,
+                    &mut planner,
+                    overlap,
+                    rng,
+                    run_start,
+                    &log,
+                    &mut out,
+                )
+                .await?;
+            }
+        }
     }
-    Ok(records)
+    if let Scenario::Membership { .. } = scenario {
+        settle(cluster, &planner, rng, run_start, &log, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// One fault of `kind` among the current members, injected, held and healed.
+async fn random_fault(
+    cluster: &mut Cluster,
+    kind: FaultKind,
+    left: Duration,
+    rng: &mut Rng,
+    run_start: Instant,
+    log: &impl Fn(Duration, &str),
+) -> std::io::Result<FaultRecord> {
+    let leader = cluster.leader().await;
+    let members = cluster.current();
+    let hold = Duration::from_millis(rng.range(1000, 5000)).min(left);
+    let mut fault = plan(kind, &members, leader, hold, rng);
+    compound(&mut fault, &members, rng);
+    let at = run_start.elapsed();
+    log(at, &fault.description);
+    let (began, held) = inject(cluster, &fault).await?;
+    let isolated = (kind == FaultKind::LeaderIsolated)
+        .then_some(leader)
+        .flatten()
+        .map(|l| (l, began, began + held));
+    Ok(FaultRecord {
+        kind: kind.name().to_string(),
+        description: fault.description.clone(),
+        at,
+        held,
+        isolated,
+    })
+}
+
+fn change_record(outcome: Outcome, at: Duration, held: Duration) -> FaultRecord {
+    FaultRecord {
+        kind: outcome.kind.to_string(),
+        description: if outcome.done {
+            outcome.description
+        } else {
+            format!("{} (NOT DONE)", outcome.description)
+        },
+        at,
+        held,
+        isolated: None,
+    }
+}
+
+/// One membership change from `planner`, with a fault of kind `overlap` (planned among the
+/// members before the change) in force while it runs.
+async fn change(
+    cluster: &mut Cluster,
+    planner: &mut Planner,
+    overlap: Option<FaultKind>,
+    rng: &mut Rng,
+    run_start: Instant,
+    log: &impl Fn(Duration, &str),
+    out: &mut Nemesis,
+) -> std::io::Result<()> {
+    if let Err(e) = membership::refresh(cluster, rng).await {
+        log(run_start.elapsed(), &format!("no member table: {e}"));
+        return Ok(());
+    }
+    for o in membership::promote_learners(cluster, rng).await {
+        let at = run_start.elapsed();
+        log(at, &o.description);
+        out.records.push(change_record(o, at, Duration::ZERO));
+    }
+    let leader = cluster.leader().await;
+    let current = cluster.current();
+    let next = planner.next(&current, &cluster.voters(), leader, rng);
+    let fault = overlap.map(|kind| {
+        let hold = Duration::from_millis(rng.range(1000, 5000));
+        let mut f = plan(kind, &current, leader, hold, rng);
+        compound(&mut f, &current, rng);
+        f
+    });
+    let at = run_start.elapsed();
+    let began = Instant::now();
+    if let Some(f) = &fault {
+        log(
+            at,
+            &format!("{} (while the next change runs)", f.description),
+        );
+        for (actions, _) in &f.steps {
+            for &a in actions {
+                apply(cluster, a)?;
+            }
+        }
+    }
+    log(at, &format!("{next:?}"));
+    let outcome = membership::execute(cluster, next, rng).await;
+    let change_held = began.elapsed();
+    if let Some(f) = &fault {
+        tokio::time::sleep(f.duration().saturating_sub(began.elapsed())).await;
+        for a in f.heal() {
+            apply(cluster, a)?;
+        }
+        out.records.push(FaultRecord {
+            kind: f.kind.name().to_string(),
+            description: format!("{} (while a membership change ran)", f.description),
+            at,
+            held: began.elapsed(),
+            isolated: None,
+        });
+    }
+    log(run_start.elapsed(), &outcome.description);
+    out.records.push(change_record(outcome, at, change_held));
+    out.members_max = out.members_max.max(cluster.current().len());
+    Ok(())
+}
+
+/// After the faults: heal, promote what is left a learner, shrink back to the initial size.
+/// With nothing in the way, a change that cannot be finished is a finding.
+async fn settle(
+    cluster: &mut Cluster,
+    planner: &Planner,
+    rng: &mut Rng,
+    run_start: Instant,
+    log: &impl Fn(Duration, &str),
+    out: &mut Nemesis,
+) -> std::io::Result<()> {
+    cluster.heal_all()?;
+    let deadline = Instant::now() + membership::CHANGE_DEADLINE * 4;
+    loop {
+        if let Err(e) = membership::refresh(cluster, rng).await {
+            if Instant::now() >= deadline {
+                out.findings
+                    .push(format!("membership: no member table after healing: {e}"));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        for o in membership::promote_learners(cluster, rng).await {
+            let at = run_start.elapsed();
+            log(at, &o.description);
+            if !o.done {
+                out.findings.push(format!(
+                    "membership: with no fault in force: {}",
+                    o.description
+                ));
+            }
+            out.records.push(change_record(o, at, Duration::ZERO));
+        }
+        let leader = cluster.leader().await;
+        let Some(next) = planner.shrink(&cluster.current(), leader, rng) else {
+            return Ok(());
+        };
+        let at = run_start.elapsed();
+        log(at, &format!("{next:?} (shrinking back)"));
+        let began = Instant::now();
+        let outcome = membership::execute(cluster, next, rng).await;
+        log(run_start.elapsed(), &outcome.description);
+        if !outcome.done {
+            out.findings.push(format!(
+                "membership: with no fault in force: {}",
+                outcome.description
+            ));
+        }
+        out.records
+            .push(change_record(outcome, at, began.elapsed()));
+        if Instant::now() >= deadline {
+            out.findings.push(format!(
+                "membership: not back to {} members within {:?} of healing",
+                planner.min,
+                membership::CHANGE_DEADLINE * 4
+            ));
+            return Ok(());
+        }
+    }
 }
 
 fn cut_off(x: usize, n: usize) -> Vec<Action> {
@@ -134,7 +351,7 @@ async fn isolate_leader(
     run_start: Instant,
     verbose: bool,
 ) -> std::io::Result<Option<FaultRecord>> {
-    let n = cluster.len();
+    let n = cluster.current().len();
     if !cluster.claims_leadership(target).await && n >= 5 {
         steer(cluster, target, rng).await?;
     }
@@ -169,7 +386,7 @@ async fn isolate_leader(
 /// Makes `target` the leader: two peers reach only `target` (not each other), the rest are cut
 /// off entirely, so `target` is the one member that can gather a majority.
 async fn steer(cluster: &mut Cluster, target: usize, rng: &mut Rng) -> std::io::Result<()> {
-    let n = cluster.len();
+    let n = cluster.current().len();
     let mut others: Vec<usize> = (0..n).filter(|&o| o != target).collect();
     rng.shuffle(&mut others);
     let (a, b) = (others[0], others[1]);

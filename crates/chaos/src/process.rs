@@ -47,6 +47,11 @@ impl Member {
         }
     }
 
+    /// The flags of every later start.
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.args = args;
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
     }
@@ -128,6 +133,17 @@ impl Member {
             Some(c) => c.try_wait().ok().flatten(),
             None => None,
         }
+    }
+
+    /// Whether it was ever started.
+    pub fn started(&self) -> bool {
+        self.starts > 0
+    }
+
+    /// Exited by itself with status 0: a removed member that stopped once the change was in
+    /// force (a crash, an assertion or a disk error exits otherwise).
+    pub fn exited_cleanly(&mut self) -> bool {
+        self.exited_on_its_own().is_some_and(|s| s.success())
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

@@ -23,6 +23,7 @@
 //! [`Link::reset`] closes every open connection of the link at once (a connection reset),
 //! which the dialer sees as a broken connection and redials.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -78,6 +79,10 @@ pub struct LinkStats {
 }
 
 /// One directed link's proxy. Dropping it closes its listener and every connection.
+///
+/// A link either listens on a port of its own ([`Link::start`]: the dialer is told to
+/// connect there with `--peer-dial`), or is one route of a [`FrontDoor`] that several
+/// dialers share ([`FrontDoor::link`]); both behave alike.
 #[derive(Debug)]
 pub struct Link {
     listen: SocketAddr,
@@ -85,7 +90,15 @@ pub struct Link {
     /// Bumped by [`Link::reset`]; connections opened under an older value close.
     generation: watch::Sender<u64>,
     counters: Arc<LinkCounters>,
-    accept: JoinHandle<()>,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// What a connection of a link needs to see of it.
+#[derive(Clone, Debug)]
+struct Tap {
+    mode: watch::Receiver<LinkMode>,
+    generation: watch::Receiver<u64>,
+    counters: Arc<LinkCounters>,
 }
 
 impl Link {
@@ -94,24 +107,28 @@ impl Link {
     pub async fn start(target: SocketAddr, seed: u64) -> std::io::Result<Link> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let listen = listener.local_addr()?;
+        let (mut link, tap) = Link::unbound(listen);
+        link.accept = Some(tokio::spawn(accept_loop(listener, target, tap, seed)));
+        Ok(link)
+    }
+
+    fn unbound(listen: SocketAddr) -> (Link, Tap) {
         let (mode, _) = watch::channel(LinkMode::Pass);
         let (generation, _) = watch::channel(0u64);
         let counters = Arc::new(LinkCounters::default());
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            target,
-            mode.subscribe(),
-            generation.subscribe(),
-            counters.clone(),
-            seed,
-        ));
-        Ok(Link {
+        let tap = Tap {
+            mode: mode.subscribe(),
+            generation: generation.subscribe(),
+            counters: counters.clone(),
+        };
+        let link = Link {
             listen,
             mode,
             generation,
             counters,
-            accept,
-        })
+            accept: None,
+        };
+        (link, tap)
     }
 
     /// Where the dialing member must connect.
@@ -146,18 +163,139 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         // Connection tasks end when the generation sender goes (see `serve`).
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
+    }
+}
+
+/// The peer transport's hello (crates/server/src/transport/handshake.rs): magic
+/// `b"SYNODPX1"`, version u16 LE, cluster id u64 LE, *sender id* u64 LE, receiver id u64 LE,
+/// incarnation u64 LE.
+const HELLO_MAGIC: &[u8; 8] = b"SYNODPX1";
+const HELLO_SENDER_AT: usize = 8 + 2 + 8;
+const HELLO_BYTES: usize = 8 + 2 + 4 * 8;
+
+/// The sender's member id in a framed hello (length prefix included), if it is one.
+pub fn hello_sender(frame: &[u8]) -> Option<u64> {
+    let payload = frame.get(4..)?;
+    if payload.len() != HELLO_BYTES || &payload[..8] != HELLO_MAGIC {
+        return None;
+    }
+    let id = payload.get(HELLO_SENDER_AT..HELLO_SENDER_AT + 8)?;
+    Some(u64::from_le_bytes(id.try_into().ok()?))
+}
+
+/// One listener in front of a member's peer port that every dialer shares, telling the
+/// directed links apart by the sender id in the transport's hello (the first frame of
+/// every peer connection).
+///
+/// Why: a member added at run time is dialed by members started before it existed, at the
+/// peer URL they read from the member table; they cannot be given a `--peer-dial` entry for
+/// it (the server accepts entries only for names in `--initial-cluster`). So an added
+/// member *advertises* its front door's address as its peer URL (its member id derives from
+/// it) and listens on another port; every connection to it crosses the front door, which
+/// routes it through the link of its sender.
+#[derive(Debug)]
+pub struct FrontDoor {
+    listen: SocketAddr,
+    routes: Arc<std::sync::Mutex<HashMap<u64, (Tap, Rng)>>>,
+    /// Connections whose first frame named no known sender (passed through unfaulted).
+    unknown: Arc<AtomicU64>,
+    accept: JoinHandle<()>,
+}
+
+impl FrontDoor {
+    pub async fn start(target: SocketAddr) -> std::io::Result<FrontDoor> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listen = listener.local_addr()?;
+        let routes = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let unknown = Arc::new(AtomicU64::new(0));
+        let accept = tokio::spawn(front_door_loop(
+            listener,
+            target,
+            routes.clone(),
+            unknown.clone(),
+        ));
+        Ok(FrontDoor {
+            listen,
+            routes,
+            unknown,
+            accept,
+        })
+    }
+
+    /// The address to advertise.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The link carrying what member `sender` says to the member behind this door.
+    pub fn link(&self, sender: u64, seed: u64) -> Link {
+        let (link, tap) = Link::unbound(self.listen);
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sender, (tap, Rng::new(seed)));
+        link
+    }
+
+    /// Connections from a sender no link was made for: they went through unfaulted.
+    pub fn unknown_senders(&self) -> u64 {
+        self.unknown.load(Relaxed)
+    }
+}
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
         self.accept.abort();
     }
 }
 
-async fn accept_loop(
+async fn front_door_loop(
     listener: TcpListener,
     target: SocketAddr,
-    mode: watch::Receiver<LinkMode>,
-    generation: watch::Receiver<u64>,
-    counters: Arc<LinkCounters>,
-    seed: u64,
+    routes: Arc<std::sync::Mutex<HashMap<u64, (Tap, Rng)>>>,
+    unknown: Arc<AtomicU64>,
 ) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let routes = routes.clone();
+        let unknown = unknown.clone();
+        tokio::spawn(async move {
+            // The dialer sends its hello at once; one that does not is given up on as the
+            // member would.
+            let first = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut inbound));
+            let Ok(Ok(hello)) = first.await else {
+                return;
+            };
+            let route = hello_sender(&hello).and_then(|id| {
+                let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+                routes
+                    .get_mut(&id)
+                    .map(|(tap, rng)| (tap.clone(), rng.fork()))
+            });
+            let (tap, rng) = match route {
+                Some(r) => r,
+                None => {
+                    unknown.fetch_add(1, Relaxed);
+                    let (link, tap) = Link::unbound(target);
+                    // Kept alive for the connection's life: a pass-through.
+                    let _link = link;
+                    serve(inbound, target, tap, Rng::new(0), Some(hello)).await;
+                    return;
+                }
+            };
+            tap.counters.connections.fetch_add(1, Relaxed);
+            serve(inbound, target, tap, rng, Some(hello)).await;
+        });
+    }
+}
+
+async fn accept_loop(listener: TcpListener, target: SocketAddr, tap: Tap, seed: u64) {
     let mut rng = Rng::new(seed);
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
@@ -165,27 +303,19 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        counters.connections.fetch_add(1, Relaxed);
-        tokio::spawn(serve(
-            inbound,
-            target,
-            mode.clone(),
-            generation.clone(),
-            counters.clone(),
-            rng.fork(),
-        ));
+        tap.counters.connections.fetch_add(1, Relaxed);
+        tokio::spawn(serve(inbound, target, tap.clone(), rng.fork(), None));
     }
 }
 
 /// One connection, until either side closes, the link is reset, or the link is dropped.
-async fn serve(
-    inbound: TcpStream,
-    target: SocketAddr,
-    mode: watch::Receiver<LinkMode>,
-    mut generation: watch::Receiver<u64>,
-    counters: Arc<LinkCounters>,
-    rng: Rng,
-) {
+/// `first`: a frame already read from the dialer (a front door reads the hello).
+async fn serve(inbound: TcpStream, target: SocketAddr, tap: Tap, rng: Rng, first: Option<Vec<u8>>) {
+    let Tap {
+        mode,
+        mut generation,
+        counters,
+    } = tap;
     let born = *generation.borrow_and_update();
     let reset = async move {
         loop {
@@ -195,7 +325,7 @@ async fn serve(
         }
     };
     tokio::select! {
-        _ = forward(inbound, target, mode, counters, rng) => {}
+        _ = forward(inbound, target, mode, counters, rng, first) => {}
         _ = reset => {}
     }
 }
@@ -206,6 +336,7 @@ async fn forward(
     mut mode: watch::Receiver<LinkMode>,
     counters: Arc<LinkCounters>,
     mut rng: Rng,
+    first: Option<Vec<u8>>,
 ) {
     // An unreachable host: hold the dialer's connection, unconnected, while blackholed.
     if mode.wait_for(|m| *m != LinkMode::Blackhole).await.is_err() {
@@ -230,7 +361,15 @@ async fn forward(
         }
     };
     let reader = async {
-        while let Ok(frame) = read_frame(&mut in_r).await {
+        let mut first = first;
+        loop {
+            let frame = match first.take() {
+                Some(f) => f,
+                None => match read_frame(&mut in_r).await {
+                    Ok(f) => f,
+                    Err(_) => return,
+                },
+            };
             let now = Instant::now();
             let release = match *mode.borrow() {
                 LinkMode::Pass => Some(now),

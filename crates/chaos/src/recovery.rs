@@ -2,18 +2,19 @@
 //! linearizable read again. Each member is probed on its own (a slow one must not delay the
 //! others' measurement), on keys the register check does not look at.
 
-use crate::clients::Members;
+use crate::clients::{Members, Roster};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Time from now until every member answered a put and then a linearizable get, or `None`
-/// if some member did not within `limit`.
-pub async fn measure(endpoints: &[String], limit: Duration) -> Option<Duration> {
+/// Time from now until every member of `at` answered a put and then a linearizable get, or
+/// `None` if some member did not within `limit`.
+pub async fn measure(roster: &Arc<Roster>, at: &[usize], limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     let mut probes = Vec::new();
-    for i in 0..endpoints.len() {
-        let endpoints = endpoints.to_vec();
+    for &i in at {
+        let roster = roster.clone();
         probes.push(tokio::spawn(async move {
-            let mut members = Members::new(endpoints, Duration::from_secs(1));
+            let mut members = Members::over(roster, Duration::from_secs(1));
             let key = format!("probe/{i}");
             while start.elapsed() < limit {
                 if probe(&mut members, i, &key).await {

@@ -3,6 +3,7 @@
 
 use crate::bank::{self, BankCounts};
 use crate::checks;
+use crate::clients::Roster;
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::history::OpCounts;
 use crate::nemesis::{self, FaultRecord, Scenario};
@@ -76,8 +77,9 @@ pub struct RunReport {
     pub seed: u64,
     pub ops: OpCounts,
     pub bank: BankCounts,
+    /// Faults and membership changes ([`is_change`]), in order.
     pub faults: Vec<FaultRecord>,
-    /// Time some fault was in force.
+    /// Time some fault was in force (membership changes not counted).
     pub fault_time: Duration,
     /// From healing until every member served a write and a linearizable read.
     pub recovery: Option<Duration>,
@@ -87,6 +89,13 @@ pub struct RunReport {
     pub isolated_read_longest: Option<Duration>,
     pub isolated_reads: u64,
     pub violations: Vec<String>,
+    /// Members at the start and at the end (they differ after membership changes).
+    pub members_final: usize,
+    /// Membership changes asked for, and how many the member table showed done.
+    pub changes: u64,
+    pub changes_done: u64,
+    /// The most members the cluster had at once.
+    pub members_max: usize,
     /// Kept when something was found (or when asked).
     pub log_dir: Option<PathBuf>,
     pub wall: Duration,
@@ -99,9 +108,18 @@ impl RunReport {
 
     /// One line per run.
     pub fn summary(&self) -> String {
+        let membership = if self.changes > 0 {
+            format!(
+                " and {} membership changes ({} done; up to {} members, {} at the end)",
+                self.changes, self.changes_done, self.members_max, self.members_final
+            )
+        } else {
+            String::new()
+        };
         format!(
             "{} nodes, seed {}: {} ops ({} ok, {} unknown, {} failed), {} bank reads, {} \
-             transfers, {} faults over {:.0}s, recovery {}, check {:.1}s, {} violation(s)",
+             transfers, {} faults{membership} over {:.0}s, recovery {}, check {:.1}s, {} \
+             violation(s)",
             self.nodes,
             self.seed,
             self.ops.total(),
@@ -110,7 +128,7 @@ impl RunReport {
             self.ops.failed,
             self.bank.reads,
             self.bank.transfers_ok,
-            self.faults.len(),
+            self.faults.len() as u64 - self.changes,
             self.fault_time.as_secs_f64(),
             self.recovery
                 .map_or("NONE".into(), |r| format!("{:.2}s", r.as_secs_f64())),
@@ -135,6 +153,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
         .await
         .map_err(|e| format!("starting the cluster: {e}"))?;
     let endpoints: Vec<String> = (0..n).map(|i| cluster.endpoint(i)).collect();
+    let roster = cluster.roster.clone();
     if let Err(e) = cluster.wait_leader(Duration::from_secs(30)).await {
         let _ = dir.keep();
         return Err(format!("{e} (logs in {})", cluster.dir.display()));
@@ -144,11 +163,11 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     let shared = Shared::new();
     // Whatever way this function returns, the clients stop.
     let _stop = StopOnDrop(shared.clone());
-    let workers = start_workers(&endpoints, &cfg.workload, &shared, &mut rng);
+    let workers = start_workers(&roster, &cfg.workload, &shared, &mut rng);
 
     let run_start = Instant::now();
     let mut nemesis_rng = rng.fork();
-    let faults = nemesis::run(
+    let nemesis = nemesis::run(
         &mut cluster,
         &cfg.scenario,
         cfg.duration,
@@ -158,25 +177,58 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     )
     .await
     .map_err(|e| format!("injecting faults: {e}"))?;
+    let faults = nemesis.records;
+    let nemesis_max = nemesis.members_max;
+    let mut violations = nemesis.findings;
     cluster.heal_all().map_err(|e| format!("healing: {e}"))?;
-    let recovery = recovery::measure(&endpoints, cfg.recovery_bound * 3).await;
+    let membership_changed = faults.iter().any(|f| is_change(&f.kind));
+    if membership_changed {
+        // Go by the member table: an add that timed out may have landed (its member is
+        // started now), a remove too.
+        if let Err(e) = membership_table(&mut cluster, &mut nemesis_rng).await {
+            violations.push(format!("membership: no member table after healing: {e}"));
+        }
+    }
+    let finals_at = cluster.current();
+    let recovery = recovery::measure(&roster, &finals_at, cfg.recovery_bound * 3).await;
 
     shared.stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
     }
-    let finals = final_reads(&endpoints, &cfg.workload, &shared).await;
-    for i in 0..n {
-        let mut members = crate::clients::Members::new(endpoints.clone(), cfg.workload.op_timeout);
+    let finals = final_reads(&roster, &finals_at, &cfg.workload, &shared).await;
+    let mut members = crate::clients::Members::over(roster.clone(), cfg.workload.op_timeout);
+    for &i in &finals_at {
         if let Some(c) = members.client(i).await {
             let read = bank::read_and_check(c, false, &cfg.workload, &shared, i);
             let _ = tokio::time::timeout(cfg.workload.op_timeout, read).await;
         }
     }
+    // A removed member stops by itself once the change is in force (one that was down then
+    // learns it when it is back): give the last ones the recovery bound to do so.
+    let stop_by = Instant::now() + cfg.recovery_bound;
+    while !cluster.removed_but_running().is_empty() && Instant::now() < stop_by {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, since) in cluster.removed_but_running() {
+        violations.push(format!(
+            "membership: {} still runs {:.1}s after its removal (log ends: {})",
+            crate::schedule::name(i),
+            since.as_secs_f64(),
+            cluster.members[i].log_tail(1)
+        ));
+    }
+    let unrouted = cluster.unrouted_connections();
+    if unrouted > 0 {
+        eprintln!(
+            "warning: {unrouted} peer connection(s) reached a front door from an unknown \
+             sender and went through unfaulted (did the transport's hello change?)"
+        );
+    }
     let crashes = cluster.crashes();
+    let members_final = finals_at.len();
     cluster.shutdown();
 
-    let mut violations = Vec::new();
     let check_start = Instant::now();
     let history = shared.recorder.history();
     let lin = tokio::task::spawn_blocking(move || checks::linearizable(&history))
@@ -230,12 +282,24 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
             eprintln!("could not write the evidence into {}: {e}", d.display());
         }
     }
+    let changes: Vec<&FaultRecord> = faults.iter().filter(|f| is_change(&f.kind)).collect();
     Ok(RunReport {
         nodes: n,
+        members_final,
+        members_max: nemesis_max.max(members_final),
+        changes: changes.len() as u64,
+        changes_done: changes
+            .iter()
+            .filter(|f| !f.description.ends_with("(NOT DONE)"))
+            .count() as u64,
         seed: cfg.seed,
         ops: shared.recorder.counts(),
         bank: shared.bank.counts(),
-        fault_time: faults.iter().map(|f| f.held).sum(),
+        fault_time: faults
+            .iter()
+            .filter(|f| !is_change(&f.kind))
+            .map(|f| f.held)
+            .sum(),
         faults,
         recovery,
         check_time,
@@ -256,9 +320,26 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Whether a record is a membership change (not a fault).
+pub fn is_change(kind: &str) -> bool {
+    kind.starts_with("member-") || kind == "move-leader"
+}
+
+/// Brings the harness in line with the member table, retrying while members recover.
+async fn membership_table(cluster: &mut Cluster, rng: &mut Rng) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match crate::membership::refresh(cluster, rng).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
 /// The register clients (plus pinned readers) and the bank clients.
 fn start_workers(
-    endpoints: &[String],
+    roster: &Arc<Roster>,
     spec: &WorkloadSpec,
     shared: &Arc<Shared>,
     rng: &mut Rng,
@@ -269,7 +350,7 @@ fn start_workers(
         let pin = (id as usize > spec.register_clients).then_some(pinned_at);
         workers.push(tokio::spawn(workload::register_worker(
             id,
-            endpoints.to_vec(),
+            roster.clone(),
             spec.clone(),
             shared.clone(),
             rng.fork(),
@@ -278,7 +359,7 @@ fn start_workers(
     }
     for _ in 0..spec.bank_clients {
         workers.push(tokio::spawn(bank::bank_worker(
-            endpoints.to_vec(),
+            roster.clone(),
             spec.clone(),
             shared.clone(),
             rng.fork(),
@@ -287,17 +368,18 @@ fn start_workers(
     workers
 }
 
-/// Reads every register at every member after healing, into the history; returns each
-/// register's last value read.
+/// Reads every register at every member in `at` after healing, into the history; returns
+/// each register's last value read.
 async fn final_reads(
-    endpoints: &[String],
+    roster: &Arc<Roster>,
+    at: &[usize],
     spec: &WorkloadSpec,
     shared: &Shared,
 ) -> BTreeMap<u64, Option<u64>> {
-    let mut members = crate::clients::Members::new(endpoints.to_vec(), spec.op_timeout);
+    let mut members = crate::clients::Members::over(roster.clone(), spec.op_timeout);
     let mut finals = BTreeMap::new();
     for key in 1..=spec.keys {
-        for node in 0..endpoints.len() {
+        for &node in at {
             // A healed cluster answers; a few tries cover a member still catching up.
             for _ in 0..10 {
                 let op = KvOp::Get { key };

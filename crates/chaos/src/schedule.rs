@@ -33,6 +33,10 @@ pub enum FaultKind {
     Flaky,
     /// Connections reset again and again.
     Resets,
+    /// A membership change (add a learner or a voter, promote, remove, replace, move the
+    /// leader: `membership.rs`). Not among [`ALL_FAULTS`]: asked for by name, or by the
+    /// membership scenario.
+    Membership,
 }
 
 pub const ALL_FAULTS: [FaultKind; 10] = [
@@ -61,11 +65,15 @@ impl FaultKind {
             FaultKind::Chained => "chained",
             FaultKind::Flaky => "flaky",
             FaultKind::Resets => "resets",
+            FaultKind::Membership => "membership",
         }
     }
 
     pub fn parse(name: &str) -> Option<FaultKind> {
-        ALL_FAULTS.into_iter().find(|k| k.name() == name)
+        ALL_FAULTS
+            .into_iter()
+            .chain([FaultKind::Membership])
+            .find(|k| k.name() == name)
     }
 }
 
@@ -139,11 +147,11 @@ fn cut_between(a: &[usize], b: &[usize]) -> Vec<Action> {
     actions
 }
 
-/// Cut every link except those between the given pairs.
-fn keep_only(n: usize, keep: &[(usize, usize)]) -> Vec<Action> {
+/// Cut every link among `all` except those between the given pairs.
+fn keep_only(all: &[usize], keep: &[(usize, usize)]) -> Vec<Action> {
     let mut actions = Vec::new();
-    for x in 0..n {
-        for y in 0..n {
+    for &x in all {
+        for &y in all {
             let kept = keep.contains(&(x, y)) || keep.contains(&(y, x));
             if x != y && !kept {
                 actions.push(Action::Link(x, y, LinkMode::Blackhole));
@@ -153,23 +161,25 @@ fn keep_only(n: usize, keep: &[(usize, usize)]) -> Vec<Action> {
     actions
 }
 
-/// A fault of `kind` for an `n`-member cluster whose leader is `leader` (if known), held
-/// for about `hold`.
+/// A fault of `kind` among the members `members` (at least 3; indices as in the cluster),
+/// whose leader is `leader` (if known), held for about `hold`.
 pub fn plan(
     kind: FaultKind,
-    n: usize,
+    members: &[usize],
     leader: Option<usize>,
     hold: Duration,
     rng: &mut Rng,
 ) -> Fault {
-    let all: Vec<usize> = (0..n).collect();
-    let random = |rng: &mut Rng| rng.below(n as u64) as usize;
+    let all: Vec<usize> = members.to_vec();
+    let n = all.len();
+    let random = |rng: &mut Rng| rng.pick(&all);
+    let leader = leader.filter(|l| all.contains(l));
     // The leader half of the time: faults at the leader are the interesting ones.
     let target = |rng: &mut Rng| match leader {
         Some(l) if rng.chance(0.5) => l,
         _ => random(rng),
     };
-    let lead = leader.unwrap_or(0);
+    let lead = leader.unwrap_or(all[0]);
     let one = |actions: Vec<Action>, description: String| Fault {
         kind,
         description,
@@ -224,8 +234,8 @@ pub fn plan(
                 ),
                 _ => {
                     let mut links = Vec::new();
-                    for a in 0..n {
-                        for b in 0..n {
+                    for &a in &all {
+                        for &b in &all {
                             if a != b && rng.chance(0.3) {
                                 links.push(Action::Link(a, b, LinkMode::Blackhole));
                             }
@@ -298,7 +308,7 @@ pub fn plan(
             }
             let pairs: Vec<(usize, usize)> = chain.windows(2).map(|w| (w[0], w[1])).collect();
             one(
-                keep_only(n, &pairs),
+                keep_only(&all, &pairs),
                 format!(
                     "chained: {}",
                     chain
@@ -312,8 +322,8 @@ pub fn plan(
         FaultKind::Flaky => {
             let mut actions = Vec::new();
             let mut parts = Vec::new();
-            for a in 0..n {
-                for b in 0..n {
+            for &a in &all {
+                for &b in &all {
                     if a == b || !rng.chance(0.5) {
                         continue;
                     }
@@ -333,8 +343,9 @@ pub fn plan(
             let rounds = (hold.as_millis() / every.as_millis()).max(1) as usize;
             let steps = (0..rounds)
                 .map(|_| {
-                    let a = random(rng);
+                    let a = rng.below(n as u64) as usize;
                     let b = (a + rng.range(1, n as u64 - 1) as usize) % n;
+                    let (a, b) = (all[a], all[b]);
                     (vec![Action::Reset(a, b), Action::Reset(b, a)], every)
                 })
                 .collect();
@@ -344,16 +355,25 @@ pub fn plan(
                 steps,
             }
         }
+        // Not a fault of links and processes: `nemesis` runs membership changes itself.
+        FaultKind::Membership => Fault {
+            kind,
+            description: "membership change".into(),
+            steps: Vec::new(),
+        },
     }
 }
 
 /// Sometimes a second, node-level fault on top of a network one: faults come in bunches.
-pub fn compound(fault: &mut Fault, n: usize, rng: &mut Rng) {
-    let network = !matches!(fault.kind, FaultKind::Kill | FaultKind::Pause);
+pub fn compound(fault: &mut Fault, members: &[usize], rng: &mut Rng) {
+    let network = !matches!(
+        fault.kind,
+        FaultKind::Kill | FaultKind::Pause | FaultKind::Membership
+    );
     if !network || !rng.chance(0.25) {
         return;
     }
-    let x = rng.below(n as u64) as usize;
+    let x = rng.pick(members);
     let (action, what) = if rng.chance(0.5) {
         (Action::Kill(x), "kill -9")
     } else {
@@ -373,16 +393,36 @@ mod tests {
     #[test]
     fn heal_undoes_every_fault() {
         let mut rng = Rng::new(5);
+        const EVER: usize = 8;
         for _ in 0..2000 {
-            let n = if rng.chance(0.5) { 3 } else { 5 };
+            // The current members: the first few, or (after membership changes) any 3 to 6
+            // of the members ever created.
+            let mut members: Vec<usize> = (0..EVER).collect();
+            let n = rng.range(3, 6) as usize;
+            if rng.chance(0.5) {
+                rng.shuffle(&mut members);
+            }
+            members.truncate(n);
+            members.sort();
             let kind = rng.pick(&ALL_FAULTS);
-            let leader = rng.chance(0.8).then(|| rng.below(n as u64) as usize);
-            let mut f = plan(kind, n, leader, Duration::from_secs(2), &mut rng);
-            compound(&mut f, n, &mut rng);
-            let mut links = vec![vec![LinkMode::Pass; n]; n];
-            let mut down = vec![false; n];
+            let leader = rng.chance(0.8).then(|| rng.pick(&members));
+            let mut f = plan(kind, &members, leader, Duration::from_secs(2), &mut rng);
+            compound(&mut f, &members, &mut rng);
+            let mut links = vec![vec![LinkMode::Pass; EVER]; EVER];
+            let mut down = [false; EVER];
             let actions = f.steps.iter().flat_map(|s| s.0.clone()).chain(f.heal());
             for a in actions {
+                let touched = match a {
+                    Action::Kill(i) | Action::Pause(i) | Action::Restart(i) | Action::Resume(i) => {
+                        vec![i]
+                    }
+                    Action::Link(a, b, _) | Action::Reset(a, b) => vec![a, b],
+                };
+                assert!(
+                    touched.iter().all(|t| members.contains(t)),
+                    "{}: {a:?} outside {members:?}",
+                    f.description
+                );
                 match a {
                     Action::Kill(i) | Action::Pause(i) => down[i] = true,
                     Action::Restart(i) | Action::Resume(i) => down[i] = false,
@@ -407,7 +447,8 @@ mod tests {
         let mut rng = Rng::new(9);
         let hold = Duration::from_secs(1);
         // Quorum loss: the leader keeps exactly one peer.
-        let f = plan(FaultKind::QuorumLoss, 5, Some(2), hold, &mut rng);
+        let five = [0, 1, 2, 3, 4];
+        let f = plan(FaultKind::QuorumLoss, &five, Some(2), hold, &mut rng);
         let cut_from_leader = f.steps[0]
             .0
             .iter()
@@ -415,16 +456,22 @@ mod tests {
             .count();
         assert_eq!(cut_from_leader, 3, "{}", f.description);
         // Chained: a chain of 5 keeps 4 undirected links, so 20 - 8 directed links are cut.
-        let f = plan(FaultKind::Chained, 5, Some(0), hold, &mut rng);
+        let f = plan(FaultKind::Chained, &five, Some(0), hold, &mut rng);
         assert_eq!(f.steps[0].0.len(), 12, "{}", f.description);
         // Constrained election: first a lag, then a star.
-        let f = plan(FaultKind::ConstrainedElection, 3, Some(0), hold, &mut rng);
+        let f = plan(
+            FaultKind::ConstrainedElection,
+            &[0, 1, 2],
+            Some(0),
+            hold,
+            &mut rng,
+        );
         assert_eq!(f.steps.len(), 2);
     }
 
     #[test]
     fn names_round_trip() {
-        for k in ALL_FAULTS {
+        for k in ALL_FAULTS.into_iter().chain([FaultKind::Membership]) {
             assert_eq!(FaultKind::parse(k.name()), Some(k));
         }
     }

@@ -1,7 +1,7 @@
 //! The register workload: closed-loop clients doing reads, puts and compare-and-sets on a few
 //! keys, each request to a random member, every one recorded for the linearizability check.
 
-use crate::clients::{classify, Failure, Members};
+use crate::clients::{classify, Failure, Members, Roster};
 use crate::history::{decode_value, encode_value, register_key, Recorder};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use std::collections::BTreeMap;
@@ -84,13 +84,13 @@ impl Shared {
 /// One register client, until `shared.stop`; `pinned`: a read-only client of one member.
 pub async fn register_worker(
     id: u64,
-    endpoints: Vec<String>,
+    roster: Arc<Roster>,
     spec: WorkloadSpec,
     shared: Arc<Shared>,
     mut rng: Rng,
     pinned: Option<usize>,
 ) {
-    let mut members = Members::new(endpoints, spec.op_timeout);
+    let mut members = Members::over(roster, spec.op_timeout);
     // The last value seen per key: what compare-and-sets expect, so that some succeed.
     let mut seen: BTreeMap<u64, Option<u64>> = BTreeMap::new();
     let mut seq = 0u64;
