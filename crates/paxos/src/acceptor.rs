@@ -16,6 +16,10 @@ impl Engine {
     }
 
     pub(crate) fn on_pre_vote(&mut self, from: NodeId, ballot: Ballot, commit: Slot) {
+        // A campaign from a replica the leader does not count as a member: one that was
+        // removed but missed it (down or cut off then). Bring it up to date, so it learns
+        // it may retire.
+        self.adopt_stray(from, commit);
         // Learn the candidate's round even when refusing, so our own next campaign outbids
         // it; otherwise two nodes can refuse each other forever (one for its promise, the
         // other for its commit point).

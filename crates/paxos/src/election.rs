@@ -300,8 +300,14 @@ impl Engine {
         self.start_round();
     }
 
-    pub(crate) fn on_nack(&mut self, rejected: Ballot, promised: Ballot) {
+    pub(crate) fn on_nack(&mut self, from: NodeId, rejected: Ballot, promised: Ballot) {
         self.note_round(promised);
+        if !self.active_members(false).contains(&from) {
+            // A replica outside the memberships in force (say, a removed one that missed
+            // its removal and campaigned): its promise preempts no one who needs no vote
+            // from it. Our next ballot still outbids it (`note_round`).
+            return;
+        }
         let own = match &self.role {
             RoleState::Follower => return,
             RoleState::PreCandidate(c) | RoleState::Candidate(c) => c.ballot,

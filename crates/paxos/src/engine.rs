@@ -524,7 +524,7 @@ impl Engine {
                 last_slot,
                 commit,
             } => self.on_accepted(from, ballot, first_slot, last_slot, commit),
-            Body::Nack { rejected, promised } => self.on_nack(rejected, promised),
+            Body::Nack { rejected, promised } => self.on_nack(from, rejected, promised),
             Body::Heartbeat {
                 ballot,
                 commit,

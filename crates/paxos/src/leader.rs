@@ -351,6 +351,23 @@ impl Engine {
         }
     }
 
+    /// At the leader, a replica outside the memberships in force that campaigns (it missed
+    /// its own removal) becomes a peer until it holds the slot that tells it so; heartbeats
+    /// and catch-up (or a snapshot) then reach it (`refresh_peers` keeps it until then).
+    pub(crate) fn adopt_stray(&mut self, from: NodeId, commit: Slot) {
+        if from == self.id || self.active_members(true).contains(&from) {
+            return;
+        }
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.peers.entry(from).or_default();
+        // Catch-up needs no ballot (chosen values are final): it reaches the stray even if
+        // its campaign raised its promise above ours and it refuses our heartbeats.
+        let target = self.log.commit();
+        self.peer_reported(from, commit, Some(target));
+    }
+
     /// Each peer's chosen prefix as last reported (leader only; empty elsewhere).
     pub(crate) fn peer_commits(&self) -> Vec<(NodeId, Slot)> {
         match &self.role {

@@ -122,6 +122,14 @@ impl Storage for DiskStorage {
         self.snapshots.save(slot, data)
     }
 
+    fn snapshot_writer(&self) -> Option<crate::SnapshotWriter> {
+        Some(self.snapshots.writer())
+    }
+
+    fn adopt_snapshot(&mut self, meta: SnapshotMeta) -> Result<SnapshotMeta, StorageError> {
+        self.snapshots.adopt(meta)
+    }
+
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         self.snapshots.latest()
     }

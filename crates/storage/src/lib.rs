@@ -27,7 +27,7 @@ pub use disk::{DiskStorage, Options};
 pub use error::StorageError;
 pub use mem::MemStorage;
 pub use recovered::{Recovered, RecoveryReport, TornTail};
-pub use snapshot::{Snapshot, SnapshotMeta};
+pub use snapshot::{Snapshot, SnapshotMeta, SnapshotWriter};
 
 use synod_paxos::Slot;
 
@@ -61,6 +61,24 @@ pub trait Storage {
     /// Stores a snapshot of the state machine with every slot up to `slot` applied. It is
     /// durable when this returns. `slot` must be above the newest snapshot's.
     fn save_snapshot(&mut self, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError>;
+
+    /// A handle that writes snapshot files on another thread, so a large snapshot does not
+    /// hold up [`Storage::write`]/[`Storage::sync`]; `None` (the default) when this storage
+    /// has no files: use [`Storage::save_snapshot`]. A written file becomes the newest
+    /// snapshot with [`Storage::adopt_snapshot`]; after a crash in between it is found like
+    /// any saved one.
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        None
+    }
+
+    /// Takes in a snapshot [`Storage::snapshot_writer`] wrote (see there); refused with
+    /// [`StorageError::SnapshotNotNewer`] (and the file deleted) if it is not newer.
+    fn adopt_snapshot(&mut self, meta: SnapshotMeta) -> Result<SnapshotMeta, StorageError> {
+        Err(StorageError::SnapshotNotNewer {
+            slot: meta.slot,
+            newest: u64::MAX,
+        })
+    }
 
     /// The newest snapshot, verified now; a damaged one is an error, never served.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError>;

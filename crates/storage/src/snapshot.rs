@@ -206,22 +206,31 @@ impl SnapshotStore {
                 newest: newest.slot,
             });
         }
-        let path = self.path(slot);
-        let tmp = self.dir.join(format!("{}.tmp", file_name(slot)));
-        let write = |f: &mut File| -> std::io::Result<()> {
-            f.write_all(&header(slot, data))?;
-            f.write_all(data)?;
-            f.sync_all()
-        };
-        File::create(&tmp)
-            .and_then(|mut f| write(&mut f))
-            .map_err(StorageError::io(&tmp, "write snapshot"))?;
-        fs::rename(&tmp, &path).map_err(StorageError::io(&tmp, "rename"))?;
-        fsutil::sync_dir(&self.dir)?;
-        let meta = SnapshotMeta {
-            slot,
-            size: data.len() as u64,
-        };
+        let meta = self.writer().write(slot, data)?;
+        self.adopt(meta)
+    }
+
+    /// A handle that writes snapshot files from another thread (`adopt` them here after).
+    pub fn writer(&self) -> SnapshotWriter {
+        SnapshotWriter {
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Takes a snapshot file `SnapshotWriter::write` made durable into the store, then drops
+    /// the oldest beyond the number kept. A file not newer than the newest snapshot is
+    /// deleted and refused (a snapshot received from a peer overtook it).
+    pub fn adopt(&mut self, meta: SnapshotMeta) -> Result<SnapshotMeta, StorageError> {
+        if let Some(newest) = self.newest().filter(|n| n.slot >= meta.slot) {
+            if newest.slot != meta.slot {
+                let path = self.path(meta.slot);
+                fs::remove_file(&path).map_err(StorageError::io(&path, "remove"))?;
+            }
+            return Err(StorageError::SnapshotNotNewer {
+                slot: meta.slot,
+                newest: newest.slot,
+            });
+        }
         self.retained.push(meta);
         if self.prune()? {
             fsutil::sync_dir(&self.dir)?;
@@ -230,6 +239,9 @@ impl SnapshotStore {
     }
 
     /// Deletes the oldest snapshots beyond `keep`. True if any was deleted.
+    ///
+    /// (Files written by a `SnapshotWriter` but never adopted, say because the process
+    /// crashed in between, are valid snapshots: recovery finds them like any other.)
     fn prune(&mut self) -> Result<bool, StorageError> {
         let extra = self.retained.len().saturating_sub(self.keep);
         for meta in self.retained.drain(..extra) {
@@ -278,5 +290,34 @@ mod tests {
             prop_assert_eq!(s, slot);
             prop_assert_eq!(&buf[range], &data[..]);
         }
+    }
+}
+
+/// Writes snapshot files crash-safely (temporary file, fsync, rename, directory fsync) on
+/// whatever thread holds it, so that a large snapshot does not hold up the log's group
+/// commits; the store that made it `adopt`s the result.
+#[derive(Clone, Debug)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+}
+
+impl SnapshotWriter {
+    pub fn write(&self, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError> {
+        let path = self.dir.join(file_name(slot));
+        let tmp = self.dir.join(format!("{}.tmp", file_name(slot)));
+        let write = |f: &mut File| -> std::io::Result<()> {
+            f.write_all(&header(slot, data))?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        File::create(&tmp)
+            .and_then(|mut f| write(&mut f))
+            .map_err(StorageError::io(&tmp, "write snapshot"))?;
+        fs::rename(&tmp, &path).map_err(StorageError::io(&tmp, "rename"))?;
+        fsutil::sync_dir(&self.dir)?;
+        Ok(SnapshotMeta {
+            slot,
+            size: data.len() as u64,
+        })
     }
 }

@@ -13,18 +13,11 @@ use crate::status::Shared;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synod_paxos::{
-    membership_effective_slot, Engine, Membership, NodeId, ProposeError, Role, Slot, TransferError,
-};
+use synod_paxos::{Engine, Membership, NodeId, ProposeError, Role, Slot, TransferError};
 
 /// How often a member whose name or client URLs the table does not show yet asks to
 /// publish them.
 const PUBLISH_RETRY: Duration = Duration::from_secs(2);
-
-/// How long removed members stay connected after their removal is applied: the leader
-/// keeps them up to date until they see a slot the new membership governs chosen, and
-/// they stop then (`Engine::retired`).
-const REMOVED_LINGER: Duration = Duration::from_secs(10);
 
 /// Most valid requests the leader holds waiting for its turn (one change at a time).
 const QUEUE_MAX: usize = 256;
@@ -47,10 +40,10 @@ pub(super) struct Admin {
     /// Leader moves waiting for the target to lead.
     moves: Vec<(NodeId, Reply<()>, Instant)>,
     last_publish: Option<Instant>,
-    /// The transport's peers once the newest membership governs every open slot (from the
-    /// slot given) and removed members had time to learn so (from the instant given); until
-    /// then the members of the one before stay connected too.
-    next_peers: Option<(Slot, Instant, BTreeMap<NodeId, String>)>,
+    /// Every peer of this run, removed ones too: the transport keeps them, so that a removed
+    /// member that missed its removal (down or cut off then) can still be brought up to date
+    /// by the leader and learn that it may stop (`Engine::retired`).
+    all_peers: BTreeMap<NodeId, String>,
 }
 
 impl Admin {
@@ -77,7 +70,7 @@ impl Admin {
             queue: VecDeque::new(),
             moves: Vec::new(),
             last_publish: None,
-            next_peers: None,
+            all_peers: BTreeMap::new(),
         }
     }
 
@@ -225,29 +218,33 @@ impl Admin {
                 "this member was removed from the cluster; it stops once the change is in force"
             );
         }
-        // Members leaving stay reachable until the membership without them governs every
-        // open slot: until then their votes still count (a removed leader still leads).
-        let next = table.peer_addrs(self.me);
-        let mut now = self.table.peer_addrs(self.me);
-        now.extend(next.clone());
-        self.next_peers = Some((
-            membership_effective_slot(slot),
-            Instant::now() + REMOVED_LINGER,
-            next,
-        ));
+        // Members leaving stay reachable: until the membership without them governs their
+        // votes still count (a removed leader still leads), and after it a removed member
+        // that missed the change must still hear it (see `all_peers`).
+        self.all_peers.extend(self.table.peer_addrs(self.me));
+        self.all_peers.extend(table.peer_addrs(self.me));
         shared.set_members(table.clone());
         self.table = table;
-        Some(now)
+        Some(self.all_peers.clone())
     }
 
-    /// The transport's peers, once a membership change has taken force.
-    pub(super) fn peers_in_force(&mut self, commit: Slot) -> Option<BTreeMap<NodeId, String>> {
-        match &self.next_peers {
-            Some((from, until, _)) if commit >= *from && Instant::now() >= *until => {
-                self.next_peers.take().map(|(_, _, p)| p)
-            }
-            _ => None,
+    /// A snapshot from a peer replaced the state: its newest membership becomes the table
+    /// (the membership values it covers are never applied here). Returns the transport's
+    /// peers.
+    pub(super) fn on_snapshot(
+        &mut self,
+        engine: &Engine,
+        shared: &Arc<Shared>,
+    ) -> Option<BTreeMap<NodeId, String>> {
+        let m = engine.status().members?;
+        let table = MemberTable::from_membership(&m).ok()?;
+        if table.removed.contains(&self.me) && !self.table.removed.contains(&self.me) {
+            tracing::warn!("this member was removed from the cluster (learned from a snapshot)");
         }
+        self.all_peers.extend(table.peer_addrs(self.me));
+        shared.set_members(table.clone());
+        self.table = table;
+        Some(self.all_peers.clone())
     }
 
     /// Starts moving leadership to `to`; answered when `to` leads (see `poll`).

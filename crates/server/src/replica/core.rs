@@ -112,6 +112,8 @@ struct Core {
     snapshots: Snapshots,
     admin: super::admin::Admin,
     peer_dial: BTreeMap<NodeId, String>,
+    /// Writes our own snapshots' files off the persist thread (disk storage only).
+    snapshot_writer: Option<synod_storage::SnapshotWriter>,
 }
 
 /// Replaces the addresses of peers named in `--peer-dial`.
@@ -197,6 +199,7 @@ pub fn start(
         Engine::new(cfg.engine.clone(), durable).map_err(|e| StartError(format!("engine: {e}")))?;
     let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
     let (persist_tx, persist_rx) = std::sync::mpsc::channel();
+    let snapshot_writer = wal.snapshot_writer();
     tokio::spawn(super::forward_peer_messages(from_peers, inputs_tx.clone()));
 
     let persist = persist::spawn(
@@ -247,6 +250,7 @@ pub fn start(
         },
         admin,
         peer_dial: cfg.peer_dial.clone(),
+        snapshot_writer,
     };
     let core = std::thread::Builder::new()
         .name("synod-core".into())
@@ -559,6 +563,7 @@ impl Core {
         let membership = self.engine.snapshot_info(applied);
         let view = self.kv.snapshot_view();
         let persist = self.persist.clone();
+        let writer = self.snapshot_writer.clone();
         let spawned = std::thread::Builder::new()
             .name("synod-snapshot".into())
             .spawn(move || {
@@ -571,11 +576,22 @@ impl Core {
                     took_ms = started.elapsed().as_millis() as u64,
                     "snapshot encoded"
                 );
+                // The file is written here too, so the log's group commits go on meanwhile;
+                // the persist thread only adopts it (or, without a writer or if writing
+                // failed here, writes it itself, reporting a real disk error).
+                let written = writer.and_then(|w| match w.write(applied, &data) {
+                    Ok(meta) => Some(meta),
+                    Err(e) => {
+                        tracing::warn!(slot = applied, "writing a snapshot file: {e}");
+                        None
+                    }
+                });
                 // Fails only once the persist thread has stopped, and the core with it.
                 let _ = persist.send(PersistJob::Snapshot {
                     slot: applied,
                     data,
                     received: false,
+                    written,
                 });
             });
         self.applied_since_snapshot = 0;
@@ -606,6 +622,9 @@ impl Core {
         self.kv = kv;
         let installed = self.engine.install_snapshot(info);
         debug_assert!(installed, "wanted a moment ago, on this same thread");
+        if let Some(peers) = self.admin.on_snapshot(&self.engine, &self.shared) {
+            self.set_peers(peers);
+        }
         self.snapshots.latest = Some((slot, data));
         self.applied_since_snapshot = 0;
         self.metrics.snapshots_installed.fetch_add(1, Relaxed);
@@ -692,6 +711,7 @@ impl Core {
                     slot: inc.slot,
                     data,
                     received: true,
+                    written: None,
                 });
             }
             Err(e) => tracing::warn!(
@@ -746,9 +766,6 @@ impl Core {
     /// membership without it governs is chosen; a removed leader hands over first).
     fn removed_and_done(&mut self) -> bool {
         let status = self.engine.status();
-        if let Some(peers) = self.admin.peers_in_force(status.commit) {
-            self.set_peers(peers);
-        }
         // The engine only knows the newest membership it learned leaves this member out: a
         // member that joined later sees such memberships while it replays the log. Removal
         // is what the member table records (its removed ids).

@@ -34,6 +34,8 @@ pub(crate) enum PersistJob {
         data: Bytes,
         /// Received from a peer (to be installed), rather than taken here.
         received: bool,
+        /// Its file is already written and durable (`Storage::snapshot_writer`): only adopt it.
+        written: Option<synod_storage::SnapshotMeta>,
     },
 }
 
@@ -75,8 +77,9 @@ fn run(
                     slot,
                     data,
                     received,
+                    written,
                 } => {
-                    snapshot = Some((slot, data, received));
+                    snapshot = Some((slot, data, received, written));
                     break;
                 }
             }
@@ -115,9 +118,13 @@ fn run(
                 break; // the core has stopped
             }
         }
-        if let Some((slot, data, received)) = snapshot {
+        if let Some((slot, data, received, written)) = snapshot {
             let started = Instant::now();
-            let saved = match wal.save_snapshot(slot, &data) {
+            let result = match written {
+                Some(meta) => wal.adopt_snapshot(meta),
+                None => wal.save_snapshot(slot, &data),
+            };
+            let saved = match result {
                 Ok(_) => {
                     wal.compact(slot)?;
                     true
