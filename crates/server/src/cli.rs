@@ -83,6 +83,16 @@ pub struct MemberArgs {
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
 
+    /// How the key-value history is compacted automatically: `periodic` (keep the
+    /// revisions of the last --auto-compaction-retention period) or `revision` (keep the
+    /// newest --auto-compaction-retention revisions).
+    #[arg(long, default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// `0` (the default, as etcd's) keeps every revision until a client compacts; else a
+    /// duration (`30m`, `1h`; a bare number means hours) or a revision count, per the mode.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+
     // Synod's own.
     /// Size at which the write-ahead log starts a new segment file; whole segments below
     /// the older of the two newest snapshots are deleted.

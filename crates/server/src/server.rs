@@ -97,6 +97,9 @@ impl MemberConfig {
             .map_err(|e| FlagError(format!("configuration: {e}")))?;
         let client_advertise = parse_urls("--advertise-client-urls", &a.advertise_client_urls)?;
         let peer_dial = parse_peer_dial(&a.peer_dial, &cluster)?;
+        let auto_compaction =
+            replica::Retention::parse(&a.auto_compaction_mode, &a.auto_compaction_retention)
+                .map_err(FlagError)?;
         Ok(MemberConfig {
             name: a.name.clone(),
             join_existing: a.initial_cluster_state == ClusterState::Existing,
@@ -117,6 +120,7 @@ impl MemberConfig {
                 request_timeout: Duration::from_millis(a.request_timeout.max(1)),
                 planted_bug_local_reads: a.planted_bug_local_reads,
                 peer_dial,
+                auto_compaction,
                 snapshot_every_commands: a.snapshot_count.max(1),
                 client_urls: client_advertise.iter().map(Url::to_string).collect(),
             },

@@ -68,6 +68,8 @@ pub struct CoreConfig {
     pub client_urls: Vec<String>,
     /// Addresses to dial some peers at instead of their peer URLs (`--peer-dial`, tests).
     pub peer_dial: BTreeMap<NodeId, String>,
+    /// Automatic compaction of the store's history (`--auto-compaction-*`); `None`: off.
+    pub auto_compaction: Option<super::Retention>,
 }
 
 #[derive(Debug)]
@@ -114,6 +116,7 @@ struct Core {
     peer_dial: BTreeMap<NodeId, String>,
     /// Writes our own snapshots' files off the persist thread (disk storage only).
     snapshot_writer: Option<synod_storage::SnapshotWriter>,
+    compactor: Option<super::compactor::Compactor>,
 }
 
 /// Replaces the addresses of peers named in `--peer-dial`.
@@ -251,6 +254,7 @@ pub fn start(
         admin,
         peer_dial: cfg.peer_dial.clone(),
         snapshot_writer,
+        compactor: cfg.auto_compaction.map(super::compactor::Compactor::new),
     };
     let core = std::thread::Builder::new()
         .name("synod-core".into())
@@ -333,7 +337,11 @@ impl Core {
                 linearizable,
                 reply,
             } => self.read(request, linearizable, reply),
-            Input::Tick => self.expire(Instant::now()),
+            Input::Tick => {
+                let now = Instant::now();
+                self.expire(now);
+                self.auto_compact(now);
+            }
             Input::Admin { request, reply } => {
                 let deadline = Instant::now() + self.request_timeout;
                 let seq = self.next_seq;
@@ -539,6 +547,26 @@ impl Core {
                 let _ = w.reply.send(outcome.map_err(ServerError::from));
             }
         }
+    }
+
+    /// At the leader, proposes the compaction `--auto-compaction-*` asks for, through the
+    /// log like a client's (nobody waits for its answer).
+    fn auto_compact(&mut self, now: Instant) {
+        if self.last_role != Role::Leader {
+            return;
+        }
+        let (revision, compacted) = (self.kv.revision(), self.kv.compact_revision());
+        let Some(target) = self
+            .compactor
+            .as_mut()
+            .and_then(|c| c.due(now, revision, compacted))
+        else {
+            return;
+        };
+        tracing::info!(revision = target, "auto-compaction");
+        let request = synod_kv::Request::Compact(synod_kv::CompactionRequest { revision: target });
+        let (reply, _ignored) = tokio::sync::oneshot::channel();
+        self.propose(synod_kv::encode_request(&request), reply, now);
     }
 
     fn persist_job(&mut self, job: PersistJob) {

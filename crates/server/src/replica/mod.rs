@@ -9,10 +9,12 @@
 //! its Accepts going out (the seeds' "write to disk in parallel with sending accepts").
 
 mod admin;
+mod compactor;
 mod core;
 mod persist;
 mod ticker;
 
+pub use self::compactor::Retention;
 pub use self::core::{CoreConfig, Restored, StartError};
 
 use crate::error::ServerError;
