@@ -103,7 +103,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
         dir.display()
     );
 
-    let exited = wait_first_exit(&mut children);
+    let exited = wait_failed_exit(&mut children);
     let outcome = tokio::select! {
         _ = crate::stop_signal() => Ok(()),
         (name, status) = exited => Err(format!("member {name} exited unexpectedly ({status}); see its log")),
@@ -114,13 +114,26 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     outcome
 }
 
-/// Resolves when any child exits, with its name and exit status.
-async fn wait_first_exit(children: &mut [(String, Child, PathBuf)]) -> (String, String) {
+/// Resolves when a child fails, with its name and exit status. A member that exits cleanly
+/// on its own was removed from the cluster (`etcdctl member remove`): the others go on.
+async fn wait_failed_exit(children: &mut [(String, Child, PathBuf)]) -> (String, String) {
+    let mut gone = vec![false; children.len()];
     loop {
-        for (name, child, _) in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return (name.clone(), status.to_string());
+        for (i, (name, child, _)) in children.iter_mut().enumerate() {
+            if gone[i] {
+                continue;
             }
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    println!("{name} stopped on its own (removed from the cluster)");
+                    gone[i] = true;
+                }
+                Ok(Some(status)) => return (name.clone(), status.to_string()),
+                _ => {}
+            }
+        }
+        if gone.iter().all(|&g| g) {
+            return ("every member".into(), "all removed".into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
