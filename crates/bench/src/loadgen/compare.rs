@@ -432,7 +432,7 @@ fn ensure_synod(given: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// The binary, if it runs (`--version` succeeds).
-fn checked(path: PathBuf) -> Result<PathBuf, String> {
+pub(super) fn checked(path: PathBuf) -> Result<PathBuf, String> {
     match Command::new(&path).arg("--version").output() {
         Ok(output) if output.status.success() => Ok(path),
         Ok(output) => Err(format!(
@@ -445,7 +445,7 @@ fn checked(path: PathBuf) -> Result<PathBuf, String> {
 }
 
 /// The first line of `--version`.
-fn version_of(binary: &Path) -> Option<String> {
+pub(super) fn version_of(binary: &Path) -> Option<String> {
     let output = Command::new(binary).arg("--version").output().ok()?;
     String::from_utf8_lossy(&output.stdout)
         .lines()

@@ -26,7 +26,6 @@ use etcd_client::{Client, ConnectOptions, KvClient};
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -392,7 +391,7 @@ pub async fn run(args: &RestartArgs, command_line: &str) -> Result<RestartReport
         command: command_line.to_string(),
         machine: sys::machine_description(),
         filesystem,
-        synod_version: version_of(&binary),
+        synod_version: super::compare::version_of(&binary),
         synod_binary: binary.display().to_string(),
         load_average_start,
         load_average_end: sys::load_average(),
@@ -856,23 +855,7 @@ fn find_synod(given: Option<&Path>) -> Result<PathBuf, String> {
                  -p synod-bench) or give --synod-bin",
             )?,
     };
-    match Command::new(&path).arg("--version").output() {
-        Ok(output) if output.status.success() => Ok(path),
-        Ok(output) => Err(format!(
-            "{} --version failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run {}: {e}", path.display())),
-    }
-}
-
-fn version_of(binary: &Path) -> Option<String> {
-    let output = Command::new(binary).arg("--version").output().ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_string())
+    super::compare::checked(path)
 }
 
 /// Bytes as MB (10^6), one decimal.
