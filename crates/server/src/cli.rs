@@ -127,6 +127,10 @@ pub struct MemberArgs {
     /// proxies sit on every directed link while ids and URLs stay the same everywhere.
     #[arg(long, default_value = "", hide = true)]
     pub peer_dial: String,
+    /// Messages queued per peer before the oldest is dropped (tests only: a small queue
+    /// makes a member that was down miss what it would otherwise find queued for it).
+    #[arg(long, default_value_t = crate::transport::DEFAULT_QUEUE_MESSAGES_MAX, hide = true)]
+    pub peer_queue_max: usize,
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,

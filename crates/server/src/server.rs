@@ -35,6 +35,8 @@ pub struct MemberConfig {
     pub client_advertise: Vec<Url>,
     pub peer_listen: Url,
     pub wal_segment_bytes: u64,
+    /// Messages queued per peer (`--peer-queue-max`, hidden).
+    pub peer_queue_max: usize,
     pub core: CoreConfig,
 }
 
@@ -112,6 +114,7 @@ impl MemberConfig {
             client_advertise: client_advertise.clone(),
             peer_listen: Url::parse("--listen-peer-urls", &a.listen_peer_urls)?,
             wal_segment_bytes: a.wal_segment_bytes.max(4096),
+            peer_queue_max: a.peer_queue_max.max(1),
             cluster,
             core: CoreConfig {
                 engine,
@@ -274,6 +277,7 @@ pub async fn run(
                 .values()
                 .map(|m| (m.id, m.name.clone()))
                 .collect(),
+            queue_messages_max: cfg.peer_queue_max,
             ..TransportConfig::new(cfg.cluster.cluster_id, cfg.member_id, peer_addr, peers)
         },
         to_core,
@@ -342,20 +346,20 @@ pub async fn run(
             }
         },
     ));
-    let replica_done = tokio::task::spawn_blocking(move || replica.join());
+    let replica_done = replica.join();
     tokio::pin!(replica_done);
     let mut api = api;
     let outcome = tokio::select! {
         r = &mut api => {
             // Asked to stop: stop the replica, then wait for it.
             handle.shutdown();
-            let replica_result = (&mut replica_done).await.unwrap_or_else(|e| Err(e.to_string()));
+            let replica_result = (&mut replica_done).await;
             r.unwrap_or_else(|e| Err(e.to_string())).and(replica_result)
         }
         r = &mut replica_done => {
             let _ = stopped_tx.send(());
             let _ = api.await;
-            r.unwrap_or_else(|e| Err(e.to_string()))
+            r
         }
     };
     transport.shutdown().await;

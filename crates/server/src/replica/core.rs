@@ -1,4 +1,4 @@
-//! The core thread: steps the engine with every input, hands its output to the network and
+//! The core task: steps the engine with every input, hands its output to the network and
 //! the persist thread, applies chosen commands to the key-value store and answers clients.
 
 use super::persist::{self, PersistJob};
@@ -160,30 +160,35 @@ pub struct Restored {
     pub latest: Option<(Slot, Bytes)>,
 }
 
-/// The running replica's threads.
+/// The running replica: its core task and its threads.
 #[derive(Debug)]
 pub struct Replica {
     pub handle: ReplicaHandle,
-    core: JoinHandle<Result<(), String>>,
+    core: tokio::task::JoinHandle<Result<(), String>>,
     persist: JoinHandle<()>,
     ticker: JoinHandle<()>,
 }
 
 impl Replica {
-    /// Waits for the threads to end (after `handle.shutdown()`); the error says why the
+    /// Waits for the core and the threads to end (after `handle.shutdown()`); the error says why the
     /// replica stopped, if it was not asked to.
-    pub fn join(self) -> Result<(), String> {
+    pub async fn join(self) -> Result<(), String> {
         let result = self
             .core
-            .join()
-            .unwrap_or_else(|_| Err("replica thread panicked".into()));
-        let _ = self.persist.join();
-        let _ = self.ticker.join();
+            .await
+            .unwrap_or_else(|e| Err(format!("replica task failed: {e}")));
+        // Both end once the core has dropped its end of their queues.
+        let (persist, ticker) = (self.persist, self.ticker);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = persist.join();
+            let _ = ticker.join();
+        })
+        .await;
         result
     }
 }
 
-/// Starts the replica's threads. `durable` is what storage recovered (or the bootstrap
+/// Starts the replica's core task (on the current runtime) and threads. `durable` is what storage recovered (or the bootstrap
 /// state, already written); the engine re-delivers every chosen slot from slot 1, which
 /// rebuilds the key-value store.
 #[allow(clippy::too_many_arguments)]
@@ -227,7 +232,7 @@ pub fn start(
         network.set_peers(peers);
         shared.set_members(admin.table.clone());
     }
-    let mut core = Core {
+    let core = Core {
         engine,
         kv: restored.kv,
         network,
@@ -256,10 +261,7 @@ pub fn start(
         snapshot_writer,
         compactor: cfg.auto_compaction.map(super::compactor::Compactor::new),
     };
-    let core = std::thread::Builder::new()
-        .name("synod-core".into())
-        .spawn(move || core.run(inputs_rx))
-        .map_err(|e| StartError(format!("cannot start the replica thread: {e}")))?;
+    let core = tokio::spawn(core.run(inputs_rx));
     Ok(Replica {
         handle: ReplicaHandle {
             inputs: inputs_tx,
@@ -272,55 +274,71 @@ pub fn start(
 }
 
 impl Core {
-    fn run(&mut self, mut inputs: mpsc::Receiver<Input>) -> Result<(), String> {
+    /// Handles inputs until told to stop (or the queue closes). A task on the server's
+    /// single-threaded runtime, beside the gRPC handlers and the transport: handing it an
+    /// input, or it a reply to them, costs no thread wake-up (see `replica/mod.rs`).
+    async fn run(mut self, mut inputs: mpsc::Receiver<Input>) -> Result<(), String> {
         self.publish();
-        while let Some(first) = inputs.blocking_recv() {
-            // Time first: whatever arrived is handled at the engine's current idea of now.
-            for _ in 0..self.clock.take_due(Instant::now()) {
-                self.engine.tick();
-            }
-            if !self.handle(first) {
-                break;
-            }
-            let mut stop = false;
-            for _ in 0..INPUTS_PER_READY_MAX {
-                match inputs.try_recv() {
-                    Ok(input) => {
-                        if !self.handle(input) {
-                            stop = true;
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.admin.poll(
-                &mut self.engine,
-                self.client_id,
-                &mut self.next_seq,
-                Instant::now(),
-            );
-            while self.engine.has_ready() {
-                let ready = self.engine.ready();
-                self.process(ready);
-            }
-            self.publish();
-            if stop {
-                break;
-            }
-            if self.removed_and_done() {
-                tracing::warn!(
-                    "this member was removed from the cluster and the change is in force: \
-                     stopping (its data directory must not be reused; add a new member instead)"
-                );
+        while let Some(first) = inputs.recv().await {
+            if !self.turn(first, &mut inputs) {
                 break;
             }
         }
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
         self.fail_all(ServerError::Stopped);
         match self.fatal.take() {
             Some(reason) => Err(reason),
             None => Ok(()),
         }
+    }
+
+    /// Handles `first` and whatever else is queued (up to a bound), then drains the engine's
+    /// output. Returns false when the replica must stop.
+    fn turn(&mut self, first: Input, inputs: &mut mpsc::Receiver<Input>) -> bool {
+        // Time first: whatever arrived is handled at the engine's current idea of now.
+        for _ in 0..self.clock.take_due(Instant::now()) {
+            self.engine.tick();
+        }
+        if !self.handle(first) {
+            return false;
+        }
+        let mut stop = false;
+        for _ in 0..INPUTS_PER_READY_MAX {
+            match inputs.try_recv() {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        stop = true;
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.admin.poll(
+            &mut self.engine,
+            self.client_id,
+            &mut self.next_seq,
+            Instant::now(),
+        );
+        while self.engine.has_ready() {
+            let ready = self.engine.ready();
+            self.process(ready);
+        }
+        self.publish();
+        if stop {
+            return false;
+        }
+        if self.removed_and_done() {
+            tracing::warn!(
+                "this member was removed from the cluster and the change is in force: \
+                 stopping (its data directory must not be reused; add a new member instead)"
+            );
+            return false;
+        }
+        true
     }
 
     /// Returns false when the replica must stop.
