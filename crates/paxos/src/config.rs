@@ -29,6 +29,9 @@ pub enum PlantedBug {
     /// A membership governs from the slot right after the one that chose it, instead of
     /// `MEMBERSHIP_DELAY_SLOTS` later: slots already in flight change quorums mid-way.
     MembershipWithoutDelay,
+    /// A follower's read may join a ReadIndex request that already left, so the leader may
+    /// have picked the read point before the read began: stale reads.
+    FollowerReadJoinsSentRequest,
 }
 
 #[derive(Clone, Debug)]

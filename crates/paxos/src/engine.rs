@@ -328,6 +328,7 @@ impl Engine {
         }
         let hard_state = self.hard_state();
         self.out.drain_into(&mut ready, hard_state);
+        self.close_read_request();
         ready
     }
 

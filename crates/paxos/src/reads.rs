@@ -2,7 +2,9 @@
 //! acknowledged before the read began (its commit point, and never below its election no-op),
 //! then confirms it is still leader: by a heartbeat round a quorum acknowledges after the read
 //! arrived, or (lease mode) by holding a lease. A follower asks the leader for the read point
-//! and serves once it has applied that far.
+//! and serves once it has applied that far; reads that arrive before its request has left
+//! (within one `Ready`) share it, since the leader picks the point only once the request
+//! reaches it, after all of them began.
 
 use crate::config::ReadMode;
 use crate::engine::{Engine, RoleState};
@@ -26,10 +28,23 @@ pub(crate) struct PendingRead {
     round_needed: u64,
 }
 
+/// Reads waiting on one ReadIndex request to the leader.
+#[derive(Debug)]
+struct RemoteRequest {
+    reads: Vec<ReadId>,
+    /// When it was sent (ticks).
+    sent: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct FollowerReads {
-    /// Requests sent to the leader: request id -> (read id, when sent).
-    remote: BTreeMap<u64, (ReadId, u64)>,
+    /// Requests sent to the leader, by request id.
+    remote: BTreeMap<u64, RemoteRequest>,
+    /// Reads in `remote`, all requests together (bounded by `pending_reads_max`).
+    remote_reads: usize,
+    /// The request still in the outbox (not yet handed out in a `Ready`) and the leader it
+    /// goes to: a read arriving now may join it.
+    open: Option<(u64, NodeId)>,
     /// Starts at a random point drawn from this incarnation's seed, so that a late reply to
     /// a request from before a restart does not match one sent after it (request ids kept
     /// in memory only would otherwise restart at zero).
@@ -42,6 +57,8 @@ impl FollowerReads {
     pub(crate) fn new(first_request: u64) -> Self {
         FollowerReads {
             remote: BTreeMap::new(),
+            remote_reads: 0,
+            open: None,
             next_request: first_request,
             waiting_apply: Vec::new(),
         }
@@ -58,7 +75,7 @@ impl Engine {
             RoleState::Leader(l) => l.reads.len(),
             _ => 0,
         };
-        at_leader + self.reads.remote.len() + self.reads.waiting_apply.len()
+        at_leader + self.reads.remote_reads + self.reads.waiting_apply.len()
     }
 
     pub(crate) fn start_read(&mut self, id: ReadId) {
@@ -72,9 +89,28 @@ impl Engine {
         }
         match self.leader {
             Some(leader) if leader != self.id => {
+                self.reads.remote_reads += 1;
+                if let Some((request, to)) = self.reads.open {
+                    if to == leader {
+                        // Its message has not left yet: the leader will pick the read point
+                        // after this read began, as it must.
+                        let joined = self
+                            .reads
+                            .remote
+                            .get_mut(&request)
+                            .expect("the open request is pending until its Ready is taken");
+                        joined.reads.push(id);
+                        return;
+                    }
+                }
                 let request = self.reads.next_request;
                 self.reads.next_request = self.reads.next_request.wrapping_add(1);
-                self.reads.remote.insert(request, (id, self.now));
+                let pending = RemoteRequest {
+                    reads: vec![id],
+                    sent: self.now,
+                };
+                self.reads.remote.insert(request, pending);
+                self.reads.open = Some((request, leader));
                 self.send(leader, Body::ReadIndex { request });
             }
             _ => self.out.reads_failed.push((id, ReadError::NoLeader)),
@@ -139,16 +175,38 @@ impl Engine {
     }
 
     pub(crate) fn on_read_index_reply(&mut self, request: u64, read_index: Option<Slot>) {
-        let Some((id, _)) = self.reads.remote.remove(&request) else {
+        let Some(answered) = self.reads.remote.remove(&request) else {
             return; // timed out already, or a duplicate
         };
+        self.reads.remote_reads -= answered.reads.len();
+        if self.reads.open.is_some_and(|(open, _)| open == request) {
+            self.reads.open = None; // answered before it was even taken: start afresh
+        }
         match read_index {
             Some(index) => {
-                self.reads.waiting_apply.push((id, index));
+                let waiting = answered.reads.into_iter().map(|id| (id, index));
+                self.reads.waiting_apply.extend(waiting);
                 self.release_applied_reads();
             }
-            None => self.out.reads_failed.push((id, ReadError::NoLeader)),
+            None => {
+                let failed = answered
+                    .reads
+                    .into_iter()
+                    .map(|id| (id, ReadError::NoLeader));
+                self.out.reads_failed.extend(failed);
+            }
         }
+    }
+
+    /// The outbox was handed out: the open request has left, later reads need a new one.
+    pub(crate) fn close_read_request(&mut self) {
+        if self
+            .cfg
+            .bug(crate::config::PlantedBug::FollowerReadJoinsSentRequest)
+        {
+            return; // left open until answered: later reads join a request already sent
+        }
+        self.reads.open = None;
     }
 
     /// Releases the leader's reads whose round a quorum has now acknowledged.
@@ -203,13 +261,18 @@ impl Engine {
     pub(crate) fn tick_reads(&mut self) {
         let deadline = self.now.saturating_sub(self.cfg.election_timeout_ticks);
         let out = &mut self.out;
-        self.reads.remote.retain(|_, &mut (id, sent)| {
-            if sent < deadline {
-                out.reads_failed.push((id, ReadError::Timeout));
-                false
-            } else {
-                true
+        let reads = &mut self.reads;
+        reads.remote.retain(|&request, pending| {
+            if pending.sent >= deadline {
+                return true;
             }
+            reads.remote_reads -= pending.reads.len();
+            if reads.open.is_some_and(|(open, _)| open == request) {
+                reads.open = None;
+            }
+            let failed = pending.reads.drain(..).map(|id| (id, ReadError::Timeout));
+            out.reads_failed.extend(failed);
+            false
         });
     }
 }

@@ -44,7 +44,7 @@ pub use synod_paxos::PlantedBug;
 pub use trace::Trace;
 
 /// Command-line names of the planted bugs.
-pub const BUG_NAMES: [(&str, PlantedBug); 4] = [
+pub const BUG_NAMES: [(&str, PlantedBug); 5] = [
     (
         "acceptor-ignores-promise",
         PlantedBug::AcceptorIgnoresPromise,
@@ -60,6 +60,10 @@ pub const BUG_NAMES: [(&str, PlantedBug); 4] = [
     (
         "membership-without-delay",
         PlantedBug::MembershipWithoutDelay,
+    ),
+    (
+        "follower-read-joins-sent-request",
+        PlantedBug::FollowerReadJoinsSentRequest,
     ),
 ];
 

@@ -215,6 +215,10 @@ pub struct Node {
     pub launched: bool,
     /// Removed from the cluster and stopped for good: never restarted.
     pub retired: bool,
+    /// Gather inputs this long before taking the engine's output (`Swarm::turn_us`).
+    pub turn_us: u64,
+    /// Inputs were handled whose output was not taken yet: the simulation ends the turn.
+    pub drain_owed: bool,
 }
 
 impl Node {
@@ -246,6 +250,8 @@ impl Node {
             snapshots: Snapshots::default(),
             launched: false,
             retired: false,
+            turn_us: 0,
+            drain_owed: false,
         }
     }
 
@@ -260,6 +266,7 @@ impl Node {
     /// Removed from the cluster: the process stops for good.
     pub fn retire(&mut self) {
         self.engine = None;
+        self.drain_owed = false;
         self.held.clear();
         self.reads.clear();
         self.paused = false;
@@ -429,7 +436,11 @@ impl Node {
                 saved,
             } => self.snapshot_saved(slot, data, received, saved, fx),
         }
-        self.drain(now_us, rng, fsync, fx);
+        if self.turn_us == 0 {
+            self.drain(now_us, rng, fsync, fx);
+        } else {
+            self.drain_owed = true; // more inputs may join this turn
+        }
     }
 
     /// The persist path saved a snapshot (or found a newer one on disk).
@@ -547,6 +558,7 @@ impl Node {
 
     /// Takes `Ready`s until the engine has nothing more, carrying out each one.
     fn drain(&mut self, now_us: u64, rng: &mut Rng, fsync: (u64, u64), fx: &mut Effects) {
+        self.drain_owed = false;
         if self.engine.is_none() {
             return;
         }

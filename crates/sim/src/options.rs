@@ -79,6 +79,7 @@ impl Focus {
             PlantedBug::LeaderIgnoresAcceptedValues => Focus::LeaderChurn,
             PlantedBug::LeaseWithoutDriftMargin => Focus::Lease,
             PlantedBug::MembershipWithoutDelay => Focus::Membership,
+            PlantedBug::FollowerReadJoinsSentRequest => Focus::Swarm,
         }
     }
 }
@@ -176,6 +177,10 @@ pub struct Swarm {
     /// Probability that, right after a membership change is chosen, the leader is crashed
     /// or cut off (leader churn while slots decided under the old membership are in flight).
     pub churn_after_change: f64,
+    /// A node gathers inputs for up to this long before it takes the engine's output, as
+    /// the server handles a queue of inputs per turn (proposals then share slots, follower
+    /// reads share a ReadIndex request); 0: output after every input.
+    pub turn_us: u64,
 }
 
 impl Swarm {
@@ -259,6 +264,7 @@ impl Swarm {
             nodes_max: nodes,
             voters_min: 3,
             churn_after_change: 0.0,
+            turn_us: 0,
         };
         swarm.fsync_max_us = swarm.fsync_min_us + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
@@ -271,6 +277,12 @@ impl Swarm {
             _ => 0.0,
         };
         swarm.draw_snapshots_and_membership(rng, focus);
+        // Last of all, so that it shifts no other parameter.
+        swarm.turn_us = if rng.chance(0.5) {
+            0
+        } else {
+            rng.pick(&[20, 200, 1_000])
+        };
         swarm
     }
 
@@ -433,7 +445,7 @@ impl fmt::Display for Swarm {
              delay={}..{}us late={:.2}%<={}us drop={:.1}% dup={:.1}% fsync={}..{}us torn={} \
              faults=[{}] every~{}ms len<={}ms node_faults<={} corrupt={:.1}%/crash clients={} keys={} \
              read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms snap={} chunk={}B \
-             members={} nodes<={} voters>={} churn={:.0}%",
+             members={} nodes<={} voters>={} churn={:.0}% turn={}us",
             self.nodes,
             self.heartbeat_ticks,
             self.election_ticks,
@@ -476,6 +488,7 @@ impl fmt::Display for Swarm {
             self.nodes_max,
             self.voters_min,
             pct(self.churn_after_change),
+            self.turn_us,
         )
     }
 }

@@ -15,7 +15,7 @@ use crate::options::{Options, Swarm};
 use crate::rng::Rng;
 use crate::trace::{describe, describe_value, node_name, Trace};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use synod_paxos::{
     Config, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot, Value,
 };
@@ -63,6 +63,8 @@ pub(crate) enum Event {
     Retire(NodeId),
     /// Leader churn right after a membership change was chosen.
     Churn,
+    /// A node takes the output of the inputs it gathered (`Swarm::turn_us`).
+    EndTurn(NodeId),
 }
 
 #[derive(Debug)]
@@ -154,6 +156,8 @@ pub(crate) struct Simulation {
     pub(crate) memberships: BTreeMap<Slot, Membership>,
     /// The operator's newest membership request, until a newer one is chosen.
     pub(crate) proposed: Option<Membership>,
+    /// Nodes with an `EndTurn` scheduled.
+    turn_ending: BTreeSet<NodeId>,
 }
 
 impl Simulation {
@@ -167,6 +171,7 @@ impl Simulation {
                 let drift = swarm.drift_ppm[id as usize - 1];
                 let policy = snapshot_policy(&swarm);
                 let mut node = Node::new(config, DurableState::bootstrap(&members), drift, policy);
+                node.turn_us = swarm.turn_us;
                 node.launch(0);
                 node
             })
@@ -195,6 +200,7 @@ impl Simulation {
             planted_bug: options.planted_bug,
             memberships: BTreeMap::from([(1, members)]),
             proposed: None,
+            turn_ending: BTreeSet::new(),
         }
     }
 
@@ -206,8 +212,9 @@ impl Simulation {
         let max = self.swarm.drift_max_ppm;
         let drift = self.rng.range(0, 2 * max) as i64 - max as i64;
         let policy = snapshot_policy(&self.swarm);
-        self.nodes
-            .push(Node::new(config, DurableState::default(), drift, policy));
+        let mut node = Node::new(config, DurableState::default(), drift, policy);
+        node.turn_us = self.swarm.turn_us;
+        self.nodes.push(node);
         self.tick_tokens.push(0);
         self.roles.push((None, None));
         self.stats.nodes_added += 1;
@@ -312,6 +319,10 @@ impl Simulation {
             Event::Controller => self.controller_duty(),
             Event::Retire(node) => self.retire(node),
             Event::Churn => self.churn(),
+            Event::EndTurn(node) => {
+                self.turn_ending.remove(&node);
+                self.poke(node);
+            }
         }
     }
 
@@ -417,6 +428,10 @@ impl Simulation {
     /// Carries out what a node's input produced.
     pub(crate) fn effects(&mut self, id: NodeId, fx: Effects) {
         let incarnation = self.node(id).incarnation;
+        if self.node(id).drain_owed && self.turn_ending.insert(id) {
+            let at = self.now + self.node(id).turn_us;
+            self.schedule(at, Event::EndTurn(id));
+        }
         for at in fx.disk_done_at {
             self.schedule(
                 at,

@@ -79,3 +79,13 @@ fn planted_bug_membership_without_delay() {
             | ViolationKind::Panic
     ));
 }
+
+#[test]
+fn planted_bug_follower_read_joins_sent_request() {
+    // Only seeds whose nodes gather inputs into turns (`Swarm::turn_us`) batch follower
+    // reads at all; the stale read shows only in the client history.
+    assert_eq!(
+        finds(PlantedBug::FollowerReadJoinsSentRequest),
+        ViolationKind::Linearizability
+    );
+}

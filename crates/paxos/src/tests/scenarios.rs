@@ -133,6 +133,35 @@ fn follower_read_goes_through_the_leader() {
 }
 
 #[test]
+fn follower_reads_arriving_together_share_one_read_index_request() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    let f: NodeId = if l == 1 { 2 } else { 1 };
+    c.engine(l).propose(cmd(1, 1)).unwrap();
+    c.settle();
+    c.trace.clear();
+    // Three reads before the follower's output is taken: one request carries them all.
+    for id in 7..10 {
+        c.engine(f).read_barrier(id);
+    }
+    c.settle();
+    assert_eq!(c.reads_ready[&f], vec![7, 8, 9]);
+    assert_eq!(c.messages_of_kind("ReadIndex"), 1, "{:?}", c.trace);
+    // A read after that output was taken needs a request of its own: the leader must pick
+    // its read point after the read began.
+    c.engine(f).read_barrier(10);
+    let _ = c.engine(f).ready();
+    c.engine(f).read_barrier(11);
+    let ready = c.engine(f).ready();
+    let requests = ready
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, crate::Body::ReadIndex { .. }))
+        .count();
+    assert_eq!(requests, 1, "the second read sent a request of its own");
+}
+
+#[test]
 fn isolated_leader_steps_down_and_cut_off_node_does_not_disrupt() {
     let mut c = Cluster::new(3);
     let l = c.elect();
