@@ -106,8 +106,15 @@ async fn snapshots_bound_the_log_and_restarts_resume_from_them() {
     let value = "v".repeat(1024);
     let written = 8000;
     for k in 0..written {
-        // A small key space: the store stays small while the log would grow without bound.
+        // A small key space, and the history compacted as we go: the store stays small
+        // while the log would grow without bound. (Uncompacted, the store holds every
+        // revision, and a member lets the log since its last snapshot grow as large as that
+        // snapshot before it takes the next one.)
         put_retry(&mut c, format!("b{:03}", k % 100), value.clone()).await;
+        if k % 500 == 499 {
+            // Revision 1 is the empty store; put k made revision k + 2.
+            c.compact(k as i64 + 2 - 100, None).await.expect("compact");
+        }
     }
     drop(c);
     for i in 0..3 {

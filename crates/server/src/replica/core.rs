@@ -108,6 +108,8 @@ struct Core {
     last_leader: Option<NodeId>,
     last_role: Role,
     applied_since_snapshot: u64,
+    /// Payload bytes of the commands applied since the last snapshot.
+    applied_bytes_since_snapshot: u64,
     fatal: Option<String>,
     clock: ticker::TickClock,
     planted_bug_local_reads: bool,
@@ -263,6 +265,7 @@ pub fn start(
         last_leader: None,
         last_role: Role::Follower,
         applied_since_snapshot: 0,
+        applied_bytes_since_snapshot: 0,
         fatal: None,
         clock: ticker::TickClock::new(cfg.tick, cfg.clock_skew_ppm),
         planted_bug_local_reads: cfg.planted_bug_local_reads,
@@ -559,6 +562,8 @@ impl Core {
         };
         self.metrics.batch_commands.observe(commands.len() as f64);
         self.applied_since_snapshot += commands.len() as u64;
+        self.applied_bytes_since_snapshot +=
+            commands.iter().map(|c| c.payload.len() as u64).sum::<u64>();
         for c in commands {
             if let Some(request) = crate::members::decode_request(&c.payload) {
                 let origin = (c.client_id, c.seq);
@@ -610,13 +615,26 @@ impl Core {
         }
     }
 
-    /// Takes a snapshot at `applied` when enough was applied since the last one. Here the
-    /// store is only frozen as of `applied` (O(1): its maps are persistent); a thread of its
-    /// own encodes that view, however long it takes, and hands the bytes to the persist
-    /// thread, which writes them after the batches queued before and reports
+    /// Takes a snapshot at `applied` when enough was applied since the last one: at least
+    /// `--snapshot-count` commands, and commands of at least as many bytes as the last
+    /// snapshot holds. The second condition keeps the cost of snapshots proportional to the
+    /// writes: each one encodes and writes the whole store, which (without compaction) holds
+    /// every revision ever written, so at a fixed command count their cost per write would
+    /// grow with the history without bound. It costs at most one snapshot's worth of log
+    /// (memory, disk, and replay at restart) on top of the snapshot.
+    ///
+    /// Here the store is only frozen as of `applied` (O(1): its maps are persistent); a
+    /// thread of its own encodes that view, however long it takes, and hands the bytes to
+    /// the persist thread, which writes them after the batches queued before and reports
     /// `SnapshotSaved` as for any snapshot.
     fn maybe_snapshot(&mut self, applied: Slot) {
+        let last_bytes = self
+            .snapshots
+            .latest
+            .as_ref()
+            .map_or(0, |(_, data)| data.len() as u64);
         if self.applied_since_snapshot < self.snapshots.every_commands
+            || self.applied_bytes_since_snapshot < last_bytes
             || self.snapshots.saving
             || self.snapshots.installing.is_some()
         {
@@ -658,6 +676,7 @@ impl Core {
                 });
             });
         self.applied_since_snapshot = 0;
+        self.applied_bytes_since_snapshot = 0;
         match spawned {
             Ok(_) => self.snapshots.saving = true,
             Err(e) => tracing::warn!("cannot start a thread to encode a snapshot: {e}"),
@@ -690,6 +709,7 @@ impl Core {
         }
         self.snapshots.latest = Some((slot, data));
         self.applied_since_snapshot = 0;
+        self.applied_bytes_since_snapshot = 0;
         self.metrics.snapshots_installed.fetch_add(1, Relaxed);
         tracing::info!(slot, "installed a snapshot from a peer");
     }
