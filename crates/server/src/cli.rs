@@ -80,7 +80,7 @@ pub struct MemberArgs {
 
     /// Applied commands between two snapshots of the store; each snapshot lets the log
     /// before it be dropped. A snapshot also waits until the commands applied since the
-    /// last one hold as many bytes as that snapshot, so that snapshots of a large store
+    /// last one hold half as many bytes as that snapshot, so that snapshots of a large store
     /// (a long uncompacted history) cost no more per write than those of a small one.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,

@@ -616,12 +616,14 @@ impl Core {
     }
 
     /// Takes a snapshot at `applied` when enough was applied since the last one: at least
-    /// `--snapshot-count` commands, and commands of at least as many bytes as the last
+    /// `--snapshot-count` commands, and commands of at least half as many bytes as the last
     /// snapshot holds. The second condition keeps the cost of snapshots proportional to the
-    /// writes: each one encodes and writes the whole store, which (without compaction) holds
-    /// every revision ever written, so at a fixed command count their cost per write would
-    /// grow with the history without bound. It costs at most one snapshot's worth of log
-    /// (memory, disk, and replay at restart) on top of the snapshot.
+    /// writes (at most about two bytes encoded per byte written): each one encodes and
+    /// writes the whole store, which (without compaction) holds every revision ever
+    /// written, so at a fixed command count their cost per write would grow with the
+    /// history without bound. It costs at most half a snapshot's worth of log (memory,
+    /// disk, and replay at restart) on top of the snapshot; with the history compacted the
+    /// store is small and the command count decides, as before.
     ///
     /// Here the store is only frozen as of `applied` (O(1): its maps are persistent); a
     /// thread of its own encodes that view, however long it takes, and hands the bytes to
@@ -634,7 +636,7 @@ impl Core {
             .as_ref()
             .map_or(0, |(_, data)| data.len() as u64);
         if self.applied_since_snapshot < self.snapshots.every_commands
-            || self.applied_bytes_since_snapshot < last_bytes
+            || self.applied_bytes_since_snapshot < last_bytes / 2
             || self.snapshots.saving
             || self.snapshots.installing.is_some()
         {
