@@ -51,43 +51,52 @@ impl SnapshotView {
     /// Encodes the state: the bytes [`KvStore::snapshot`] gave when the view was taken.
     /// Takes time and memory in proportion to the whole store (all history kept).
     pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.encode_into(&mut buf);
+        buf.shrink_to_fit();
+        buf
+    }
+
+    /// Appends the encoding to `buf` (after whatever a caller put there, such as a header of
+    /// its own): a snapshot of a large store is then built in one buffer, with no second
+    /// allocation and copy of the whole thing.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
         // `size` overestimates the encoding a little (per-record overheads), so one
-        // allocation nearly always holds it all; the excess is given back at the end.
-        let mut buf = Vec::with_capacity(usize::try_from(self.size).unwrap_or(1024));
+        // allocation nearly always holds it all.
+        buf.reserve(usize::try_from(self.size).unwrap_or(1024));
+        let start = buf.len();
         buf.extend_from_slice(MAGIC);
-        put_u8(&mut buf, SNAPSHOT_FORMAT_VERSION);
-        put_i64(&mut buf, self.revision);
-        put_i64(&mut buf, self.compact_revision);
-        put_len(&mut buf, self.keys.len());
+        put_u8(buf, SNAPSHOT_FORMAT_VERSION);
+        put_i64(buf, self.revision);
+        put_i64(buf, self.compact_revision);
+        put_len(buf, self.keys.len());
         for (key, hist) in &self.keys {
-            put_bytes(&mut buf, key);
-            put_len(&mut buf, hist.len());
+            put_bytes(buf, key);
+            put_len(buf, hist.len());
             for rec in hist.iter() {
-                put_i64(&mut buf, rec.mod_rev);
+                put_i64(buf, rec.mod_rev);
                 match &rec.value {
                     Some(value) => {
-                        put_u8(&mut buf, LIVE);
-                        put_i64(&mut buf, rec.create_rev);
-                        put_i64(&mut buf, rec.version);
-                        put_bytes(&mut buf, value);
+                        put_u8(buf, LIVE);
+                        put_i64(buf, rec.create_rev);
+                        put_i64(buf, rec.version);
+                        put_bytes(buf, value);
                     }
-                    None => put_u8(&mut buf, TOMBSTONE),
+                    None => put_u8(buf, TOMBSTONE),
                 }
             }
         }
-        put_varint(&mut buf, self.max_clients as u64);
-        put_varint(&mut buf, self.clock);
-        put_len(&mut buf, self.clients.len());
+        put_varint(buf, self.max_clients as u64);
+        put_varint(buf, self.clock);
+        put_len(buf, self.clients.len());
         for (id, entry) in &self.clients {
-            put_varint(&mut buf, *id);
-            put_varint(&mut buf, entry.last_seq);
-            put_varint(&mut buf, entry.last_used);
-            put_outcome(&mut buf, &entry.outcome);
+            put_varint(buf, *id);
+            put_varint(buf, entry.last_seq);
+            put_varint(buf, entry.last_used);
+            put_outcome(buf, &entry.outcome);
         }
-        let crc = crc32c::crc32c(&buf);
+        let crc = crc32c::crc32c(&buf[start..]);
         buf.extend_from_slice(&crc.to_le_bytes());
-        buf.shrink_to_fit();
-        buf
     }
 }
 

@@ -413,7 +413,7 @@ impl Core {
                     .name("synod-export".into())
                     .spawn(move || {
                         lower_priority();
-                        let data = snapshot::encode(&members, &view.encode());
+                        let data = snapshot::encode_view(&members, &view);
                         let _ = reply.send(Ok((applied, data)));
                     });
                 if let Err(e) = spawned {
@@ -651,7 +651,7 @@ impl Core {
             .spawn(move || {
                 lower_priority();
                 let started = Instant::now();
-                let data = snapshot::encode(&membership, &view.encode());
+                let data = snapshot::encode_view(&membership, &view);
                 drop(view); // lets the core write in place again
                 tracing::debug!(
                     slot = applied,
