@@ -187,8 +187,8 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Waits for the core and the threads to end (after `handle.shutdown()`); the error says why the
-    /// replica stopped, if it was not asked to.
+    /// Waits for the core and the threads to end (after `handle.shutdown()`); the error
+    /// says why the replica stopped, if it was not asked to.
     pub async fn join(self) -> Result<(), String> {
         let result = self
             .core
@@ -205,9 +205,9 @@ impl Replica {
     }
 }
 
-/// Starts the replica's core task (on the current runtime) and threads. `durable` is what storage recovered (or the bootstrap
-/// state, already written); the engine re-delivers every chosen slot from slot 1, which
-/// rebuilds the key-value store.
+/// Starts the replica's core task (on the current runtime) and threads. `durable` is what
+/// storage recovered (or the bootstrap state, already written); the engine re-delivers
+/// every chosen slot from slot 1, which rebuilds the key-value store.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
     cfg: CoreConfig,
