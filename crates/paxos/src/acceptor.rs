@@ -29,6 +29,18 @@ impl Engine {
         // a long chosen history; a more up-to-date replica can win instead.
         // A replica that can no longer lead (it was removed) does not hold out for a more
         // up-to-date candidate: the candidate may be the only voter left to elect.
+        if self.is_recovering() {
+            // Granting would be harmless, but a replica that may have forgotten promises
+            // takes no part in elections until it recovered.
+            self.send(
+                from,
+                Body::PreVoteReply {
+                    ballot,
+                    granted: false,
+                },
+            );
+            return;
+        }
         let up_to_date = commit >= self.log.commit() || !self.is_voter();
         if commit < self.log.compacted() {
             self.offer_snapshot(from);
@@ -45,6 +57,9 @@ impl Engine {
         transfer_from: Option<Ballot>,
     ) {
         self.note_round(ballot);
+        if self.is_recovering() {
+            return; // silent, as if down: it may have forgotten promises and acceptances
+        }
         if ballot < self.promised {
             let promised = self.promised;
             self.send(
@@ -109,6 +124,14 @@ impl Engine {
         commit: Slot,
     ) {
         self.note_round(ballot);
+        if self.is_recovering() {
+            // No vote until it recovered, but the leader is worth knowing (forwarding,
+            // reads); the values come as chosen ones through catch-up.
+            if ballot >= self.promised {
+                self.follow(from, ballot);
+            }
+            return;
+        }
         let ignores_promise = self.cfg.bug(PlantedBug::AcceptorIgnoresPromise);
         if ballot < self.promised && !ignores_promise {
             let promised = self.promised;
@@ -185,6 +208,11 @@ impl Engine {
         }
         self.follow(from, ballot);
         self.log.commit_by_ballot(ballot, commit);
+        if self.is_recovering() && self.recovery_fence().is_none_or(|fence| ballot < fence) {
+            // Acknowledging vouches that no higher ballot was promised: only for ballots at
+            // or above every promise this replica may have forgotten (the fence).
+            return;
+        }
         // Sent at once: the reply vouches for the promise (in memory at least as high as on
         // disk) and starts this acceptor's refusal window, which a restart also restarts.
         let commit = self.log.commit();

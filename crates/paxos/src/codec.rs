@@ -481,6 +481,32 @@ fn put_body(out: &mut impl BufMut, body: &Body) {
             put_varint(out, *offset);
             put_bytes(out, data);
         }
+        Body::RecoveryQuery { nonce } => {
+            out.put_u8(18);
+            put_varint(out, *nonce);
+        }
+        Body::RecoveryReply {
+            nonce,
+            promised,
+            voters,
+            leader,
+        } => {
+            out.put_u8(19);
+            put_varint(out, *nonce);
+            put_ballot(out, *promised);
+            put_varint(out, voters.len() as u64);
+            for v in voters {
+                put_varint(out, *v);
+            }
+            match leader {
+                None => out.put_u8(0),
+                Some((ballot, frontier)) => {
+                    out.put_u8(1);
+                    put_ballot(out, *ballot);
+                    put_varint(out, *frontier);
+                }
+            }
+        }
     }
 }
 
@@ -587,6 +613,27 @@ fn get_body(r: &mut Reader) -> Result<Body> {
                 total,
                 offset,
                 data,
+            }
+        }
+        18 => Body::RecoveryQuery { nonce: r.varint()? },
+        19 => {
+            let nonce = r.varint()?;
+            let promised = get_ballot(r)?;
+            let n = r.len(1)?;
+            let mut voters = Vec::with_capacity(n);
+            for _ in 0..n {
+                voters.push(r.varint()?);
+            }
+            let leader = match r.u8()? {
+                0 => None,
+                1 => Some((get_ballot(r)?, r.varint()?)),
+                _ => return Err(DecodeError("bad option tag")),
+            };
+            Body::RecoveryReply {
+                nonce,
+                promised,
+                voters,
+                leader,
             }
         }
         _ => return Err(DecodeError("unknown message kind")),
@@ -707,6 +754,19 @@ mod tests {
                 total: 10,
                 offset: 7,
                 data: Bytes::from_static(b"abc"),
+            },
+            Body::RecoveryQuery { nonce: 77 },
+            Body::RecoveryReply {
+                nonce: 77,
+                promised: Ballot::new(4, 2),
+                voters: vec![1, 2, 3],
+                leader: None,
+            },
+            Body::RecoveryReply {
+                nonce: u64::MAX,
+                promised: Ballot::new(9, 3),
+                voters: vec![],
+                leader: Some((Ballot::new(9, 3), 1234)),
             },
         ]
     }

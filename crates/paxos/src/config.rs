@@ -32,6 +32,9 @@ pub enum PlantedBug {
     /// A follower's read may join a ReadIndex request that already left, so the leader may
     /// have picked the read point before the read began: stale reads.
     FollowerReadJoinsSentRequest,
+    /// A replica whose storage reports a lost log tail votes at once, as if nothing was lost,
+    /// instead of first recovering from its peers what it may have promised and accepted.
+    SkipsPeerRecovery,
 }
 
 #[derive(Clone, Debug)]

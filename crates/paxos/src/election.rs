@@ -40,6 +40,14 @@ impl Engine {
         t + self.rng.below(spread)
     }
 
+    /// The longest phase 1 lasts, in the candidate's ticks: then it gives up (and backs off
+    /// before the next campaign). A fixed bound rather than the widening back-off, because a
+    /// replica recovering from a lost log tail must wait out every campaign that may still
+    /// count one of its forgotten promises (recovery.rs).
+    pub(crate) fn campaign_ticks_max(&self) -> u64 {
+        2 * self.cfg.election_timeout_ticks
+    }
+
     pub(crate) fn tick_election(&mut self) {
         if matches!(self.role, RoleState::Leader(_)) || self.now < self.election_deadline {
             return;
@@ -130,7 +138,7 @@ impl Engine {
             asked: Vec::new(),
             transfer_from,
         });
-        self.election_deadline = self.now + self.random_election_timeout();
+        self.election_deadline = self.now + self.campaign_ticks_max();
         let voters = self.active_members(false);
         self.ask_promises(&voters);
     }

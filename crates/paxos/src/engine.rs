@@ -9,6 +9,7 @@ use crate::log::Log;
 use crate::message::{Body, Message};
 use crate::outbox::Outbox;
 use crate::reads::FollowerReads;
+use crate::recovery::Recovery;
 use crate::ready::{
     Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, SnapshotChunk,
     SnapshotInfo, Status,
@@ -75,6 +76,8 @@ pub struct Engine {
     pub(crate) out: Outbox,
     /// When this replica last offered its snapshot to a candidate behind it, per candidate.
     pub(crate) snapshot_offers: std::collections::BTreeMap<NodeId, u64>,
+    /// Recovering from a lost log tail (see recovery.rs): no votes until it ends.
+    pub(crate) recovery: Option<Recovery>,
 }
 
 impl Engine {
@@ -137,6 +140,7 @@ impl Engine {
                 },
             ),
             snapshot_offers: std::collections::BTreeMap::new(),
+            recovery: None,
             cfg: config,
         };
         engine.election_deadline = engine.random_election_timeout();
@@ -240,6 +244,7 @@ impl Engine {
         self.tick_election();
         self.tick_leader();
         self.tick_reads();
+        self.tick_recovery();
         self.process_inbox();
     }
 
@@ -349,6 +354,7 @@ impl Engine {
             members: self.log.configs().latest().map(|c| c.membership.clone()),
             lease_held: self.lease_held(),
             retired: self.retired(),
+            recovery: self.recovery_phase(),
         }
     }
 
@@ -426,6 +432,9 @@ impl Engine {
         let transition = configs
             .latest()
             .is_some_and(|c| configs.effective_slot(c.slot) > commit);
+        if self.is_recovering() {
+            return false; // no votes of its own until it recovered what it may have cast
+        }
         self.is_voter()
             || (transition
                 && configs
@@ -495,6 +504,7 @@ impl Engine {
         while let Some(message) = self.out.self_inbox.pop_front() {
             self.handle(message);
         }
+        self.try_finish_recovery();
     }
 
     fn handle(&mut self, message: Message) {
@@ -545,6 +555,13 @@ impl Engine {
                 request,
                 read_index,
             } => self.on_read_index_reply(request, read_index),
+            Body::RecoveryQuery { nonce } => self.on_recovery_query(from, nonce),
+            Body::RecoveryReply {
+                nonce,
+                promised,
+                voters,
+                leader,
+            } => self.on_recovery_reply(from, nonce, promised, voters, leader),
             Body::SnapshotChunk {
                 slot,
                 total,

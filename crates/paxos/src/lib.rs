@@ -20,6 +20,7 @@ mod message;
 mod outbox;
 mod reads;
 mod ready;
+mod recovery;
 mod rng;
 mod types;
 
@@ -27,6 +28,7 @@ pub use config::{Config, ConfigError, PlantedBug, ReadMode};
 pub use configs::MembershipChange;
 pub use engine::{Engine, TransferError};
 pub use message::{Body, Message, PromisedSlot};
+pub use recovery::RecoveryPhase;
 pub use ready::{
     Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,
     SnapshotChunk, SnapshotInfo, Status,

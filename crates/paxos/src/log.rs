@@ -71,6 +71,17 @@ impl Log {
         self.compacted
     }
 
+    /// The highest slot this log holds or knows chosen: every value this replica accepted or
+    /// proposed is at or below it.
+    pub(crate) fn last_slot(&self) -> Slot {
+        self.entries
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(self.commit)
+    }
+
     pub(crate) fn configs(&self) -> &Configs {
         &self.configs
     }

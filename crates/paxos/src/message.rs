@@ -111,6 +111,22 @@ pub enum Body {
         request: u64,
         read_index: Option<Slot>,
     },
+    /// A replica whose durable state may be shorter than what it acknowledged (its log's
+    /// synced tail was lost or damaged) asks what it may have promised and accepted. Only
+    /// replicas that are not recovering themselves answer. See recovery.rs.
+    RecoveryQuery {
+        nonce: u64,
+    },
+    /// `promised`: the answering acceptor's promise. `voters`: the voters of the newest
+    /// membership it knows chosen (the recovering replica may have lost newer ones).
+    /// `leader`: the answering replica's ballot and frontier (the highest slot it proposed or
+    /// holds) when it is the leader.
+    RecoveryReply {
+        nonce: u64,
+        promised: Ballot,
+        voters: Vec<NodeId>,
+        leader: Option<(Ballot, Slot)>,
+    },
     /// A piece of a state-machine snapshot covering slots `1..=slot`, whose encoding is
     /// `total` bytes long; this piece starts at byte `offset`. Drivers send these (for
     /// `Ready::send_snapshot`) and reassemble them (from `Ready::snapshot_chunks`); the
@@ -144,6 +160,8 @@ impl Body {
             Body::ReadIndex { .. } => "ReadIndex",
             Body::ReadIndexReply { .. } => "ReadIndexReply",
             Body::SnapshotChunk { .. } => "SnapshotChunk",
+            Body::RecoveryQuery { .. } => "RecoveryQuery",
+            Body::RecoveryReply { .. } => "RecoveryReply",
         }
     }
 }

@@ -207,4 +207,7 @@ pub struct Status {
     /// Removed from the cluster and no longer needed: the process may stop (see
     /// [`crate::Engine::retired`]).
     pub retired: bool,
+    /// Recovering from a lost log tail: this replica does not vote until it ends (see
+    /// [`crate::Engine::start_peer_recovery`]).
+    pub recovery: Option<crate::recovery::RecoveryPhase>,
 }

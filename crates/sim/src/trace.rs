@@ -156,6 +156,13 @@ fn describe_body(body: &Body) -> String {
             "{kind} slot={slot} bytes={offset}..{} of {total}",
             offset + data.len() as u64
         ),
+        Body::RecoveryQuery { nonce } => format!("{kind} nonce={nonce:x}"),
+        Body::RecoveryReply {
+            nonce,
+            promised,
+            voters,
+            leader,
+        } => format!("{kind} nonce={nonce:x} promised={promised} voters={voters:?} leader={leader:?}"),
     }
 }
 

@@ -4,4 +4,5 @@
 
 mod cluster;
 mod membership;
+mod recovery;
 mod scenarios;

@@ -161,5 +161,17 @@ pub fn body(b: &Body) -> String {
             "SnapshotChunk slot={slot} bytes={offset}..{} of {total}",
             offset + data.len() as u64
         ),
+        Body::RecoveryQuery { nonce } => format!("RecoveryQuery nonce={nonce:x}"),
+        Body::RecoveryReply {
+            nonce,
+            promised,
+            voters,
+            leader,
+        } => match leader {
+            Some((ballot, frontier)) => format!(
+                "RecoveryReply nonce={nonce:x} promised={promised} voters={voters:?} leader={ballot} frontier={frontier}"
+            ),
+            None => format!("RecoveryReply nonce={nonce:x} promised={promised} voters={voters:?}"),
+        },
     }
 }
