@@ -57,6 +57,14 @@ pub struct Config {
     pub pending_commands_max: usize,
     /// Most chosen slots sent in one catch-up message.
     pub catchup_slots_max: u64,
+    /// Most bytes of values (as encoded) in one catch-up message (`Learn`); a single larger
+    /// value goes alone. Keep it well under the transport's frame limit (the server's is
+    /// 64 MiB): a message that does not fit a frame is dropped, and would be resent forever.
+    pub catchup_bytes_max: usize,
+    /// Most bytes of values (as encoded) in one `Accept`; more slots go in further Accepts.
+    /// As for `catchup_bytes_max`: a full window of large slots must not make one message
+    /// larger than a frame.
+    pub accept_bytes_max: usize,
     /// Most read barriers waiting at once.
     pub pending_reads_max: usize,
     pub read_mode: ReadMode,
@@ -83,6 +91,8 @@ impl Config {
             batch_bytes_max: 1 << 20,
             pending_commands_max: 65_536,
             catchup_slots_max: 256,
+            catchup_bytes_max: 8 << 20,
+            accept_bytes_max: 8 << 20,
             pending_reads_max: 65_536,
             read_mode: ReadMode::Lease,
             clock_drift_max_ppm: 50_000,
@@ -115,6 +125,9 @@ impl Config {
             return fail(
                 "catchup_slots_max, pending_commands_max and pending_reads_max must be positive",
             );
+        }
+        if self.catchup_bytes_max == 0 || self.accept_bytes_max == 0 {
+            return fail("catchup_bytes_max and accept_bytes_max must be positive");
         }
         if self.clock_drift_max_ppm >= 500_000 {
             return fail("clock_drift_max_ppm must be below 500000 (50%)");

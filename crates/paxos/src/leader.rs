@@ -47,8 +47,66 @@ pub(crate) struct Peer {
 /// normal under load; below the one its own heartbeat carried means the peer has a gap).
 const ROUND_COMMITS_MAX: usize = 64;
 
-/// Catch-up chunks (`Config::catchup_slots_max` slots each) sent per batch.
-const LEARN_CHUNKS_PER_BATCH: u64 = 4;
+/// Catch-up chunks (`Config::catchup_slots_max` slots and `catchup_bytes_max` bytes each)
+/// sent per batch.
+const LEARN_CHUNKS_PER_BATCH: usize = 4;
+
+/// Most bytes a varint takes.
+const VARINT_BYTES_MAX: usize = 10;
+
+/// An upper bound on the bytes `value` takes encoded (`codec::put_value`): its payloads plus
+/// the largest varints around them. Messages are split by it, so they are never encoded just
+/// to be measured.
+pub(crate) fn value_wire_bytes(value: &Value) -> usize {
+    match value {
+        Value::Noop => 1,
+        Value::Commands(commands) => {
+            1 + VARINT_BYTES_MAX
+                + commands
+                    .iter()
+                    .map(|c| 3 * VARINT_BYTES_MAX + c.payload.len())
+                    .sum::<usize>()
+        }
+        Value::Membership(m) => {
+            1 + 3 * VARINT_BYTES_MAX
+                + (m.voters().len() + m.learners().len()) * VARINT_BYTES_MAX
+                + m.context().len()
+        }
+    }
+}
+
+/// Cuts values for consecutive slots from `first` into runs of at most `slots_max` values
+/// and `bytes_max` bytes (`value_wire_bytes`; a larger value goes alone), at most `runs_max`
+/// runs: one message each. A message that does not fit the transport's frame is dropped,
+/// and whatever was in it would be resent, and dropped, forever.
+fn runs_by_bytes(
+    first: Slot,
+    values: impl IntoIterator<Item = SharedValue>,
+    slots_max: u64,
+    bytes_max: usize,
+    runs_max: usize,
+) -> Vec<(Slot, Vec<SharedValue>)> {
+    let mut runs: Vec<(Slot, Vec<SharedValue>)> = Vec::new();
+    let (mut next, mut bytes) = (first, 0);
+    for value in values {
+        let size = value_wire_bytes(&value);
+        let fits = runs
+            .last()
+            .is_some_and(|(_, run)| (run.len() as u64) < slots_max && bytes + size <= bytes_max);
+        if !fits {
+            if runs.len() == runs_max {
+                break;
+            }
+            runs.push((next, Vec::new()));
+            bytes = 0;
+        }
+        let (_, run) = runs.last_mut().expect("pushed above");
+        run.push(value);
+        bytes += size;
+        next += 1;
+    }
+    runs
+}
 
 /// A leadership hand-over in progress: to whom, and until when it is tried.
 #[derive(Debug, Clone, Copy)]
@@ -409,12 +467,15 @@ impl Engine {
         l.next_slot = first + values.len() as u64;
         l.commit_sent = commit;
         let ballot = l.ballot;
-        self.broadcast(Body::Accept {
-            ballot,
-            first_slot: first,
-            values,
-            commit,
-        });
+        let bytes_max = self.cfg.accept_bytes_max;
+        for (first_slot, values) in runs_by_bytes(first, values, u64::MAX, bytes_max, usize::MAX) {
+            self.broadcast(Body::Accept {
+                ballot,
+                first_slot,
+                values,
+                commit,
+            });
+        }
     }
 
     pub(crate) fn on_accepted(
@@ -640,16 +701,21 @@ impl Engine {
                 p.sent_tick = now;
             }
         }
-        for (to, first_slot, values) in runs {
-            self.send(
-                to,
-                Body::Accept {
-                    ballot,
-                    first_slot,
-                    values,
-                    commit,
-                },
-            );
+        let bytes_max = self.cfg.accept_bytes_max;
+        for (to, first, values) in runs {
+            for (first_slot, values) in
+                runs_by_bytes(first, values, u64::MAX, bytes_max, usize::MAX)
+            {
+                self.send(
+                    to,
+                    Body::Accept {
+                        ballot,
+                        first_slot,
+                        values,
+                        commit,
+                    },
+                );
+            }
         }
     }
 
@@ -668,7 +734,7 @@ impl Engine {
             self.log.commit(),
             self.cfg.heartbeat_interval_ticks,
         );
-        let chunk = self.cfg.catchup_slots_max;
+        let (slots_max, bytes_max) = (self.cfg.catchup_slots_max, self.cfg.catchup_bytes_max);
         let (compacted, election_timeout) = (self.log.compacted(), self.cfg.election_timeout_ticks);
         let RoleState::Leader(l) = &mut self.role else {
             return;
@@ -713,26 +779,24 @@ impl Engine {
             return;
         }
         // A few chunks per batch, so a far-behind replica is not held to one round trip
-        // per chunk.
-        let last = target.min(peer_commit + chunk * LEARN_CHUNKS_PER_BATCH);
-        peer.learn_sent_upto = last;
-        let mut first = first_slot;
-        while first <= last {
-            let end = last.min(first + chunk - 1);
-            let values: Vec<SharedValue> = (first..=end)
-                .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
-                .collect();
-            if values.is_empty() {
-                break;
-            }
-            self.send(
-                from,
-                Body::Learn {
-                    first_slot: first,
-                    values,
-                },
-            );
-            first = end + 1;
+        // per chunk. Chunks are cut by bytes as well as slots: a chunk of large values that
+        // did not fit the transport's frame would be dropped, and resent, forever.
+        let log = &self.log;
+        let values = (first_slot..=target).map_while(|s| log.get(s).map(|e| e.value.clone()));
+        let chunks = runs_by_bytes(
+            first_slot,
+            values,
+            slots_max,
+            bytes_max,
+            LEARN_CHUNKS_PER_BATCH,
+        );
+        // The batch ends where the last chunk does (sooner than `slots_max` slots per chunk
+        // would put it when values are large).
+        peer.learn_sent_upto = chunks.last().map_or(peer_commit, |(first, values)| {
+            first + values.len() as u64 - 1
+        });
+        for (first_slot, values) in chunks {
+            self.send(from, Body::Learn { first_slot, values });
         }
     }
 

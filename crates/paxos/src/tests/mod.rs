@@ -3,6 +3,7 @@
 //! faults; these pin down the basic paths readably.
 
 mod cluster;
+mod frame_limit;
 mod membership;
 mod recovery;
 mod scenarios;
