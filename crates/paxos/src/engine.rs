@@ -263,6 +263,7 @@ impl Engine {
         );
         self.applied = self.applied.max(slot);
         self.release_applied_reads();
+        self.try_finish_recovery();
     }
 
     /// The driver holds a durable snapshot of its state machine covering every slot up to

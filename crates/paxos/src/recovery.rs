@@ -19,8 +19,9 @@
 //!   at most the fence. A leader whose ballot is at least the fence finished phase 1 with a
 //!   quorum, so it re-proposed every value that may have been chosen below its ballot, and
 //!   it proposed everything of its own at or below its frontier. Once this replica knows every
-//!   slot up to that frontier chosen, nothing it may have accepted and forgotten can matter:
-//!   its log holds the chosen value of every such slot.
+//!   slot up to that frontier chosen (and, so the driver never serves the shorter state, has
+//!   applied them), nothing it may have accepted and forgotten can matter: its log holds the
+//!   chosen value of every such slot.
 //!
 //! Until then the replica does not promise, accept, grant pre-votes, campaign or answer other
 //! replicas' recovery queries; it learns chosen values (always safe: a chosen value is final)
@@ -69,8 +70,9 @@ pub enum RecoveryPhase {
     Querying { answered: usize },
     /// The fence is known; waiting for a leader at or above it.
     AwaitingLeader { fence: Ballot },
-    /// Learning chosen values up to `target`; `commit` is how far this replica got.
-    CatchingUp { target: Slot, commit: Slot },
+    /// Learning and applying chosen values up to `target`; `applied` is how far this replica
+    /// got.
+    CatchingUp { target: Slot, applied: Slot },
 }
 
 impl Engine {
@@ -119,7 +121,7 @@ impl Engine {
             (Some(fence), None) => RecoveryPhase::AwaitingLeader { fence },
             (Some(_), Some(target)) => RecoveryPhase::CatchingUp {
                 target,
-                commit: self.log.commit(),
+                applied: self.applied,
             },
         })
     }
@@ -250,7 +252,7 @@ impl Engine {
         }
     }
 
-    /// Called whenever the commit point may have moved.
+    /// Called whenever the applied point may have moved.
     pub(crate) fn try_finish_recovery(&mut self) {
         let Some(r) = &self.recovery else {
             return;
@@ -258,7 +260,9 @@ impl Engine {
         let (Some(fence), Some(target)) = (r.fence, r.target) else {
             return;
         };
-        if self.log.commit() < target {
+        if self.applied < target {
+            // Known chosen is enough for safety; waiting until the state machine applied
+            // them too means the driver never serves the shorter state once this ends.
             return;
         }
         self.recovery = None;
