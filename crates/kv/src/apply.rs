@@ -1,53 +1,96 @@
 //! The state machine's entry points for commands from the log.
 
 use crate::codec::decode_request;
+use crate::dedup::{Kept, Replay};
 use crate::error::KvError;
+use crate::read::{Applied, ApplyReads, Reads};
 use crate::request::Request;
 use crate::response::Response;
 use crate::store::KvStore;
-use crate::validate::check_request;
+use crate::validate::{check_range_request, check_request};
 
 impl KvStore {
     /// Applies one command from the log, at most once per `(client_id, seq)`: a repeat of
-    /// the client's last sequence returns the remembered outcome without executing, an older
-    /// sequence fails with [`KvError::Stale`]. `client_id` 0 opts out of deduplication (for
-    /// commands the server itself issues, such as periodic compaction).
+    /// the client's last sequence is not executed but answered from what the dedup table
+    /// kept (see docs/KV.md, "Deduplication": a write's response without what it read), an
+    /// older sequence fails with [`KvError::Stale`]. `client_id` 0 opts out of
+    /// deduplication (for commands the server itself issues, such as periodic compaction).
+    /// Every read in the command runs here, however large.
     pub fn apply(&mut self, client_id: u64, seq: u64, req: &Request) -> Result<Response, KvError> {
-        if let Some(outcome) = self.clients.replay(client_id, seq) {
-            return outcome;
+        let reads = Reads::Within(u64::MAX);
+        match self.clients.replay(client_id, seq) {
+            Some(Replay::Answer(outcome)) => outcome,
+            Some(Replay::Again) => self.execute(req, reads).outcome(),
+            None => self.apply_new(client_id, seq, req, reads).outcome(),
         }
-        self.apply_new(client_id, seq, req)
     }
 
-    /// [`KvStore::apply`] for an encoded payload (`Command.payload`). Duplicates are answered
-    /// before decoding. A payload that does not decode fails with [`KvError::Malformed`] on
-    /// every replica alike; it is not remembered, since decoding it again fails again.
+    /// [`KvStore::apply`] for an encoded payload (`Command.payload`). Duplicates of writes
+    /// are answered before decoding. A payload that does not decode fails with
+    /// [`KvError::Malformed`] on every replica alike; it is not remembered, since decoding
+    /// it again fails again.
     pub fn apply_encoded(
         &mut self,
         client_id: u64,
         seq: u64,
         payload: &[u8],
     ) -> Result<Response, KvError> {
-        if let Some(outcome) = self.clients.replay(client_id, seq) {
-            return outcome;
+        self.apply_encoded_with(client_id, seq, payload, Reads::Within(u64::MAX))
+            .outcome()
+    }
+
+    /// [`KvStore::apply_encoded`], computing of the command's reads (which change nothing)
+    /// only what `reads` asks: none if nobody waits for the answer, or those within a budget,
+    /// leaving the rest to [`Applied::complete`] on another thread. The state, and what the
+    /// dedup table keeps, are the same whatever `reads` is.
+    pub fn apply_encoded_with(
+        &mut self,
+        client_id: u64,
+        seq: u64,
+        payload: &[u8],
+        reads: Reads,
+    ) -> Applied {
+        let again = match self.clients.replay(client_id, seq) {
+            Some(Replay::Answer(outcome)) => return Applied::done(outcome),
+            Some(Replay::Again) => true,
+            None => false,
+        };
+        let req = match decode_request(payload) {
+            Ok(req) => req,
+            Err(e) => return Applied::done(Err(KvError::Malformed(e))),
+        };
+        if again {
+            self.execute(&req, reads)
+        } else {
+            self.apply_new(client_id, seq, &req, reads)
         }
-        let req = decode_request(payload).map_err(KvError::Malformed)?;
-        self.apply_new(client_id, seq, &req)
     }
 
-    fn apply_new(&mut self, client_id: u64, seq: u64, req: &Request) -> Result<Response, KvError> {
-        let outcome = self.execute(req);
-        self.clients.record(client_id, seq, outcome.clone());
-        outcome
+    fn apply_new(&mut self, client_id: u64, seq: u64, req: &Request, reads: Reads) -> Applied {
+        let applied = self.execute(req, reads);
+        let kept = Kept::of(req.is_read_only(), &applied.outcome);
+        self.clients.record(client_id, seq, kept);
+        applied
     }
 
-    fn execute(&mut self, req: &Request) -> Result<Response, KvError> {
+    fn execute(&mut self, req: &Request, reads: Reads) -> Applied {
+        let mut reads = ApplyReads::new(reads);
+        let outcome = self.execute_with(req, &mut reads);
+        reads.finish(outcome)
+    }
+
+    fn execute_with(&mut self, req: &Request, reads: &mut ApplyReads) -> Result<Response, KvError> {
         check_request(req)?;
         match req {
-            Request::Range(r) => self.range(r).map(Response::Range),
+            Request::Range(r) => {
+                check_range_request(r)?;
+                self.keyspace()
+                    .check_read_revision(r.revision, self.revision)?;
+                Ok(Response::Range(reads.range(self, r, self.revision)))
+            }
             Request::Put(p) => self.apply_put(p).map(Response::Put),
             Request::DeleteRange(d) => Ok(Response::DeleteRange(self.apply_delete(d))),
-            Request::Txn(t) => self.apply_txn(t).map(Response::Txn),
+            Request::Txn(t) => self.apply_txn(t, reads).map(Response::Txn),
             Request::Compact(c) => self.compact(c.revision).map(Response::Compact),
         }
     }

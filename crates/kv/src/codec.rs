@@ -346,7 +346,13 @@ pub(crate) fn put_outcome(buf: &mut Vec<u8>, outcome: &Outcome) {
 }
 
 pub(crate) fn read_outcome(r: &mut Reader<'_>) -> Result<Outcome> {
-    match r.u8()? {
+    let tag = r.u8()?;
+    read_tagged_outcome(tag, r)
+}
+
+/// The rest of an outcome whose tag (0 response, 1 error) was read.
+pub(crate) fn read_tagged_outcome(tag: u8, r: &mut Reader<'_>) -> Result<Outcome> {
+    match tag {
         0 => Ok(Ok(read_response(r)?)),
         1 => Ok(Err(read_error(r)?)),
         _ => Err(DecodeError("unknown outcome tag")),

@@ -22,6 +22,7 @@ mod codec;
 mod dedup;
 mod error;
 mod range;
+mod read;
 mod request;
 mod response;
 mod snapshot;
@@ -31,7 +32,9 @@ mod validate;
 mod wire;
 
 pub use codec::{decode_request, encode_request, REQUEST_FORMAT_VERSION};
+pub use dedup::{DEFAULT_KEPT_BYTES_MAX, KEPT_OUTCOME_BYTES_MAX};
 pub use error::{DecodeError, ErrorCode, KvError};
+pub use read::{Applied, ReadRequest, ReadView, Reads};
 pub use request::{
     prefix_range, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     PutRequest, RangeRequest, Request, RequestOp, SortOrder, SortTarget, TxnRequest,

@@ -1,24 +1,36 @@
 //! Range reads, with etcd's exact rules for `count`, `limit`/`more`, filters and sorting.
 
 use crate::error::KvError;
+use crate::read::{Unmetered, Work};
 use crate::request::{RangeRequest, SortOrder, SortTarget};
 use crate::response::{KeyValue, RangeResponse, ResponseHeader};
-use crate::store::KvStore;
+use crate::store::{Keyspace, KvStore};
 use crate::validate::check_range_request;
 use std::cmp::Ordering;
 
 impl KvStore {
     /// Serves a read without going through the log (a linearizable read after a read
-    /// barrier, or a serializable one). Never changes the store.
+    /// barrier, or a serializable one). Never changes the store. However large the range,
+    /// it runs to the end here; see [`KvStore::read_within`] for a bounded form.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
         check_range_request(req)?;
-        self.check_read_revision(req.revision, self.revision)?;
-        Ok(self.read_range(req, self.revision))
+        let ks = self.keyspace();
+        ks.check_read_revision(req.revision, self.revision)?;
+        let Ok(resp) = ks.read_range(req, self.revision, &mut Unmetered);
+        Ok(resp)
     }
+}
 
+impl Keyspace<'_> {
     /// Executes a read whose revision was already checked against the view at `view_rev`
-    /// (the current revision, or inside a txn the revision its writes will get).
-    pub(crate) fn read_range(&self, req: &RangeRequest, view_rev: i64) -> RangeResponse {
+    /// (the current revision, or inside a txn the revision its writes will get). Charges
+    /// `work` one unit per key of the range and one per key it sorts.
+    pub(crate) fn read_range<W: Work>(
+        self,
+        req: &RangeRequest,
+        view_rev: i64,
+        work: &mut W,
+    ) -> Result<RangeResponse, W::Stop> {
         let read_rev = if req.revision > 0 {
             req.revision
         } else {
@@ -41,6 +53,7 @@ impl KvStore {
         let mut count = 0i64;
         let mut kvs = Vec::new();
         for (key, hist) in self.span(&req.key, &req.range_end) {
+            work.charge(1)?;
             if let Some(rec) = hist.at(read_rev) {
                 count += 1;
                 if kvs.len() < collect_limit {
@@ -51,7 +64,10 @@ impl KvStore {
         if filtered {
             kvs.retain(|kv| passes_filters(req, kv));
         }
-        sort_kvs(&mut kvs, req.sort_target, req.sort_order);
+        if !is_default_ordering(req.sort_target, sort_order(req)) {
+            work.charge(kvs.len() as u64)?;
+        }
+        sort_kvs(&mut kvs, req.sort_target, sort_order(req));
         let mut more = false;
         if req.limit > 0 && kvs.len() as u64 > req.limit as u64 {
             kvs.truncate(req.limit as usize);
@@ -62,12 +78,12 @@ impl KvStore {
                 kv.value.clear();
             }
         }
-        RangeResponse {
+        Ok(RangeResponse {
             header: ResponseHeader { revision: view_rev },
             kvs,
             more,
             count,
-        }
+        })
     }
 }
 
@@ -90,15 +106,18 @@ fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
         || req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
 }
 
+/// The order a sort uses: etcd sorts by a non-key target without an order ascending.
+fn sort_order(req: &RangeRequest) -> SortOrder {
+    if req.sort_order == SortOrder::None && req.sort_target != SortTarget::Key {
+        SortOrder::Ascend
+    } else {
+        req.sort_order
+    }
+}
+
 /// etcd sorts with an unstable sort, leaving the order of ties unspecified; replicas must
 /// agree byte for byte, so we sort stably: ties stay in ascending key order.
 fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
-    // etcd: a non-key target without an order means ascending.
-    let order = if order == SortOrder::None && target != SortTarget::Key {
-        SortOrder::Ascend
-    } else {
-        order
-    };
     if is_default_ordering(target, order) {
         return;
     }

@@ -9,8 +9,8 @@
 //! (the store's maps are persistent, see store.rs), and [`SnapshotView::encode`] serializes
 //! the frozen state, on any thread, while the store goes on applying commands.
 
-use crate::codec::{put_outcome, read_outcome};
-use crate::dedup::{ClientEntry, ClientTable};
+use crate::codec::{put_outcome, read_outcome, read_tagged_outcome};
+use crate::dedup::{kept_bytes, ClientEntry, ClientTable, Kept, KEPT_OUTCOME_BYTES_MAX};
 use crate::error::DecodeError;
 use crate::store::{KeyHistory, KvStore, Record};
 use crate::wire::{put_bytes, put_i64, put_len, put_u8, put_varint, Reader};
@@ -19,8 +19,16 @@ use imbl::OrdMap;
 
 const MAGIC: &[u8; 4] = b"SKVS";
 
-/// The snapshot format this code writes, and the only one it reads.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// The snapshot format this code writes. It also reads format 1 (before the dedup table
+/// kept only what exactly-once needs), whose outcomes it strips as it reads them.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+
+/// Format 1: the dedup table kept whole outcomes, reads included, and had no byte bound.
+const FORMAT_V1: u8 = 1;
+
+/// A kept outcome's tag for a command that could not write (0 and 1 are
+/// `codec::put_outcome`'s response and error).
+const KEPT_READ: u8 = 2;
 
 const TOMBSTONE: u8 = 0;
 const LIVE: u8 = 1;
@@ -36,6 +44,7 @@ pub struct SnapshotView {
     compact_revision: i64,
     keys: OrdMap<Bytes, KeyHistory>,
     max_clients: usize,
+    kept_bytes_max: u64,
     clock: u64,
     clients: OrdMap<u64, ClientEntry>,
     /// The store's `size_bytes` then: a capacity hint for the encoding.
@@ -87,13 +96,17 @@ impl SnapshotView {
             }
         }
         put_varint(buf, self.max_clients as u64);
+        put_varint(buf, self.kept_bytes_max);
         put_varint(buf, self.clock);
         put_len(buf, self.clients.len());
         for (id, entry) in &self.clients {
             put_varint(buf, *id);
             put_varint(buf, entry.last_seq);
             put_varint(buf, entry.last_used);
-            put_outcome(buf, &entry.outcome);
+            match &entry.kept {
+                Kept::Read => put_u8(buf, KEPT_READ),
+                Kept::Outcome(outcome) => put_outcome(buf, outcome),
+            }
         }
         let crc = crc32c::crc32c(&buf[start..]);
         buf.extend_from_slice(&crc.to_le_bytes());
@@ -109,6 +122,7 @@ impl KvStore {
             compact_revision: self.compact_revision,
             keys: self.keys.clone(),
             max_clients: self.clients.max_clients,
+            kept_bytes_max: self.clients.kept_bytes_max,
             clock: self.clients.clock,
             clients: self.clients.clients.clone(),
             size: self.size,
@@ -131,7 +145,8 @@ impl KvStore {
         if &body[..MAGIC.len()] != MAGIC {
             return Err(DecodeError("not a synod-kv snapshot"));
         }
-        if body[MAGIC.len()] != SNAPSHOT_FORMAT_VERSION {
+        let version = body[MAGIC.len()];
+        if version != SNAPSHOT_FORMAT_VERSION && version != FORMAT_V1 {
             return Err(DecodeError("unsupported snapshot format version"));
         }
         let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -145,7 +160,7 @@ impl KvStore {
             return Err(DecodeError("snapshot revisions out of range"));
         }
         let keys = read_keys(&mut r, revision)?;
-        let clients = read_clients(&mut r)?;
+        let clients = read_clients(&mut r, version)?;
         r.finish()?;
         let mut store = KvStore {
             keys,
@@ -210,18 +225,25 @@ fn read_keys(r: &mut Reader<'_>, revision: i64) -> Result<OrdMap<Bytes, KeyHisto
     Ok(keys.into_iter().collect())
 }
 
-fn read_clients(r: &mut Reader<'_>) -> Result<ClientTable, DecodeError> {
+fn read_clients(r: &mut Reader<'_>, version: u8) -> Result<ClientTable, DecodeError> {
     let max_clients = usize::try_from(r.varint()?)
         .ok()
         .filter(|&m| m >= 1)
         .ok_or(DecodeError("snapshot client bound out of range"))?;
+    let kept_bytes_max = if version == FORMAT_V1 {
+        crate::dedup::DEFAULT_KEPT_BYTES_MAX
+    } else {
+        Some(r.varint()?)
+            .filter(|&m| m >= KEPT_OUTCOME_BYTES_MAX)
+            .ok_or(DecodeError("snapshot kept bytes bound out of range"))?
+    };
     let clock = r.varint()?;
-    // id, seq, last use, outcome tag + at least two bytes of outcome.
-    let n = r.len(5)?;
+    // id, seq, last use, outcome tag.
+    let n = r.len(4)?;
     if n > max_clients {
         return Err(DecodeError("snapshot holds more clients than its bound"));
     }
-    let mut table = ClientTable::new(max_clients);
+    let mut table = ClientTable::new(max_clients, kept_bytes_max);
     table.clock = clock;
     let mut last_id = 0u64;
     for _ in 0..n {
@@ -235,13 +257,17 @@ fn read_clients(r: &mut Reader<'_>) -> Result<ClientTable, DecodeError> {
         if last_used > clock {
             return Err(DecodeError("snapshot client used after the clock"));
         }
-        let outcome = read_outcome(r)?;
+        let kept = if version == FORMAT_V1 {
+            Kept::from_v1(&read_outcome(r)?)
+        } else {
+            read_kept(r)?
+        };
         table.clients.insert(
             id,
             ClientEntry {
                 last_seq,
                 last_used,
-                outcome,
+                kept,
             },
         );
     }
@@ -249,7 +275,32 @@ fn read_clients(r: &mut Reader<'_>) -> Result<ClientTable, DecodeError> {
     if table.by_use.len() != table.clients.len() {
         return Err(DecodeError("snapshot clients share a use stamp"));
     }
+    if version == FORMAT_V1 {
+        // Format 1 had no byte bound: forget the least recently used, as applying would.
+        table.evict();
+    } else if table.kept_bytes > table.kept_bytes_max {
+        return Err(DecodeError("snapshot clients keep more than their bound"));
+    }
     Ok(table)
+}
+
+/// A kept outcome of format 2: what [`Kept::of`] keeps, and nothing more.
+fn read_kept(r: &mut Reader<'_>) -> Result<Kept, DecodeError> {
+    let tag = r.u8()?;
+    if tag == KEPT_READ {
+        return Ok(Kept::Read);
+    }
+    let outcome = read_tagged_outcome(tag, r)?;
+    let kept = Kept::Outcome(outcome);
+    // Stripping what is stripped changes nothing; anything else was never kept.
+    let restripped = match &kept {
+        Kept::Outcome(o) => Kept::of(false, o),
+        Kept::Read => Kept::Read,
+    };
+    if restripped != kept || kept_bytes(&kept) > KEPT_OUTCOME_BYTES_MAX {
+        return Err(DecodeError("snapshot keeps more of an outcome than needed"));
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -344,6 +395,73 @@ mod tests {
         assert_eq!(restored, s);
     }
 
+    /// A format 1 snapshot (whole outcomes, reads included) restores with what format 2
+    /// keeps: a Range through the log is a read, a txn keeps no range results or prev_kvs.
+    #[test]
+    fn format_1_restores_keeping_no_reads() {
+        use crate::response::*;
+        let kv = KeyValue {
+            key: "a".into(),
+            value: vec![b'x'; 1000].into(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            lease: 0,
+        };
+        let range = RangeResponse {
+            header: ResponseHeader { revision: 2 },
+            kvs: vec![kv.clone(); 3],
+            more: false,
+            count: 3,
+        };
+        let txn = TxnResponse {
+            header: ResponseHeader { revision: 3 },
+            succeeded: true,
+            responses: vec![
+                ResponseOp::Range(range.clone()),
+                ResponseOp::Put(PutResponse {
+                    header: ResponseHeader { revision: 3 },
+                    prev_kv: Some(kv),
+                }),
+            ],
+        };
+        let mut body = MAGIC.to_vec();
+        body.push(FORMAT_V1);
+        put_i64(&mut body, 3);
+        put_i64(&mut body, -1);
+        put_len(&mut body, 0);
+        put_varint(&mut body, 10); // max_clients
+        put_varint(&mut body, 2); // clock
+        put_len(&mut body, 2);
+        for (id, outcome) in [(1, Response::Range(range)), (2, Response::Txn(txn))] {
+            put_varint(&mut body, id);
+            put_varint(&mut body, 1);
+            put_varint(&mut body, id);
+            put_outcome(&mut body, &Ok(outcome));
+        }
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        assert!(body.len() > 4000);
+        let mut s = KvStore::restore(&body).unwrap();
+        assert_eq!(s.clients.clients[&1].kept, Kept::Read);
+        let read = Request::Range(RangeRequest::key("a"));
+        let Ok(Response::Range(r)) = s.apply(1, 1, &read) else {
+            panic!()
+        };
+        assert_eq!(r.count, 0); // read again, in the restored (empty) store
+        let Ok(Response::Txn(t)) = s.apply(2, 1, &read) else {
+            panic!()
+        };
+        let [ResponseOp::Range(r), ResponseOp::Put(p)] = &t.responses[..] else {
+            panic!("{t:?}")
+        };
+        assert!(r.kvs.is_empty() && p.prev_kv.is_none() && p.header.revision == 3);
+        let again = s.snapshot();
+        assert_eq!(again[MAGIC.len()], SNAPSHOT_FORMAT_VERSION);
+        assert!(again.len() < 200, "{} bytes", again.len());
+        assert_eq!(KvStore::restore(&again).unwrap(), s);
+    }
+
     /// A body that passes the checksum but lies (keys out of order) is still refused.
     #[test]
     fn inconsistent_body_with_valid_checksum_is_refused() {
@@ -374,12 +492,14 @@ mod tests {
         fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = KvStore::restore(&buf);
             // Also with a valid frame around garbage, to reach the body parser.
-            let mut framed = MAGIC.to_vec();
-            framed.push(SNAPSHOT_FORMAT_VERSION);
-            framed.extend_from_slice(&buf);
-            let crc = crc32c::crc32c(&framed);
-            framed.extend_from_slice(&crc.to_le_bytes());
-            let _ = KvStore::restore(&framed);
+            for version in [FORMAT_V1, SNAPSHOT_FORMAT_VERSION] {
+                let mut framed = MAGIC.to_vec();
+                framed.push(version);
+                framed.extend_from_slice(&buf);
+                let crc = crc32c::crc32c(&framed);
+                framed.extend_from_slice(&crc.to_le_bytes());
+                let _ = KvStore::restore(&framed);
+            }
         }
     }
 }

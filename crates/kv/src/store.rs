@@ -14,7 +14,7 @@
 //! older records), so a snapshot costs the writer at most one copy of each part it touches
 //! while the view lives. See docs/KV.md.
 
-use crate::dedup::ClientTable;
+use crate::dedup::{ClientTable, DEFAULT_KEPT_BYTES_MAX};
 use crate::error::KvError;
 use crate::response::{CompactionResponse, KeyValue, ResponseHeader};
 use bytes::Bytes;
@@ -254,6 +254,60 @@ impl KeyHistory {
     }
 }
 
+/// A keyspace to read: the store's own (while it applies) or a frozen [`crate::ReadView`]'s.
+/// Everything a read needs, borrowed, so the same read code serves both.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keyspace<'a> {
+    pub(crate) keys: &'a OrdMap<Bytes, KeyHistory>,
+    /// Reads below this revision fail. -1 until the first compaction, as in etcd.
+    pub(crate) compact_revision: i64,
+}
+
+impl<'a> Keyspace<'a> {
+    /// The keys in `[key, range_end)` with their histories, in key order. `range_end` forms
+    /// as in etcd: empty means just `key`; `"\0"` means every key from `key` on.
+    pub(crate) fn span(
+        self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a KeyHistory)> + 'a {
+        let keys = self.keys;
+        let (single, many) = if range_end.is_empty() {
+            (keys.get_key_value(key), None)
+        } else if range_end == b"\0" {
+            (
+                None,
+                Some(keys.range::<_, [u8]>((Included(key), Unbounded))),
+            )
+        } else if range_end > key {
+            (
+                None,
+                Some(keys.range::<_, [u8]>((Included(key), Excluded(range_end)))),
+            )
+        } else {
+            // An inverted range is empty (and `OrdMap::range` would panic on it).
+            (None, None)
+        };
+        single.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// The newest live version of `key`, if it exists.
+    pub(crate) fn latest(self, key: &[u8]) -> Option<&'a Record> {
+        self.keys.get(key).and_then(KeyHistory::latest)
+    }
+
+    /// etcd's revision checks for a read against a view at revision `current`.
+    pub(crate) fn check_read_revision(self, revision: i64, current: i64) -> Result<(), KvError> {
+        if revision > current {
+            Err(KvError::FutureRevision)
+        } else if revision > 0 && revision < self.compact_revision {
+            Err(KvError::Compacted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The replicated state machine: keyspace, revision counters and the dedup table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
@@ -284,13 +338,21 @@ impl KvStore {
     /// An empty store whose dedup table remembers at most `max_clients` clients (at least 1).
     /// All replicas must use the same value; it is carried in snapshots.
     pub fn with_max_clients(max_clients: usize) -> KvStore {
+        KvStore::with_dedup_bounds(max_clients, DEFAULT_KEPT_BYTES_MAX)
+    }
+
+    /// An empty store whose dedup table remembers at most `max_clients` clients (at least 1)
+    /// and keeps at most `kept_bytes_max` bytes of their outcomes (at least
+    /// [`crate::KEPT_OUTCOME_BYTES_MAX`]; see docs/KV.md, "Deduplication"). All replicas
+    /// must use the same values; they are carried in snapshots.
+    pub fn with_dedup_bounds(max_clients: usize, kept_bytes_max: u64) -> KvStore {
         KvStore {
             keys: OrdMap::new(),
             revision: 1,
             compact_revision: -1,
             live_keys: 0,
             size: BASE_SIZE,
-            clients: ClientTable::new(max_clients.max(1)),
+            clients: ClientTable::new(max_clients, kept_bytes_max),
         }
     }
 
@@ -314,49 +376,27 @@ impl KvStore {
         self.live_keys
     }
 
-    /// The keys in `[key, range_end)` with their histories, in key order. `range_end` forms
-    /// as in etcd: empty means just `key`; `"\0"` means every key from `key` on.
+    /// What reads look at: the keyspace as it is now (including the writes of a running
+    /// txn) and the compaction point.
+    pub(crate) fn keyspace(&self) -> Keyspace<'_> {
+        Keyspace {
+            keys: &self.keys,
+            compact_revision: self.compact_revision,
+        }
+    }
+
+    /// The keys in `[key, range_end)` with their histories, in key order.
     pub(crate) fn span<'a>(
         &'a self,
         key: &'a [u8],
         range_end: &'a [u8],
     ) -> impl Iterator<Item = (&'a Bytes, &'a KeyHistory)> + 'a {
-        let (single, many) = if range_end.is_empty() {
-            (self.keys.get_key_value(key), None)
-        } else if range_end == b"\0" {
-            (
-                None,
-                Some(self.keys.range::<_, [u8]>((Included(key), Unbounded))),
-            )
-        } else if range_end > key {
-            (
-                None,
-                Some(
-                    self.keys
-                        .range::<_, [u8]>((Included(key), Excluded(range_end))),
-                ),
-            )
-        } else {
-            // An inverted range is empty (and `OrdMap::range` would panic on it).
-            (None, None)
-        };
-        single.into_iter().chain(many.into_iter().flatten())
+        self.keyspace().span(key, range_end)
     }
 
     /// The live version of `key` as the running request sees it.
     pub(crate) fn latest(&self, key: &[u8]) -> Option<&Record> {
         self.keys.get(key).and_then(KeyHistory::latest)
-    }
-
-    /// etcd's revision checks for a read against a view at revision `current`.
-    pub(crate) fn check_read_revision(&self, revision: i64, current: i64) -> Result<(), KvError> {
-        if revision > current {
-            Err(KvError::FutureRevision)
-        } else if revision > 0 && revision < self.compact_revision {
-            Err(KvError::Compacted)
-        } else {
-            Ok(())
-        }
     }
 
     /// Writes `value` to `key` at revision `rev`; returns the version it replaced if

@@ -10,16 +10,17 @@
 //! Once step 3 starts nothing can fail, which is what makes a txn atomic without undo.
 
 use crate::error::KvError;
+use crate::read::{ApplyReads, Unmetered, Work};
 use crate::request::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
 };
 use crate::response::{DeleteRangeResponse, PutResponse, ResponseHeader, ResponseOp, TxnResponse};
-use crate::store::{KvStore, Record};
+use crate::store::{Keyspace, KvStore, Record};
 use std::cmp::Ordering;
 
 /// The branch each txn takes: its own, then one entry per nested txn of that branch.
 #[derive(Debug)]
-struct Path {
+pub(crate) struct Path {
     succeeded: bool,
     nested: Vec<Path>,
 }
@@ -78,86 +79,53 @@ impl KvStore {
         resp
     }
 
-    pub(crate) fn apply_txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, KvError> {
-        let path = self.path(t);
-        self.check_path(t, &path)?;
+    pub(crate) fn apply_txn(
+        &mut self,
+        t: &TxnRequest,
+        reads: &mut ApplyReads,
+    ) -> Result<TxnResponse, KvError> {
+        // The compares decide what is written, so they run here whatever they cost (one
+        // step per key of a compare's range, no copying).
+        let ks = self.keyspace();
+        let Ok(path) = ks.path(t, &mut Unmetered);
+        ks.check_path(t, &path, self.revision)?;
         let mut w = Write::new(self.revision);
-        let mut resp = self.exec_txn(t, &path, &mut w);
+        let mut resp = self.exec_txn(t, &path, &mut w, reads);
         self.revision = w.view();
         resp.header.revision = self.revision;
         Ok(resp)
     }
 
-    fn path(&self, t: &TxnRequest) -> Path {
-        let succeeded = t.compare.iter().all(|c| self.compare_holds(c));
-        let nested = branch(t, succeeded)
-            .iter()
-            .filter_map(|op| match op {
-                RequestOp::Txn(inner) => Some(self.path(inner)),
-                _ => None,
-            })
-            .collect();
-        Path { succeeded, nested }
-    }
-
-    /// etcd: a compare with a range must hold for every existing key in it; with no key
-    /// there, the field compares as zero, except that a value compare fails (a missing
-    /// value cannot be told apart from an empty one, so etcd refuses to guess).
-    fn compare_holds(&self, c: &Compare) -> bool {
-        let mut matched = false;
-        for (_, hist) in self.span(&c.key, &c.range_end) {
-            if let Some(rec) = hist.latest() {
-                matched = true;
-                if !compare_record(c, Some(rec)) {
-                    return false;
-                }
-            }
-        }
-        matched || compare_record(c, None)
-    }
-
     fn check_put(&self, p: &PutRequest) -> Result<(), KvError> {
-        if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
-            return Err(KvError::KeyNotFound);
-        }
-        Ok(())
-    }
-
-    fn check_path(&self, t: &TxnRequest, path: &Path) -> Result<(), KvError> {
-        let mut nested = path.nested.iter();
-        for op in branch(t, path.succeeded) {
-            match op {
-                RequestOp::Range(r) => self.check_read_revision(r.revision, self.revision)?,
-                RequestOp::Put(p) => {
-                    self.check_put(p)?;
-                    if p.lease != 0 {
-                        return Err(KvError::LeaseNotFound);
-                    }
-                }
-                RequestOp::DeleteRange(_) => {}
-                RequestOp::Txn(inner) => {
-                    let p = nested.next().expect("one path entry per nested txn");
-                    self.check_path(inner, p)?;
-                }
-            }
-        }
-        Ok(())
+        self.keyspace().check_put(p)
     }
 
     /// Runs the ops of the branch `path` chose. The header revision stays 0: etcd sets it
     /// only on the outermost txn response.
-    fn exec_txn(&mut self, t: &TxnRequest, path: &Path, w: &mut Write) -> TxnResponse {
+    fn exec_txn(
+        &mut self,
+        t: &TxnRequest,
+        path: &Path,
+        w: &mut Write,
+        reads: &mut ApplyReads,
+    ) -> TxnResponse {
         let ops = branch(t, path.succeeded);
         let mut nested = path.nested.iter();
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
-                RequestOp::Range(r) => ResponseOp::Range(self.read_range(r, w.view())),
-                RequestOp::Put(p) => ResponseOp::Put(self.exec_put(p, w)),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.exec_delete(d, w)),
+                RequestOp::Range(r) => ResponseOp::Range(reads.range(self, r, w.view())),
+                RequestOp::Put(p) => {
+                    reads.wrote();
+                    ResponseOp::Put(self.exec_put(p, w))
+                }
+                RequestOp::DeleteRange(d) => {
+                    reads.wrote();
+                    ResponseOp::DeleteRange(self.exec_delete(d, w))
+                }
                 RequestOp::Txn(inner) => {
                     let p = nested.next().expect("one path entry per nested txn");
-                    ResponseOp::Txn(self.exec_txn(inner, p, w))
+                    ResponseOp::Txn(self.exec_txn(inner, p, w, reads))
                 }
             });
         }
@@ -197,6 +165,110 @@ impl KvStore {
             deleted,
             prev_kvs,
         }
+    }
+}
+
+impl Keyspace<'_> {
+    /// The branch every txn on the way takes, decided by its compares against this state.
+    pub(crate) fn path<W: Work>(self, t: &TxnRequest, work: &mut W) -> Result<Path, W::Stop> {
+        let mut succeeded = true;
+        for c in &t.compare {
+            if !self.compare_holds(c, work)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let mut nested = Vec::new();
+        for op in branch(t, succeeded) {
+            if let RequestOp::Txn(inner) = op {
+                nested.push(self.path(inner, work)?);
+            }
+        }
+        Ok(Path { succeeded, nested })
+    }
+
+    /// etcd: a compare with a range must hold for every existing key in it; with no key
+    /// there, the field compares as zero, except that a value compare fails (a missing
+    /// value cannot be told apart from an empty one, so etcd refuses to guess).
+    fn compare_holds<W: Work>(self, c: &Compare, work: &mut W) -> Result<bool, W::Stop> {
+        let mut matched = false;
+        for (_, hist) in self.span(&c.key, &c.range_end) {
+            work.charge(1)?;
+            if let Some(rec) = hist.latest() {
+                matched = true;
+                if !compare_record(c, Some(rec)) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(matched || compare_record(c, None))
+    }
+
+    fn check_put(self, p: &PutRequest) -> Result<(), KvError> {
+        if (p.ignore_value || p.ignore_lease) && self.latest(&p.key).is_none() {
+            return Err(KvError::KeyNotFound);
+        }
+        Ok(())
+    }
+
+    /// The checks of the ops on the path, against this state at `revision` (read revisions,
+    /// `ignore_value` targets, leases).
+    pub(crate) fn check_path(
+        self,
+        t: &TxnRequest,
+        path: &Path,
+        revision: i64,
+    ) -> Result<(), KvError> {
+        let mut nested = path.nested.iter();
+        for op in branch(t, path.succeeded) {
+            match op {
+                RequestOp::Range(r) => self.check_read_revision(r.revision, revision)?,
+                RequestOp::Put(p) => {
+                    self.check_put(p)?;
+                    if p.lease != 0 {
+                        return Err(KvError::LeaseNotFound);
+                    }
+                }
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(inner) => {
+                    let p = nested.next().expect("one path entry per nested txn");
+                    self.check_path(inner, p, revision)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a read-only txn's path at `revision` (its Range ops; a read-only txn has no
+    /// others but nested txns). The header revision stays 0, as in [`KvStore::exec_txn`].
+    pub(crate) fn read_txn<W: Work>(
+        self,
+        t: &TxnRequest,
+        path: &Path,
+        revision: i64,
+        work: &mut W,
+    ) -> Result<TxnResponse, W::Stop> {
+        let ops = branch(t, path.succeeded);
+        let mut nested = path.nested.iter();
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                RequestOp::Range(r) => {
+                    responses.push(ResponseOp::Range(self.read_range(r, revision, work)?));
+                }
+                RequestOp::Txn(inner) => {
+                    let p = nested.next().expect("one path entry per nested txn");
+                    responses.push(ResponseOp::Txn(self.read_txn(inner, p, revision, work)?));
+                }
+                // Never here: `ReadRequest` holds only read-only txns.
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => {}
+            }
+        }
+        Ok(TxnResponse {
+            header: ResponseHeader::default(),
+            succeeded: path.succeeded,
+            responses,
+        })
     }
 }
 

@@ -15,15 +15,17 @@ pub(crate) fn check_request(req: &Request) -> Result<(), KvError> {
         Request::Range(r) => check_range_request(r),
         Request::Put(p) => check_put_request(p),
         Request::DeleteRange(d) => check_delete_request(d),
-        Request::Txn(t) => {
-            check_txn_request(t, MAX_TXN_OPS)?;
-            // After the cheap checks, as etcd does, so a huge txn fails on size first.
-            check_intervals(&t.success)?;
-            check_intervals(&t.failure)?;
-            Ok(())
-        }
+        Request::Txn(t) => check_txn(t),
         Request::Compact(_) => Ok(()),
     }
+}
+
+pub(crate) fn check_txn(t: &TxnRequest) -> Result<(), KvError> {
+    check_txn_request(t, MAX_TXN_OPS)?;
+    // After the cheap checks, as etcd does, so a huge txn fails on size first.
+    check_intervals(&t.success)?;
+    check_intervals(&t.failure)?;
+    Ok(())
 }
 
 pub(crate) fn check_range_request(r: &RangeRequest) -> Result<(), KvError> {

@@ -492,4 +492,46 @@ proptest! {
         prop_assert_eq!(&store, &untouched);
         prop_assert_eq!(&store.snapshot()[..], &untouched.snapshot()[..]);
     }
+
+    /// Reads served off the applying path give the model's answers: a Range or read-only
+    /// Txn within a budget or on a view, and the reads of any command applied with a budget
+    /// and completed later, after more commands were applied (their views are frozen). What
+    /// an apply computes of its reads does not change the state (snapshots compare equal
+    /// with reads skipped).
+    #[test]
+    fn reads_off_the_apply_path_match_the_model(
+        reqs in prop::collection::vec(request(), 1..80),
+        budget in 0u64..8,
+    ) {
+        let mut store = KvStore::with_max_clients(3);
+        let mut skipping = KvStore::with_max_clients(3);
+        let mut model = Model::new();
+        let mut pending: Option<(usize, Applied, Result<Response, KvError>)> = None;
+        for (i, req) in reqs.iter().enumerate() {
+            let want = model.apply(req);
+            let read = match req {
+                Request::Range(r) => Some(ReadRequest::range(r.clone())),
+                Request::Txn(t) => ReadRequest::txn(t.clone()).ok(),
+                _ => None,
+            };
+            if let Some(read) = read {
+                let got = match store.read_within(&read, budget) {
+                    Some(got) => got,
+                    None => store.read_view().read(&read, &|| false).unwrap(),
+                };
+                prop_assert_eq!(&got, &want, "read #{}: {:?}", i, req);
+            }
+            let (client, seq) = (1 + i as u64 % 5, i as u64);
+            let payload = encode_request(req);
+            let applied = store.apply_encoded_with(client, seq, &payload, Reads::Within(budget));
+            skipping.apply_encoded_with(client, seq, &payload, Reads::Skip);
+            if let Some((j, earlier, want)) = pending.replace((i, applied, want)) {
+                prop_assert_eq!(earlier.complete(&|| false).unwrap(), want, "request #{}", j);
+            }
+        }
+        if let Some((j, last, want)) = pending {
+            prop_assert_eq!(last.complete(&|| false).unwrap(), want, "request #{}", j);
+        }
+        prop_assert_eq!(&store.snapshot()[..], &skipping.snapshot()[..]);
+    }
 }
