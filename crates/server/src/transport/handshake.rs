@@ -3,10 +3,12 @@
 //!
 //! Hello (42 bytes): `b"SYNODPX1"`, version u16 LE, cluster id u64 LE, sender id u64 LE,
 //! receiver id u64 LE, sender's incarnation u64 LE. Answer: status u8, then for an
-//! acceptance the acceptor's incarnation u64 LE, and for a refusal a short UTF-8 reason, so
-//! a misconfigured node logs why it is turned away. Status 0 accepts, 1 refuses, 2 refuses
-//! because the sender's incarnation is not the one its member id had (its data directory
-//! was replaced), which the sender reports as such.
+//! acceptance the acceptor's incarnation u64 LE, and for a refusal the UTF-8 text
+//! `refused`. Status 0 accepts, 1 refuses, 2 refuses because the sender's incarnation is not
+//! the one its member id had (its data directory was replaced), which the sender reports as
+//! such. A refusal says nothing more: whoever dials may be a stranger, and the reason would
+//! tell it the cluster id, member ids or a recorded incarnation. The refusing node logs the
+//! reason instead.
 //!
 //! An incarnation is drawn at random when a member's data directory is created
 //! (`identity.rs`), so it names one life of the member's acceptor state. Each node records
@@ -34,7 +36,8 @@ pub(super) const HELLO_BYTES: usize = MAGIC.len() + 2 + 4 * 8;
 /// make us buffer more than this.
 pub(super) const CONTROL_FRAME_MAX: usize = 256;
 
-const REASON_BYTES_MAX: usize = CONTROL_FRAME_MAX - 1;
+/// All a refusal says to the remote side.
+pub(super) const REFUSAL_TEXT: &str = "refused";
 const STATUS_ACCEPTED: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
 const STATUS_REPLACED: u8 = 2;
@@ -96,35 +99,37 @@ impl Hello {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The acceptor's answer. A refusal carries no reason (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Answer {
     /// With the acceptor's incarnation.
     Accepted {
         incarnation: u64,
     },
-    Refused(String),
+    Refused,
     /// Refused because the acceptor knows the sender's member id under another incarnation.
-    Replaced(String),
+    Replaced,
 }
 
 impl Answer {
     pub(super) fn encode(&self) -> Vec<u8> {
-        let (status, reason) = match self {
+        let status = match self {
             Answer::Accepted { incarnation } => {
                 let mut out = vec![STATUS_ACCEPTED];
                 out.extend_from_slice(&incarnation.to_le_bytes());
                 return out;
             }
-            Answer::Refused(reason) => (STATUS_REFUSED, reason),
-            Answer::Replaced(reason) => (STATUS_REPLACED, reason),
+            Answer::Refused => STATUS_REFUSED,
+            Answer::Replaced => STATUS_REPLACED,
         };
         let mut out = vec![status];
-        out.extend_from_slice(truncate_utf8(reason, REASON_BYTES_MAX).as_bytes());
+        out.extend_from_slice(REFUSAL_TEXT.as_bytes());
         out
     }
 
+    /// Parses an answer. The text of a refusal is not kept: older versions sent a reason,
+    /// which this node has no use for (the refusing node logs it).
     pub(super) fn parse(payload: &[u8]) -> Result<Answer, &'static str> {
-        let reason = |r: &[u8]| String::from_utf8_lossy(r).into_owned();
         match payload.split_first() {
             Some((&STATUS_ACCEPTED, rest)) => match <[u8; 8]>::try_from(rest) {
                 Ok(b) => Ok(Answer::Accepted {
@@ -132,22 +137,11 @@ impl Answer {
                 }),
                 Err(_) => Err("malformed handshake answer"),
             },
-            Some((&STATUS_REFUSED, r)) => Ok(Answer::Refused(reason(r))),
-            Some((&STATUS_REPLACED, r)) => Ok(Answer::Replaced(reason(r))),
+            Some((&STATUS_REFUSED, _)) => Ok(Answer::Refused),
+            Some((&STATUS_REPLACED, _)) => Ok(Answer::Replaced),
             _ => Err("malformed handshake answer"),
         }
     }
-}
-
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The incarnation first seen for each peer member id: in a file when the transport has a
@@ -340,13 +334,15 @@ mod tests {
             Answer::Accepted {
                 incarnation: u64::MAX - 5,
             },
-            Answer::Refused(String::new()),
-            Answer::Refused("wrong cluster".into()),
-            Answer::Replaced("member 1 (a) presents incarnation 2".into()),
+            Answer::Refused,
+            Answer::Replaced,
         ] {
             assert_eq!(Answer::parse(&a.encode()), Ok(a));
         }
         assert_eq!(Answer::Accepted { incarnation: 7 }.encode().len(), 9);
+        // A refusal says "refused" and nothing else.
+        assert_eq!(Answer::Refused.encode(), b"\x01refused");
+        assert_eq!(Answer::Replaced.encode(), b"\x02refused");
         assert!(Answer::parse(&[]).is_err());
         assert!(
             Answer::parse(&[0]).is_err(),
@@ -355,17 +351,9 @@ mod tests {
         assert!(Answer::parse(&[0, 1]).is_err());
         assert!(Answer::parse(&[0; 10]).is_err());
         assert!(Answer::parse(&[7]).is_err());
-        for long in [
-            Answer::Refused("é".repeat(300)),
-            Answer::Replaced("x".repeat(300)),
-        ] {
-            let bytes = long.encode();
-            assert!(bytes.len() <= CONTROL_FRAME_MAX, "{}", bytes.len());
-            assert!(matches!(
-                Answer::parse(&bytes),
-                Ok(Answer::Refused(_) | Answer::Replaced(_))
-            ));
-        }
+        // An older version's refusal with a reason still parses.
+        assert_eq!(Answer::parse(b"\x01wrong cluster"), Ok(Answer::Refused));
+        assert_eq!(Answer::parse(&[2]), Ok(Answer::Replaced));
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //!    cluster id u64 LE, its own id u64 LE, the id it expects to reach u64 LE, its
 //!    incarnation u64 LE.
 //! 2. The acceptor answers with one frame: `0` followed by its own incarnation u64 LE
-//!    (accepted), or `1` followed by a UTF-8 reason, or `2` followed by a UTF-8 reason (the
-//!    sender's incarnation is refused, see below), after which it closes. It refuses a wrong
+//!    (accepted), or `1` followed by the text `refused`, or `2` followed by `refused` (the
+//!    sender's incarnation is refused, see below), after which it closes. A refusal tells
+//!    the dialer nothing more, since it may be a stranger: the acceptor logs the reason
+//!    (the cluster id, ids or incarnation that did not match). It refuses a wrong
 //!    magic or version, another cluster's id, a receiver id that is not its own, a sender
 //!    that is not in its peer list, and a sender whose incarnation is not the one recorded
 //!    for it. The hello must arrive within `TransportTuning::handshake_timeout`, and a frame
@@ -433,6 +435,13 @@ impl Transport {
             stats.peers.insert(id, snapshot);
         }
         stats
+    }
+
+    /// The inbound connection `peer`'s messages arrive on now: `None` while it has none,
+    /// and a new value each time it reconnects. Lets the replica drop what it assembles
+    /// from a peer's messages (a snapshot) once the connection they came on is gone.
+    pub fn inbound_connection(&self, peer: NodeId) -> Option<u64> {
+        reader::inbound_connection(&self.inner.shared, peer)
     }
 
     /// The address the listener is bound to (the real port when `listen` asked for port 0).

@@ -137,7 +137,7 @@ async fn serve(
                         hello.from,
                         &format!("refused an inbound peer connection from {remote}: {reason}"),
                     );
-                    let answer = Answer::Replaced(reason).encode();
+                    let answer = Answer::Replaced.encode();
                     let _ =
                         timeout(REFUSAL_WRITE_TIMEOUT, frame::write_frame(&mut wr, &answer)).await;
                     return;
@@ -155,8 +155,9 @@ async fn serve(
         Ok(ok) => ok,
         Err(reason) => {
             bump(&shared.counters.handshake_refusals, 1);
+            // The reason stays here: the dialer may be a stranger (see `handshake`).
             tracing::warn!(%remote, %reason, "refused an inbound peer connection");
-            let answer = Answer::Refused(reason).encode();
+            let answer = Answer::Refused.encode();
             let _ = timeout(REFUSAL_WRITE_TIMEOUT, frame::write_frame(&mut wr, &answer)).await;
             return;
         }
@@ -264,6 +265,11 @@ impl Drop for Registration<'_> {
             inbound.remove(&self.peer);
         }
     }
+}
+
+/// The id of `peer`'s current handshaken inbound connection, if it has one.
+pub(super) fn inbound_connection(shared: &Shared, peer: NodeId) -> Option<u64> {
+    lock(&shared.inbound).get(&peer).map(|c| c.id)
 }
 
 /// Closes the inbound connections of nodes that are no longer peers.

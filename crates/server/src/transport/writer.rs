@@ -126,7 +126,7 @@ enum DialError {
     TimedOut,
     Refused(String),
     /// The peer refused our incarnation: it knows our member id under another one.
-    RefusedAsReplaced(String),
+    RefusedAsReplaced,
     Protocol(String),
     /// The peer presents another incarnation than the one recorded for it; we closed.
     Replaced(String),
@@ -140,9 +140,12 @@ impl fmt::Display for DialError {
             DialError::Connect(e) => write!(f, "connect failed: {e}"),
             DialError::TimedOut => f.write_str("connect or handshake timed out"),
             DialError::Refused(reason) => write!(f, "handshake refused: {reason}"),
-            DialError::RefusedAsReplaced(reason) => {
-                write!(f, "the peer refuses this member's incarnation: {reason}")
-            }
+            DialError::RefusedAsReplaced => f.write_str(
+                "the peer refuses this member's incarnation: it knows this member id under \
+                 another one, so this member's data directory was replaced (or belongs to \
+                 another member); remove this member (etcdctl member remove) and add it back \
+                 as a new member",
+            ),
             DialError::Protocol(e) => write!(f, "handshake failed: {e}"),
             DialError::Replaced(reason) => write!(f, "refused the peer: {reason}"),
             DialError::Unrecorded(reason) => write!(f, "refused the peer: {reason}"),
@@ -188,8 +191,7 @@ async fn run(
                 }
             }
             Err(e) => {
-                let replaced =
-                    matches!(e, DialError::Replaced(_) | DialError::RefusedAsReplaced(_));
+                let replaced = matches!(e, DialError::Replaced(_) | DialError::RefusedAsReplaced);
                 match e {
                     DialError::Refused(_) | DialError::Protocol(_) => {
                         bump(&shared.counters.handshakes_refused_by_peer, 1)
@@ -197,7 +199,7 @@ async fn run(
                     DialError::Connect(_) | DialError::TimedOut => {
                         bump(&shared.counters.connect_failures, 1)
                     }
-                    DialError::RefusedAsReplaced(_) => {
+                    DialError::RefusedAsReplaced => {
                         bump(&shared.counters.handshakes_refused_by_peer, 1);
                     }
                     DialError::Replaced(_) => {
@@ -254,8 +256,11 @@ async fn dial(shared: &Shared, peer: NodeId, addr: &str) -> Result<TcpStream, Di
                         }
                     }
                 }
-                Ok(Answer::Refused(reason)) => Err(DialError::Refused(reason)),
-                Ok(Answer::Replaced(reason)) => Err(DialError::RefusedAsReplaced(reason)),
+                // A refusal carries no reason; the peer's log has it.
+                Ok(Answer::Refused) => Err(DialError::Refused(
+                    "the peer refused the handshake (its log says why)".to_owned(),
+                )),
+                Ok(Answer::Replaced) => Err(DialError::RefusedAsReplaced),
                 Err(e) => Err(DialError::Protocol(e.to_owned())),
             },
             Err(FrameError::Closed) => Err(DialError::Refused(
