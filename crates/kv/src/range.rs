@@ -4,8 +4,9 @@ use crate::error::KvError;
 use crate::read::{Unmetered, Work};
 use crate::request::{RangeRequest, SortOrder, SortTarget};
 use crate::response::{KeyValue, RangeResponse, ResponseHeader};
-use crate::store::{Keyspace, KvStore};
+use crate::store::{Keyspace, KvStore, Record};
 use crate::validate::check_range_request;
+use bytes::Bytes;
 use std::cmp::Ordering;
 
 impl KvStore {
@@ -50,34 +51,54 @@ impl Keyspace<'_> {
         } else {
             usize::MAX
         };
+        // Collect references, and make `KeyValue`s (two reference counts each) only of the
+        // keys that are returned: a sorted read with a limit then costs one pass and a
+        // selection, not a copy and a full sort of the range.
         let mut count = 0i64;
-        let mut kvs = Vec::new();
+        let mut hits: Vec<(&Bytes, &Record)> = Vec::new();
         for (key, hist) in self.span(&req.key, &req.range_end) {
             work.charge(1)?;
             if let Some(rec) = hist.at(read_rev) {
                 count += 1;
-                if kvs.len() < collect_limit {
-                    kvs.push(rec.to_kv(key));
+                if hits.len() < collect_limit {
+                    hits.push((key, rec));
                 }
             }
         }
         if filtered {
-            kvs.retain(|kv| passes_filters(req, kv));
+            hits.retain(|(_, rec)| passes_filters(req, rec));
         }
-        if !is_default_ordering(req.sort_target, sort_order(req)) {
-            work.charge(kvs.len() as u64)?;
-        }
-        sort_kvs(&mut kvs, req.sort_target, sort_order(req));
-        let mut more = false;
-        if req.limit > 0 && kvs.len() as u64 > req.limit as u64 {
-            kvs.truncate(req.limit as usize);
-            more = true;
-        }
-        if req.keys_only {
-            for kv in &mut kvs {
-                kv.value.clear();
+        let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
+        let more = limit.is_some_and(|l| hits.len() > l);
+        let order = sort_order(req);
+        if !is_default_ordering(req.sort_target, order) {
+            work.charge(hits.len() as u64)?;
+            let cmp = sort_cmp(req.sort_target, order);
+            if let Some(l) = limit.filter(|&l| l < hits.len()) {
+                hits.select_nth_unstable_by(l, cmp);
+                hits.truncate(l);
             }
+            hits.sort_unstable_by(cmp);
+        } else if let Some(l) = limit {
+            hits.truncate(l);
         }
+        let kvs = hits
+            .into_iter()
+            .map(|(key, rec)| {
+                let mut kv = KeyValue {
+                    key: key.clone(),
+                    create_revision: rec.create_rev,
+                    mod_revision: rec.mod_rev,
+                    version: rec.version,
+                    value: Bytes::new(),
+                    lease: 0,
+                };
+                if !req.keys_only {
+                    kv.value = rec.value.clone().unwrap_or_default();
+                }
+                kv
+            })
+            .collect();
         Ok(RangeResponse {
             header: ResponseHeader { revision: view_rev },
             kvs,
@@ -99,11 +120,11 @@ fn has_revision_filters(req: &RangeRequest) -> bool {
         || req.max_create_revision != 0
 }
 
-fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
-    !(req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision
-        || req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision
-        || req.max_create_revision != 0 && kv.create_revision > req.max_create_revision
-        || req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
+fn passes_filters(req: &RangeRequest, rec: &Record) -> bool {
+    !(req.max_mod_revision != 0 && rec.mod_rev > req.max_mod_revision
+        || req.min_mod_revision != 0 && rec.mod_rev < req.min_mod_revision
+        || req.max_create_revision != 0 && rec.create_rev > req.max_create_revision
+        || req.min_create_revision != 0 && rec.create_rev < req.min_create_revision)
 }
 
 /// The order a sort uses: etcd sorts by a non-key target without an order ascending.
@@ -115,24 +136,28 @@ fn sort_order(req: &RangeRequest) -> SortOrder {
     }
 }
 
-/// etcd sorts with an unstable sort, leaving the order of ties unspecified; replicas must
-/// agree byte for byte, so we sort stably: ties stay in ascending key order.
-fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
-    if is_default_ordering(target, order) {
-        return;
-    }
-    let cmp = |a: &KeyValue, b: &KeyValue| -> Ordering {
-        match target {
-            SortTarget::Key => a.key.cmp(&b.key),
+/// The order of a sorted read. etcd sorts with an unstable sort, leaving the order of ties
+/// unspecified; replicas must agree byte for byte, so ties go in ascending key order (in
+/// both directions). Keys are unique, so this is a total order, and an unstable sort or a
+/// selection by it gives one answer.
+fn sort_cmp(
+    target: SortTarget,
+    order: SortOrder,
+) -> impl Fn(&(&Bytes, &Record), &(&Bytes, &Record)) -> Ordering + Copy {
+    move |&(ka, a), &(kb, b)| {
+        let field = match target {
+            SortTarget::Key => ka.cmp(kb),
             SortTarget::Version => a.version.cmp(&b.version),
-            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Create => a.create_rev.cmp(&b.create_rev),
+            SortTarget::Mod => a.mod_rev.cmp(&b.mod_rev),
             SortTarget::Value => a.value.cmp(&b.value),
-        }
-    };
-    match order {
-        SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
-        _ => kvs.sort_by(cmp),
+        };
+        let field = if order == SortOrder::Descend {
+            field.reverse()
+        } else {
+            field
+        };
+        field.then_with(|| ka.cmp(kb))
     }
 }
 

@@ -131,6 +131,12 @@ impl ReadRequest {
     }
 }
 
+impl From<RangeRequest> for ReadRequest {
+    fn from(request: RangeRequest) -> ReadRequest {
+        ReadRequest::range(request)
+    }
+}
+
 impl TxnRequest {
     /// No Put or DeleteRange in any branch, nested txns included: the txn changes nothing
     /// whichever way its compares go.

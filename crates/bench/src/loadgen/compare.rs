@@ -315,6 +315,9 @@ impl Running {
         };
         let result = runner::run(cfg).await?;
         self.prefilled |= prefill;
+        if let Some(n) = result.background_ops {
+            eprintln!("[{system} {workload} x{clients}] {n} background operations meanwhile");
+        }
         eprintln!(
             "[{system} {workload} x{clients}] {} ops/s, p50 {} ms, p99 {} ms, {} CPU-s/1k ops, \
              {} errors, load average {}",

@@ -48,6 +48,10 @@ pub struct RunResult {
     pub error_samples: Vec<String>,
     /// Txn only: how many compare-and-sets found the revision they expected and wrote.
     pub cas_succeeded: Option<u64>,
+    /// Operations of the background clients completed inside the window (the heavy Txns of
+    /// `heavy-read-interference`; not in `ops` or the latencies).
+    #[serde(default)]
+    pub background_ops: Option<u64>,
     /// ops / duration_s.
     pub throughput: f64,
     pub latency: LatencySummary,
@@ -118,6 +122,13 @@ pub fn run_table(results: &[RunResult]) -> String {
         );
     }
     for r in results {
+        if let Some(n) = r.background_ops {
+            let _ = writeln!(
+                out,
+                "{} with {} clients: {n} background operations completed meanwhile",
+                r.workload, r.clients
+            );
+        }
         if let Some(ok) = r.cas_succeeded {
             let _ = writeln!(
                 out,
@@ -293,6 +304,7 @@ pub(crate) mod tests {
             errors: 0,
             error_samples: vec![],
             cas_succeeded: None,
+            background_ops: None,
             throughput: ops as f64 / 2.0,
             latency: LatencySummary::of(&h),
             server_cpu_s: Some(ops as f64 / 1000.0),

@@ -104,6 +104,8 @@ struct Tally {
     ops: u64,
     errors: u64,
     cas_succeeded: u64,
+    /// Background operations completed inside the window.
+    background: u64,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -128,10 +130,22 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
     let start = Instant::now();
     let measure_from = start + cfg.warmup;
     let measure_until = measure_from + cfg.duration;
-    let mut tasks = Vec::with_capacity(cfg.clients);
+    let mut clients = Vec::with_capacity(cfg.clients + cfg.workload.background_clients());
     for i in 0..cfg.clients {
-        let mut kv = kvs[i % kvs.len()].clone();
-        let mut ops = ClientOps::new(cfg.workload, cfg.params, i as u64, cfg.clients as u64);
+        let kv = kvs[i % kvs.len()].clone();
+        let ops = ClientOps::new(cfg.workload, cfg.params, i as u64, cfg.clients as u64);
+        clients.push((kv, ops));
+    }
+    // Background clients on connections of their own, to the first endpoint (compare puts
+    // the leader's first), so that they share nothing with the measured clients but the
+    // server.
+    let background = connect(&cfg.endpoints[..1], cfg.workload.background_clients()).await?;
+    for conn in &background {
+        let ops = ClientOps::background(cfg.workload, cfg.params);
+        clients.push((conn.kv_client(), ops));
+    }
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (mut kv, mut ops) in clients {
         let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally {
@@ -139,6 +153,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
                 ops: 0,
                 errors: 0,
                 cas_succeeded: 0,
+                background: 0,
             };
             while Instant::now() < measure_until {
                 let sent = Instant::now();
@@ -148,6 +163,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
                 // second, and an operation sent during warm-up still has a true latency.
                 let measured = done >= measure_from && done <= measure_until;
                 match result {
+                    Ok(Outcome::Background) => tally.background += u64::from(measured),
                     Ok(outcome) => {
                         shared.completed.fetch_add(1, Relaxed);
                         if measured {
@@ -161,7 +177,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
                     }
                     Err(e) => {
                         shared.note_error(&e);
-                        if measured {
+                        if measured && !ops.is_background() {
                             tally.errors += 1;
                         }
                         tokio::time::sleep(ERROR_BACKOFF).await;
@@ -184,7 +200,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
     .await;
 
     let mut histogram = new_histogram();
-    let (mut ops, mut errors, mut cas_succeeded) = (0, 0, 0);
+    let (mut ops, mut errors, mut cas_succeeded, mut background_ops) = (0, 0, 0, 0);
     for task in tasks {
         let tally = task
             .await
@@ -195,6 +211,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
         ops += tally.ops;
         errors += tally.errors;
         cas_succeeded += tally.cas_succeeded;
+        background_ops += tally.background;
     }
     let seconds = cfg.duration.as_secs_f64();
     let error_samples = shared
@@ -215,6 +232,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
         errors,
         error_samples,
         cas_succeeded: (cfg.workload == Workload::Txn).then_some(cas_succeeded),
+        background_ops: (cfg.workload.background_clients() > 0).then_some(background_ops),
         throughput: ops as f64 / seconds,
         latency: LatencySummary::of(&histogram),
         server_cpu_s: window.server_cpu,

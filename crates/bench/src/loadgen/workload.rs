@@ -1,7 +1,9 @@
 //! What one operation of each workload is, and the keys and values it uses.
 
 use clap::ValueEnum;
-use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +24,15 @@ pub enum Workload {
     /// works on its own slice of the keyspace, as optimistic-concurrency users mostly do, so
     /// after its first touch of a key (which fails, learning the revision) a CAS succeeds.
     Txn,
+    /// Linearizable gets of random keys (measured), while one more client, on a connection
+    /// of its own to the first endpoint (the leader in `compare`), runs read-only Txns of
+    /// [`HEAVY_TXN_RANGES`] ranges over the whole keyspace sorted by value, back to back (not
+    /// measured; counted): how much one client's heavy reads slow everyone else's gets.
+    HeavyReadInterference,
 }
+
+/// Ranges in one heavy Txn of `heavy-read-interference`: etcd's default `--max-txn-ops`.
+pub const HEAVY_TXN_RANGES: usize = 128;
 
 impl Workload {
     pub fn name(self) -> &'static str {
@@ -32,6 +42,15 @@ impl Workload {
             Workload::GetSerializable => "get-serializable",
             Workload::Mix => "mix",
             Workload::Txn => "txn",
+            Workload::HeavyReadInterference => "heavy-read-interference",
+        }
+    }
+
+    /// Clients that run beside the measured ones, unmeasured (the heavy reader).
+    pub fn background_clients(self) -> usize {
+        match self {
+            Workload::HeavyReadInterference => 1,
+            _ => 0,
         }
     }
 
@@ -39,7 +58,10 @@ impl Workload {
     pub fn reads(self) -> bool {
         matches!(
             self,
-            Workload::Get | Workload::GetSerializable | Workload::Mix
+            Workload::Get
+                | Workload::GetSerializable
+                | Workload::Mix
+                | Workload::HeavyReadInterference
         )
     }
 }
@@ -113,6 +135,8 @@ pub enum Outcome {
     Done,
     /// A compare-and-set Txn; `true` if its compare held and it wrote.
     Cas(bool),
+    /// A background client's operation: counted apart, not in the latencies.
+    Background,
 }
 
 /// One closed-loop client's state.
@@ -129,6 +153,8 @@ pub struct ClientOps {
     /// Txn only: the mod revision this client last saw per key (0 = absent, which is what
     /// etcd compares a missing key's revision as).
     revisions: HashMap<u64, i64>,
+    /// A background client (see [`Workload::background_clients`]).
+    background: bool,
 }
 
 impl ClientOps {
@@ -146,7 +172,20 @@ impl ClientOps {
             clients: clients.max(1),
             value,
             revisions: HashMap::new(),
+            background: false,
         }
+    }
+
+    /// The workload's background client (the heavy reader of `heavy-read-interference`).
+    pub fn background(workload: Workload, params: WorkloadParams) -> ClientOps {
+        let mut ops = ClientOps::new(workload, params, 0, 1);
+        ops.background = true;
+        ops
+    }
+
+    /// Whether this is a background client (unmeasured).
+    pub fn is_background(&self) -> bool {
+        self.background
     }
 
     /// The value this client writes.
@@ -156,11 +195,15 @@ impl ClientOps {
 
     /// Issues one operation and waits for its answer.
     pub async fn execute(&mut self, kv: &mut KvClient) -> Result<Outcome, etcd_client::Error> {
+        if self.background {
+            kv.txn(heavy_txn()).await?;
+            return Ok(Outcome::Background);
+        }
         let index = self.pick_key();
         let key = self.params.key(index);
         match self.workload {
             Workload::Put => self.put(kv, key).await,
-            Workload::Get => get(kv, key, false).await,
+            Workload::Get | Workload::HeavyReadInterference => get(kv, key, false).await,
             Workload::GetSerializable => get(kv, key, true).await,
             Workload::Mix => {
                 if self.rng.below(100) < u64::from(self.params.read_percent) {
@@ -222,6 +265,20 @@ impl ClientOps {
         }
         Ok(Outcome::Cas(response.succeeded()))
     }
+}
+
+/// [`HEAVY_TXN_RANGES`] ranges over every key (they all start with `k`), each sorted by
+/// value so that it reads and sorts them all, keeping one key: a request of about 1 KB that
+/// costs the server a pass over the keyspace per range.
+fn heavy_txn() -> Txn {
+    let range = || {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Value, SortOrder::Descend)
+            .with_limit(1);
+        TxnOp::get("k", Some(options))
+    };
+    Txn::new().and_then((0..HEAVY_TXN_RANGES).map(|_| range()).collect::<Vec<_>>())
 }
 
 async fn get(

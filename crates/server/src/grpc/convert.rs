@@ -157,6 +157,15 @@ pub fn txn_request(t: PbTxnRequest) -> Result<kv::TxnRequest, ServerError> {
     })
 }
 
+/// etcd's `isTxnSerializable`: every op of both branches is a Range asking for a
+/// serializable read (a nested Txn is not), so the Txn needs no read barrier.
+pub fn txn_is_serializable(t: &PbTxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(&op.request, Some(PbTxnOpRequest::RequestRange(r)) if r.serializable))
+}
+
 pub fn compaction_request(c: PbCompactionRequest) -> kv::CompactionRequest {
     kv::CompactionRequest {
         revision: c.revision,

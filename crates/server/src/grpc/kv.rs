@@ -51,11 +51,14 @@ impl PbKvService for KvService {
         let request = request.into_inner();
         let linearizable = !request.serializable;
         let range = convert::range_request(request)?;
-        let response = self.replica.read(range, linearizable).await?;
-        Ok(Response::new(convert::range_response(
-            response,
-            self.header(),
-        )))
+        match self
+            .replica
+            .read(kv::ReadRequest::range(range), linearizable)
+            .await?
+        {
+            kv::Response::Range(r) => Ok(Response::new(convert::range_response(r, self.header()))),
+            _ => Err(unexpected("range")),
+        }
     }
 
     type RangeStreamStream = Pin<
@@ -90,9 +93,18 @@ impl PbKvService for KvService {
         }
     }
 
+    /// A Txn that cannot write (no Put or DeleteRange in any branch) is a read, as in etcd:
+    /// served without the log, after a read barrier unless every op is a serializable Range.
+    /// Any other Txn goes through the log.
     async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
-        let txn = convert::txn_request(request.into_inner())?;
-        match self.write(kv::Request::Txn(txn)).await? {
+        let request = request.into_inner();
+        let serializable = convert::txn_is_serializable(&request);
+        let txn = convert::txn_request(request)?;
+        let response = match kv::ReadRequest::txn(txn) {
+            Ok(read) => self.replica.read(read, !serializable).await?,
+            Err(txn) => self.write(kv::Request::Txn(txn)).await?,
+        };
+        match response {
             kv::Response::Txn(r) => Ok(Response::new(convert::txn_response(r, self.header()))),
             _ => Err(unexpected("txn")),
         }

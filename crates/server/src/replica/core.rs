@@ -2,6 +2,7 @@
 //! the persist thread, applies chosen commands to the key-value store and answers clients.
 
 use super::persist::{self, PersistJob};
+use super::readers::{Readers, INLINE_READ_WORK_MAX};
 use super::ticker;
 use super::{Input, ReplicaHandle, Reply, INPUT_QUEUE_MAX};
 use crate::error::ServerError;
@@ -14,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use synod_kv::{KvStore, RangeRequest, RangeResponse, Response};
+use synod_kv::{KvStore, ReadRequest, Reads, Response};
 use synod_paxos::{
     Body, Command, Config, DurableState, Engine, Message, NodeId, ProposeError, ReadError, ReadId,
     Ready, Role, Slot, SnapshotChunk, SnapshotInfo, Value,
@@ -88,6 +89,8 @@ struct PendingWrite {
     arrived: Instant,
     /// The leader the write went to (this member, or the one it was forwarded to).
     leader: Option<NodeId>,
+    /// A Txn with reads holds one of `TXN_READS_INFLIGHT_MAX` until answered.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 struct Core {
@@ -101,7 +104,9 @@ struct Core {
     next_seq: u64,
     writes: BTreeMap<u64, PendingWrite>,
     next_read: ReadId,
-    reads: HashMap<ReadId, (RangeRequest, Reply<RangeResponse>)>,
+    reads: HashMap<ReadId, (ReadRequest, Reply<Response>)>,
+    /// Serves the reads too large to run here (readers.rs).
+    readers: Readers,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     request_timeout: Duration,
@@ -126,7 +131,7 @@ struct Core {
 /// eventually (to bound the log), while the runtime thread and the persist thread serve
 /// clients now; at equal priority, on a busy machine, it showed as a dip in throughput and a
 /// higher p99 while a snapshot was encoded.
-fn lower_priority() {
+pub(super) fn lower_priority() {
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_THREAD_NICE) {
         tracing::debug!("cannot lower the priority of a snapshot thread: {e}");
@@ -259,6 +264,7 @@ pub fn start(
         writes: BTreeMap::new(),
         next_read: 1,
         reads: HashMap::new(),
+        readers: Readers::start(),
         shared,
         metrics,
         request_timeout: cfg.request_timeout,
@@ -284,6 +290,7 @@ pub fn start(
         handle: ReplicaHandle {
             inputs: inputs_tx,
             request_timeout: cfg.request_timeout,
+            txn_reads: Arc::new(tokio::sync::Semaphore::new(super::TXN_READS_INFLIGHT_MAX)),
         },
         core,
         persist,
@@ -367,7 +374,8 @@ impl Core {
                 payload,
                 reply,
                 arrived,
-            } => self.propose(payload, reply, arrived),
+                permit,
+            } => self.propose(payload, reply, arrived, permit),
             Input::Read {
                 request,
                 linearizable,
@@ -438,7 +446,13 @@ impl Core {
         true
     }
 
-    fn propose(&mut self, payload: bytes::Bytes, reply: Reply<Response>, arrived: Instant) {
+    fn propose(
+        &mut self,
+        payload: bytes::Bytes,
+        reply: Reply<Response>,
+        arrived: Instant,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let seq = self.next_seq;
         let command = Command {
             client_id: self.client_id,
@@ -456,6 +470,7 @@ impl Core {
                         reply,
                         arrived,
                         leader,
+                        permit,
                     },
                 );
             }
@@ -475,16 +490,27 @@ impl Core {
         }
     }
 
-    fn read(&mut self, request: RangeRequest, linearizable: bool, reply: Reply<RangeResponse>) {
+    fn read(&mut self, request: ReadRequest, linearizable: bool, reply: Reply<Response>) {
         if !linearizable || self.planted_bug_local_reads {
             self.metrics.reads_serializable.fetch_add(1, Relaxed);
-            let _ = reply.send(self.kv.range(&request).map_err(ServerError::from));
+            self.serve(request, reply);
             return;
         }
         let id = self.next_read;
         self.next_read += 1;
         self.reads.insert(id, (request, reply));
         self.engine.read_barrier(id);
+    }
+
+    /// Serves a read from the store as it is now: here if it stays within
+    /// `INLINE_READ_WORK_MAX`, else on a read worker, from a view frozen now (O(1)).
+    fn serve(&mut self, request: ReadRequest, reply: Reply<Response>) {
+        match self.kv.read_within(&request, INLINE_READ_WORK_MAX) {
+            Some(result) => {
+                let _ = reply.send(result.map_err(ServerError::from));
+            }
+            None => self.readers.read(self.kv.read_view(), request, reply),
+        }
     }
 
     fn process(&mut self, ready: Ready) {
@@ -530,7 +556,7 @@ impl Core {
         for id in reads_ready {
             if let Some((request, reply)) = self.reads.remove(&id) {
                 self.metrics.reads_linearizable.fetch_add(1, Relaxed);
-                let _ = reply.send(self.kv.range(&request).map_err(ServerError::from));
+                self.serve(request, reply);
             }
         }
         for (id, e) in reads_failed {
@@ -573,17 +599,31 @@ impl Core {
                 continue;
             }
             // A payload that does not decode fails the same way on every replica, so the
-            // replicas stay identical; the proposer learns why.
-            let outcome = self.kv.apply_encoded(c.client_id, c.seq, &c.payload);
+            // replicas stay identical; the proposer learns why. The command's reads (a Txn's
+            // Range ops) are computed only for a client waiting here, and only within a
+            // budget: the rest go to a read worker with frozen views.
+            let waiting = if c.client_id == self.client_id {
+                self.writes.remove(&c.seq)
+            } else {
+                None
+            };
+            let reads = match &waiting {
+                Some(w) if !w.reply.is_closed() => Reads::Within(INLINE_READ_WORK_MAX),
+                _ => Reads::Skip,
+            };
+            let applied = self
+                .kv
+                .apply_encoded_with(c.client_id, c.seq, &c.payload, reads);
             self.metrics.proposals_applied.fetch_add(1, Relaxed);
-            if c.client_id != self.client_id {
-                continue;
-            }
-            if let Some(w) = self.writes.remove(&c.seq) {
+            if let Some(w) = waiting {
                 self.metrics
                     .proposal_seconds
                     .observe(w.arrived.elapsed().as_secs_f64());
-                let _ = w.reply.send(outcome.map_err(ServerError::from));
+                if applied.is_complete() {
+                    let _ = w.reply.send(applied.outcome().map_err(ServerError::from));
+                } else {
+                    self.readers.complete(applied, w.reply, w.permit);
+                }
             }
         }
     }
@@ -605,7 +645,7 @@ impl Core {
         tracing::info!(revision = target, "auto-compaction");
         let request = synod_kv::Request::Compact(synod_kv::CompactionRequest { revision: target });
         let (reply, _ignored) = tokio::sync::oneshot::channel();
-        self.propose(synod_kv::encode_request(&request), reply, now);
+        self.propose(synod_kv::encode_request(&request), reply, now, None);
     }
 
     fn persist_job(&mut self, job: PersistJob) {

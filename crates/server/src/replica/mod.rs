@@ -17,6 +17,7 @@ mod admin;
 mod compactor;
 mod core;
 mod persist;
+mod readers;
 mod ticker;
 
 pub use self::compactor::Retention;
@@ -24,13 +25,19 @@ pub use self::core::{CoreConfig, Restored, StartError};
 
 use crate::error::ServerError;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synod_kv::{RangeRequest, RangeResponse, Response};
+use synod_kv::{ReadRequest, Request, RequestOp, Response, TxnRequest};
 use synod_paxos::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Most inputs waiting for the core; beyond it clients get "too many requests".
 pub const INPUT_QUEUE_MAX: usize = 65_536;
+
+/// Write Txns with Range ops in flight at most; beyond it clients get "too many requests".
+/// Their reads may end up queued for a read worker after the Txn is applied, where they can
+/// no longer be refused (readers.rs); this bounds that queue.
+pub const TXN_READS_INFLIGHT_MAX: usize = 1024;
 
 type Reply<T> = oneshot::Sender<Result<T, ServerError>>;
 
@@ -42,12 +49,15 @@ pub(crate) enum Input {
         payload: Bytes,
         reply: Reply<Response>,
         arrived: Instant,
+        /// For a Txn with reads: one of [`TXN_READS_INFLIGHT_MAX`], held until answered.
+        permit: Option<OwnedSemaphorePermit>,
     },
-    /// A read; `linearizable` ones wait for a read barrier first.
+    /// A read (a Range or a read-only Txn); `linearizable` ones wait for a read barrier
+    /// first.
     Read {
-        request: RangeRequest,
+        request: ReadRequest,
         linearizable: bool,
-        reply: Reply<RangeResponse>,
+        reply: Reply<Response>,
     },
     /// A consistent copy of the store for a client (Maintenance.Snapshot).
     Export {
@@ -84,6 +94,8 @@ pub(crate) enum Input {
 pub struct ReplicaHandle {
     inputs: mpsc::Sender<Input>,
     request_timeout: Duration,
+    /// [`TXN_READS_INFLIGHT_MAX`] permits.
+    txn_reads: Arc<Semaphore>,
 }
 
 impl ReplicaHandle {
@@ -105,25 +117,38 @@ impl ReplicaHandle {
         }
     }
 
-    /// Replicates a write (or a read through the log) and returns its outcome once applied.
-    pub async fn write(&self, request: &synod_kv::Request) -> Result<Response, ServerError> {
+    /// Replicates a write and returns its outcome once applied (and its reads, if it is a
+    /// Txn with Range ops, answered).
+    pub async fn write(&self, request: &Request) -> Result<Response, ServerError> {
+        let permit = match request {
+            Request::Txn(t) if has_reads(t) => Some(
+                self.txn_reads
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ServerError::TooManyRequests)?,
+            ),
+            _ => None,
+        };
         let (reply, rx) = oneshot::channel();
         self.submit(Input::Write {
             payload: synod_kv::encode_request(request),
             reply,
             arrived: Instant::now(),
+            permit,
         })?;
         self.wait(rx).await
     }
 
+    /// Serves a Range or a read-only Txn without the log: from the local store at once if
+    /// not `linearizable`, else once a read barrier confirms it is up to date.
     pub async fn read(
         &self,
-        request: RangeRequest,
+        request: impl Into<ReadRequest>,
         linearizable: bool,
-    ) -> Result<RangeResponse, ServerError> {
+    ) -> Result<Response, ServerError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Input::Read {
-            request,
+            request: request.into(),
             linearizable,
             reply,
         })?;
@@ -162,6 +187,15 @@ impl ReplicaHandle {
             let _ = inputs.send(Input::Shutdown).await;
         });
     }
+}
+
+/// Whether a txn has a Range op anywhere (either branch, nested txns included).
+fn has_reads(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Txn(inner) => has_reads(inner),
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+    })
 }
 
 /// Delivers peer messages from the transport to the core, waiting for room rather than

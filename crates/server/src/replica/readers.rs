@@ -1,0 +1,253 @@
+//! The read workers: a few threads that serve reads too large for the core task, on frozen
+//! views of the store (`synod_kv::ReadView`, O(1) to take), so that no client request can
+//! hold the runtime thread that answers the other clients and keeps heartbeats, elections
+//! and the persist hand-offs going.
+//!
+//! The core runs a read itself while it stays within [`INLINE_READ_WORK_MAX`] (a get, a
+//! short range: nearly all of them, with no thread hop); past that it stops and queues the
+//! read here with a view. Two kinds of job:
+//! - a read (a Range, a read-only Txn): at most [`READ_QUEUE_MAX`] wait; beyond that the
+//!   client gets etcd's "too many requests" at once;
+//! - the reads a write Txn left (its Range ops past the budget, each with a view of the
+//!   state it must see): the write is applied, so this job cannot be refused; its number is
+//!   bounded by the permits of [`super::TXN_READS_INFLIGHT_MAX`], taken before the Txn is
+//!   proposed and held until its answer is sent.
+//!
+//! A worker asks every few thousand keys whether the client still waits (its reply channel
+//! is open) and drops the job when not, so the work a request can cause ends with the
+//! request's own timeout. Workers run at a lower priority (nice 10): on a busy machine the
+//! runtime thread, which every client and the protocol need, goes first.
+
+use super::Reply;
+use crate::error::ServerError;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use synod_kv::{Applied, ReadRequest, ReadView, Response};
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Work (keys a range or compare covers, keys sorted) the core spends on one read, or on
+/// the reads of one write Txn, before handing them to a worker. About 50-100 µs.
+pub(crate) const INLINE_READ_WORK_MAX: u64 = 1000;
+
+/// Reads waiting for a worker; beyond it clients get "too many requests".
+pub(crate) const READ_QUEUE_MAX: usize = 1024;
+
+/// Workers at most (one per CPU up to this).
+const READ_WORKERS_MAX: usize = 4;
+
+enum Job {
+    Read {
+        view: ReadView,
+        request: ReadRequest,
+        reply: Reply<Response>,
+    },
+    Complete {
+        applied: Applied,
+        reply: Reply<Response>,
+        /// Held until the answer is sent (see the module comment).
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// `Job::Read`s in `jobs`.
+    reads: usize,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A worker that panicked left the queue consistent (it only pops under the lock).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The pool. Dropping it stops the workers once their current job ends; queued jobs are
+/// dropped, so their clients hear that the member stopped.
+pub(crate) struct Readers {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers").finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    /// Starts one worker per CPU, at most [`READ_WORKERS_MAX`].
+    pub(crate) fn start() -> Readers {
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, READ_WORKERS_MAX);
+        Readers::with_workers(workers)
+    }
+
+    fn with_workers(workers: usize) -> Readers {
+        let shared = Arc::new(Shared::default());
+        for i in 0..workers {
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("synod-read-{i}"))
+                .spawn(move || work(&shared));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a read worker: {e}");
+            }
+        }
+        Readers { shared }
+    }
+
+    /// Queues a read on `view`; answers "too many requests" at once when the queue is full.
+    pub(crate) fn read(&self, view: ReadView, request: ReadRequest, reply: Reply<Response>) {
+        let mut q = self.shared.lock();
+        if q.reads >= READ_QUEUE_MAX {
+            drop(q);
+            let _ = reply.send(Err(ServerError::TooManyRequests));
+            return;
+        }
+        q.reads += 1;
+        q.jobs.push_back(Job::Read {
+            view,
+            request,
+            reply,
+        });
+        drop(q);
+        self.shared.wake.notify_one();
+    }
+
+    /// Queues the reads a write left; never refused (see the module comment).
+    pub(crate) fn complete(
+        &self,
+        applied: Applied,
+        reply: Reply<Response>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        self.shared.lock().jobs.push_back(Job::Complete {
+            applied,
+            reply,
+            _permit: permit,
+        });
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.closed = true;
+        q.jobs.clear();
+        q.reads = 0;
+        drop(q);
+        self.shared.wake.notify_all();
+    }
+}
+
+fn work(shared: &Shared) {
+    super::core::lower_priority();
+    loop {
+        let job = {
+            let mut q = shared.lock();
+            loop {
+                if q.closed {
+                    return;
+                }
+                if let Some(job) = q.jobs.pop_front() {
+                    if matches!(job, Job::Read { .. }) {
+                        q.reads -= 1;
+                    }
+                    break job;
+                }
+                q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        run(job);
+    }
+}
+
+fn run(job: Job) {
+    match job {
+        Job::Read {
+            view,
+            request,
+            reply,
+        } => {
+            if reply.is_closed() {
+                return; // the client gave up while the job waited
+            }
+            if let Some(result) = view.read(&request, &|| reply.is_closed()) {
+                let _ = reply.send(result.map_err(ServerError::from));
+            }
+        }
+        Job::Complete { applied, reply, .. } => {
+            if reply.is_closed() {
+                return;
+            }
+            if let Some(result) = applied.complete(&|| reply.is_closed()) {
+                let _ = reply.send(result.map_err(ServerError::from));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_kv::{KvStore, PutRequest, RangeRequest, Request};
+    use tokio::sync::oneshot;
+
+    fn store(keys: usize) -> KvStore {
+        let mut s = KvStore::new();
+        for i in 0..keys {
+            let put = Request::Put(PutRequest::new(format!("k{i:05}"), "v"));
+            s.apply(0, 0, &put).unwrap();
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn serves_reads_and_refuses_beyond_the_queue_bound() {
+        let s = store(100);
+        // No workers: nothing leaves the queue.
+        let idle = Readers::with_workers(0);
+        let mut waiting = Vec::new();
+        for _ in 0..READ_QUEUE_MAX {
+            let (reply, rx) = oneshot::channel();
+            idle.read(
+                s.read_view(),
+                ReadRequest::range(RangeRequest::prefix("k")),
+                reply,
+            );
+            waiting.push(rx);
+        }
+        let (reply, rx) = oneshot::channel();
+        idle.read(
+            s.read_view(),
+            ReadRequest::range(RangeRequest::prefix("k")),
+            reply,
+        );
+        assert_eq!(rx.await.unwrap(), Err(ServerError::TooManyRequests));
+        drop(idle);
+        // Stopped: the queued reads are dropped, their clients hear so.
+        assert!(waiting.pop().unwrap().await.is_err());
+
+        let readers = Readers::with_workers(2);
+        let (reply, rx) = oneshot::channel();
+        readers.read(
+            s.read_view(),
+            ReadRequest::range(RangeRequest::prefix("k")),
+            reply,
+        );
+        let Ok(Response::Range(r)) = rx.await.unwrap() else {
+            panic!("not a range")
+        };
+        assert_eq!(r.count, 100);
+    }
+}
