@@ -86,3 +86,48 @@ pub async fn answer_to(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
     s.write_all(hello).await.unwrap();
     closed_by_server(&mut s).await
 }
+
+/// Reads one frame of at most `max` bytes.
+pub async fn read_frame(s: &mut TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(std::io::Error::other(format!("frame of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await?;
+    Ok(payload)
+}
+
+/// Reads one batch frame and decodes its messages.
+pub async fn read_batch(s: &mut TcpStream) -> std::io::Result<Vec<Message>> {
+    let payload = read_frame(s, 64 << 20).await?;
+    let mut r = synod_paxos::codec::Reader::new(payload.into());
+    let bad = |e: synod_paxos::codec::DecodeError| std::io::Error::other(e.to_string());
+    let count = r.varint().map_err(bad)?;
+    (0..count)
+        .map(|_| synod_paxos::codec::get_message(&mut r).map_err(bad))
+        .collect()
+}
+
+/// Plays the acceptor side of a handshake on a connection a node dialed: reads its hello,
+/// accepts it if it is for `me` of `cluster`, answering with `incarnation`. Returns the
+/// dialer's id.
+pub async fn accept(
+    s: &mut TcpStream,
+    cluster: u64,
+    me: NodeId,
+    incarnation: u64,
+) -> Option<NodeId> {
+    let hello = timeout(WAIT, read_frame(s, 256)).await.ok()?.ok()?;
+    let u64_at = |at: usize| u64::from_le_bytes(hello[at..at + 8].try_into().unwrap());
+    if hello.len() != 42 || &hello[..8] != b"SYNODPX1" || u64_at(10) != cluster || u64_at(26) != me
+    {
+        return None;
+    }
+    let mut answer = vec![0u8];
+    answer.extend_from_slice(&incarnation.to_le_bytes());
+    s.write_all(&frame(&answer)).await.ok()?;
+    Some(u64_at(18))
+}
