@@ -18,6 +18,8 @@
 use crate::clients::Roster;
 use crate::process::Member;
 use crate::proxy::{FrontDoor, Link, LinkMode};
+use crate::schedule::TailDamage;
+use crate::tail::Tails;
 use etcd_client::{Client, ConnectOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -80,6 +82,8 @@ pub struct Cluster {
     seed: u64,
     /// What clients may talk to: kept in step with the standings.
     pub roster: Arc<Roster>,
+    /// Members whose log tail was destroyed, and their recovery.
+    pub tails: Tails,
     pub dir: PathBuf,
 }
 
@@ -145,6 +149,7 @@ impl Cluster {
             token,
             seed,
             roster: Roster::new(Vec::new()),
+            tails: Tails::default(),
             dir: dir.to_path_buf(),
         };
         for i in 0..n {
@@ -341,6 +346,7 @@ impl Cluster {
             if in_table && !listed.contains(&i) {
                 self.standing[i] = Standing::Removed;
                 self.removed_at[i] = Some(Instant::now());
+                self.tails.removed(i);
                 self.roster.set_current(i, false);
             }
         }
@@ -481,7 +487,24 @@ impl Cluster {
         if self.standing[i] == Standing::Adding || !m.started() || m.exited_cleanly() {
             return Ok(());
         }
-        m.spawn()
+        m.spawn()?;
+        self.tails.restarted(i, m.endpoint(), m.data_dir.clone());
+        Ok(())
+    }
+
+    /// Destroys the synced tail of member `i`'s log (`tail.rs`); it must be down. Returns what
+    /// was done.
+    pub fn lose_tail(&mut self, i: usize, how: TailDamage) -> std::io::Result<String> {
+        let m = &mut self.members[i];
+        if m.is_running() {
+            return Err(std::io::Error::other(format!(
+                "{} runs: its log is not damaged under it",
+                m.name
+            )));
+        }
+        let what = crate::tail::damage(&m.data_dir, how)?;
+        self.tails.damaged(i, what.clone());
+        Ok(what)
     }
 
     /// Every link back to [`LinkMode::Pass`], every paused member resumed, every killed one

@@ -6,7 +6,8 @@
 //! compare-and-set Txns on a few keys; [`bank`]: transfers as Txns), injects a schedule of
 //! faults ([`schedule`], [`nemesis`]: kill -9 and restart, SIGSTOP/SIGCONT, symmetric and
 //! one-way partitions, the leader isolated, partial connectivity, lossy and slow links,
-//! connection resets), heals, and checks ([`checks`]):
+//! connection resets, a member's write-ahead log losing its synced tail ([`tail`])), heals,
+//! and checks ([`checks`]):
 //! (a) the history is linearizable (the simulator's checker), (b) no acknowledged write is
 //! lost, (c) every member serves again within a bound after healing, (d) every bank read
 //! shows the same total.
@@ -33,6 +34,7 @@ pub mod proxy;
 pub mod recovery;
 pub mod run;
 pub mod schedule;
+pub mod tail;
 pub mod workload;
 
 pub use nemesis::Scenario;

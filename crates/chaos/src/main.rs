@@ -30,8 +30,8 @@ enum Command {
 #[derive(Debug, Args)]
 struct Common {
     /// Fault kinds to draw from, comma-separated [default: all]: kill, pause, partition,
-    /// one-way, leader-isolated, quorum-loss, constrained-election, chained, flaky, resets;
-    /// and membership (a membership change, not among the default).
+    /// one-way, leader-isolated, quorum-loss, constrained-election, chained, flaky, resets,
+    /// lost-tail; and membership (a membership change, not among the default).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// The membership scenario: grow the cluster from --nodes to --nodes + 2 members one at
@@ -292,6 +292,9 @@ struct Totals {
     faults: BTreeMap<String, u64>,
     fault_time: Duration,
     recovery_max: Duration,
+    /// Lost tails, and the slowest recovery from one.
+    lost_tails: u64,
+    tail_recovery_max: Duration,
     violations: Vec<String>,
     harness_errors: Vec<String>,
 }
@@ -325,6 +328,11 @@ impl Totals {
         }
         self.fault_time += r.fault_time;
         self.recovery_max = self.recovery_max.max(r.recovery.unwrap_or(Duration::MAX));
+        self.lost_tails += r.lost_tails.len() as u64;
+        for t in r.lost_tails.iter().filter(|t| !t.removed) {
+            let time = t.recovery_time().unwrap_or(Duration::MAX);
+            self.tail_recovery_max = self.tail_recovery_max.max(time);
+        }
         self.violations.extend(
             r.violations
                 .iter()
@@ -381,6 +389,13 @@ impl Totals {
             "recovery:    slowest {:.2}s from healing to every member serving",
             self.recovery_max.as_secs_f64()
         );
+        if self.lost_tails > 0 {
+            println!(
+                "lost tails:  {}, the slowest recovered {:.2}s after its restart",
+                self.lost_tails,
+                self.tail_recovery_max.as_secs_f64()
+            );
+        }
         println!("wall time:   {:.1} minutes", wall.as_secs_f64() / 60.0);
         println!("violations:  {}", self.violations.len());
         for v in &self.violations {

@@ -55,8 +55,66 @@ pub fn apply(cluster: &mut Cluster, action: Action) -> std::io::Result<()> {
         Action::Resume(i) => cluster.members[i].resume(),
         Action::Link(a, b, mode) => cluster.set_link(a, b, mode),
         Action::Reset(a, b) => cluster.reset_link(a, b),
+        Action::LoseTail(i, how) => {
+            cluster.lose_tail(i, how)?;
+        }
     }
     Ok(())
+}
+
+/// How long, with no fault in force, the last member that lost its log tail may take to
+/// finish recovering before the next `lost-tail` fault is given up and the member reported:
+/// recovery takes a quiet period of about 2.2 election timeouts (0.44 s here), a round trip
+/// to a quorum, and a catch-up.
+pub const TAIL_RECOVERY_WAIT: Duration = Duration::from_secs(20);
+
+/// Whether a `lost-tail` fault may be injected now. Never while another member is still
+/// recovering from one: two members without their tails are a majority of 3, and a majority
+/// that forgot its votes can let a second value be chosen, which no protocol survives. So it
+/// waits (no fault is in force meanwhile) for the last one to recover; one that has not
+/// within [`TAIL_RECOVERY_WAIT`] is a finding, and no lost tail is injected while it lasts.
+async fn may_lose_tail(
+    cluster: &Cluster,
+    run_start: Instant,
+    log: &impl Fn(Duration, &str),
+    findings: &mut Vec<String>,
+) -> bool {
+    let (pending, stuck) = cluster.tails.pending();
+    if pending.is_empty() {
+        return true;
+    }
+    let names: Vec<String> = pending.iter().map(|&i| name(i)).collect();
+    if stuck {
+        log(
+            run_start.elapsed(),
+            &format!("lost-tail skipped: {} still recovering", names.join(",")),
+        );
+        return false;
+    }
+    let stuck = cluster
+        .tails
+        .wait_recovered(Instant::now() + TAIL_RECOVERY_WAIT)
+        .await;
+    for &i in &stuck {
+        findings.push(format!(
+            "lost-tail: {} had not finished recovering from its lost tail after {:?} with no              fault in force (log ends: {})",
+            name(i),
+            TAIL_RECOVERY_WAIT,
+            cluster.members[i].log_tail(1)
+        ));
+    }
+    stuck.is_empty()
+}
+
+/// What the `lost-tail` faults since the `before`-th did to the members' logs.
+fn damage_done(cluster: &Cluster, before: usize) -> String {
+    cluster
+        .tails
+        .all()
+        .iter()
+        .skip(before)
+        .map(|t| format!(": {}", t.damage))
+        .collect()
 }
 
 /// Injects `fault`, holds it, heals it; returns when it was injected and how long it held.
@@ -112,8 +170,10 @@ pub async fn run(
                 let kind = rng.pick(kinds);
                 if kind == FaultKind::Membership {
                     change(cluster, &mut planner, None, rng, run_start, &log, &mut out).await?;
-                } else {
-                    let record = random_fault(cluster, kind, left, rng, run_start, &log).await?;
+                } else if let Some(record) =
+                    random_fault(cluster, kind, left, rng, run_start, &log, &mut out.findings)
+                        .await?
+                {
                     out.records.push(record);
                 }
             }
@@ -132,8 +192,12 @@ pub async fn run(
                     .collect();
                 if !plain.is_empty() && rng.chance(0.33) {
                     let kind = rng.pick(&plain);
-                    let record = random_fault(cluster, kind, left, rng, run_start, &log).await?;
-                    out.records.push(record);
+                    if let Some(record) =
+                        random_fault(cluster, kind, left, rng, run_start, &log, &mut out.findings)
+                            .await?
+                    {
+                        out.records.push(record);
+                    }
                     continue;
                 }
                 // Faults of one step: held while the change runs.
@@ -162,7 +226,8 @@ pub async fn run(
     Ok(out)
 }
 
-/// One fault of `kind` among the current members, injected, held and healed.
+/// One fault of `kind` among the current members, injected, held and healed (`None`: a lost
+/// tail that had to be skipped, see [`may_lose_tail`]).
 async fn random_fault(
     cluster: &mut Cluster,
     kind: FaultKind,
@@ -170,7 +235,11 @@ async fn random_fault(
     rng: &mut Rng,
     run_start: Instant,
     log: &impl Fn(Duration, &str),
-) -> std::io::Result<FaultRecord> {
+    findings: &mut Vec<String>,
+) -> std::io::Result<Option<FaultRecord>> {
+    if kind == FaultKind::LostTail && !may_lose_tail(cluster, run_start, log, findings).await {
+        return Ok(None);
+    }
     let leader = cluster.leader().await;
     let members = cluster.current();
     let hold = Duration::from_millis(rng.range(1000, 5000)).min(left);
@@ -178,18 +247,23 @@ async fn random_fault(
     compound(&mut fault, &members, rng);
     let at = run_start.elapsed();
     log(at, &fault.description);
+    let damaged_before = cluster.tails.all().len();
     let (began, held) = inject(cluster, &fault).await?;
+    let damage = damage_done(cluster, damaged_before);
+    if !damage.is_empty() {
+        log(at, &format!("lost tail{damage}"));
+    }
     let isolated = (kind == FaultKind::LeaderIsolated)
         .then_some(leader)
         .flatten()
         .map(|l| (l, began, began + held));
-    Ok(FaultRecord {
+    Ok(Some(FaultRecord {
         kind: kind.name().to_string(),
-        description: fault.description.clone(),
+        description: format!("{}{damage}", fault.description),
         at,
         held,
         isolated,
-    })
+    }))
 }
 
 fn change_record(outcome: Outcome, at: Duration, held: Duration) -> FaultRecord {
@@ -226,6 +300,14 @@ async fn change(
         log(at, &o.description);
         out.records.push(change_record(o, at, Duration::ZERO));
     }
+    let overlap = match overlap {
+        Some(FaultKind::LostTail)
+            if !may_lose_tail(cluster, run_start, log, &mut out.findings).await =>
+        {
+            None
+        }
+        o => o,
+    };
     let leader = cluster.leader().await;
     let current = cluster.current();
     let next = planner.next(&current, &cluster.voters(), leader, rng);
@@ -237,6 +319,7 @@ async fn change(
     });
     let at = run_start.elapsed();
     let began = Instant::now();
+    let damaged_before = cluster.tails.all().len();
     if let Some(f) = &fault {
         log(
             at,
@@ -248,6 +331,10 @@ async fn change(
             }
         }
     }
+    let damage = damage_done(cluster, damaged_before);
+    if !damage.is_empty() {
+        log(at, &format!("lost tail{damage}"));
+    }
     log(at, &format!("{next:?}"));
     let outcome = membership::execute(cluster, next, rng).await;
     let change_held = began.elapsed();
@@ -258,7 +345,7 @@ async fn change(
         }
         out.records.push(FaultRecord {
             kind: f.kind.name().to_string(),
-            description: format!("{} (while a membership change ran)", f.description),
+            description: format!("{}{damage} (while a membership change ran)", f.description),
             at,
             held: began.elapsed(),
             isolated: None,

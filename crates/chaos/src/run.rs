@@ -26,7 +26,8 @@ pub struct RunConfig {
     pub cluster: ClusterSpec,
     pub workload: WorkloadSpec,
     /// (c): after healing, every member must serve a write and a linearizable read within
-    /// this.
+    /// this, and a member that lost its log tail must have finished recovering from its peers
+    /// within it.
     pub recovery_bound: Duration,
     /// Keep the members' logs and data even when nothing was found.
     pub keep_logs: bool,
@@ -83,6 +84,8 @@ pub struct RunReport {
     pub fault_time: Duration,
     /// From healing until every member served a write and a linearizable read.
     pub recovery: Option<Duration>,
+    /// Members whose log tail was destroyed (`lost-tail`), what was done, and their recovery.
+    pub lost_tails: Vec<crate::tail::LostTail>,
     pub check_time: Duration,
     /// The longest an isolated member kept answering reads after being cut off, and how many
     /// reads it answered so (see `checks::isolated_reads`).
@@ -116,10 +119,25 @@ impl RunReport {
         } else {
             String::new()
         };
+        let tails = if self.lost_tails.is_empty() {
+            String::new()
+        } else {
+            let times: Vec<Duration> = self
+                .lost_tails
+                .iter()
+                .filter_map(|t| t.recovery_time())
+                .collect();
+            format!(
+                ", {} lost tails ({} seen recovered, the slowest in {:.2}s)",
+                self.lost_tails.len(),
+                times.len(),
+                times.iter().max().map_or(0.0, |d| d.as_secs_f64())
+            )
+        };
         format!(
             "{} nodes, seed {}: {} ops ({} ok, {} unknown, {} failed), {} bank reads, {} \
-             transfers, {} faults{membership} over {:.0}s, recovery {}, check {:.1}s, {} \
-             violation(s)",
+             transfers, {} faults{membership} over {:.0}s, recovery {}{tails}, check {:.1}s, \
+             {} violation(s)",
             self.nodes,
             self.seed,
             self.ops.total(),
@@ -181,6 +199,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     let nemesis_max = nemesis.members_max;
     let mut violations = nemesis.findings;
     cluster.heal_all().map_err(|e| format!("healing: {e}"))?;
+    let healed_at = Instant::now();
     let membership_changed = faults.iter().any(|f| is_change(&f.kind));
     if membership_changed {
         // Go by the member table: an add that timed out may have landed (its member is
@@ -191,6 +210,22 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     }
     let finals_at = cluster.current();
     let recovery = recovery::measure(&roster, &finals_at, cfg.recovery_bound * 3).await;
+    // A member recovering from a lost tail already forwards writes and linearizable reads,
+    // so the probe above may pass before it is done: its recovery is waited for on its own.
+    for i in cluster
+        .tails
+        .wait_recovered(healed_at + cfg.recovery_bound)
+        .await
+    {
+        violations.push(format!(
+            "progress: {} had not finished recovering from its lost log tail {:?} after \
+             healing (log ends: {})",
+            crate::schedule::name(i),
+            cfg.recovery_bound,
+            cluster.members[i].log_tail(1)
+        ));
+    }
+    let lost_tails = cluster.tails.all();
 
     shared.stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -302,6 +337,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
             .sum(),
         faults,
         recovery,
+        lost_tails,
         check_time,
         isolated_read_longest,
         isolated_reads,

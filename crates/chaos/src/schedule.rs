@@ -33,13 +33,19 @@ pub enum FaultKind {
     Flaky,
     /// Connections reset again and again.
     Resets,
+    /// kill -9 a member (the leader half the time), destroy the synced tail of its
+    /// write-ahead log ([`TailDamage`]), restart it: it must recover from its peers before
+    /// it votes or serves (docs/PROTOCOL.md, "Recovery from a lost log tail"). Never while
+    /// another member is still recovering from one (`nemesis.rs`): a majority without its
+    /// tails may lose chosen values, which no protocol survives.
+    LostTail,
     /// A membership change (add a learner or a voter, promote, remove, replace, move the
     /// leader: `membership.rs`). Not among [`ALL_FAULTS`]: asked for by name, or by the
     /// membership scenario.
     Membership,
 }
 
-pub const ALL_FAULTS: [FaultKind; 10] = [
+pub const ALL_FAULTS: [FaultKind; 11] = [
     FaultKind::Kill,
     FaultKind::Pause,
     FaultKind::Partition,
@@ -50,6 +56,7 @@ pub const ALL_FAULTS: [FaultKind; 10] = [
     FaultKind::Chained,
     FaultKind::Flaky,
     FaultKind::Resets,
+    FaultKind::LostTail,
 ];
 
 impl FaultKind {
@@ -65,6 +72,7 @@ impl FaultKind {
             FaultKind::Chained => "chained",
             FaultKind::Flaky => "flaky",
             FaultKind::Resets => "resets",
+            FaultKind::LostTail => "lost-tail",
             FaultKind::Membership => "membership",
         }
     }
@@ -83,6 +91,53 @@ impl fmt::Display for FaultKind {
     }
 }
 
+/// How a stopped member's newest write-ahead log segment holding data is damaged (the
+/// parameters are drawn with the schedule, so a seed fixes them; `tail.rs` applies them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailDamage {
+    /// Cut the segment inside its data, keeping this many thousandths of the data (after the
+    /// segment's header; at least one byte of it).
+    Truncate { keep_permille: u16 },
+    /// Delete the segment.
+    Delete,
+    /// Flip one bit of the byte this far before the end of the data (its last non-zero
+    /// byte): within the last frame, so that no good frame follows the damage.
+    Flip { back: u8 },
+}
+
+impl TailDamage {
+    /// One of the three ways, at random.
+    pub fn random(rng: &mut Rng) -> TailDamage {
+        match rng.below(3) {
+            0 => TailDamage::Truncate {
+                keep_permille: rng.below(1000) as u16,
+            },
+            1 => TailDamage::Delete,
+            _ => TailDamage::Flip {
+                back: rng.below(8) as u8,
+            },
+        }
+    }
+}
+
+impl fmt::Display for TailDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TailDamage::Truncate { keep_permille } => write!(
+                f,
+                "truncate its newest WAL segment to {:.1}% of its data",
+                f64::from(*keep_permille) / 10.0
+            ),
+            TailDamage::Delete => f.write_str("delete its newest WAL segment"),
+            TailDamage::Flip { back } => write!(
+                f,
+                "flip a bit {} byte(s) before the end of its newest WAL segment's data",
+                back + 1
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Action {
     Kill(usize),
@@ -91,6 +146,8 @@ pub enum Action {
     Resume(usize),
     Link(usize, usize, LinkMode),
     Reset(usize, usize),
+    /// Damage the log of a member that is down (`Kill` it first, in the same step).
+    LoseTail(usize, TailDamage),
 }
 
 /// A fault: steps of actions, each followed by a wait; then its heal.
@@ -114,7 +171,11 @@ impl Fault {
                 Action::Kill(i) => Action::Restart(i),
                 Action::Pause(i) => Action::Resume(i),
                 Action::Link(a, b, _) => Action::Link(a, b, LinkMode::Pass),
-                Action::Restart(_) | Action::Resume(_) | Action::Reset(..) => continue,
+                // Nothing brings a lost tail back: the member recovers it from its peers.
+                Action::Restart(_)
+                | Action::Resume(_)
+                | Action::Reset(..)
+                | Action::LoseTail(..) => continue,
             };
             if !heal.contains(&undo) {
                 heal.push(undo);
@@ -198,6 +259,21 @@ pub fn plan(
                 kind,
                 description: format!("kill -9 {}", name(x)),
                 steps: vec![(vec![Action::Kill(x)], hold)],
+            }
+        }
+        FaultKind::LostTail => {
+            let x = target(rng);
+            let how = TailDamage::random(rng);
+            // Down as long as a `kill`, a third only briefly.
+            let hold = if rng.chance(0.33) {
+                Duration::from_millis(rng.range(0, 300))
+            } else {
+                hold
+            };
+            Fault {
+                kind,
+                description: format!("kill -9 {}, {how}, restart it", name(x)),
+                steps: vec![(vec![Action::Kill(x), Action::LoseTail(x, how)], hold)],
             }
         }
         FaultKind::Pause => {
@@ -368,7 +444,7 @@ pub fn plan(
 pub fn compound(fault: &mut Fault, members: &[usize], rng: &mut Rng) {
     let network = !matches!(
         fault.kind,
-        FaultKind::Kill | FaultKind::Pause | FaultKind::Membership
+        FaultKind::Kill | FaultKind::Pause | FaultKind::LostTail | FaultKind::Membership
     );
     if !network || !rng.chance(0.25) {
         return;
@@ -413,9 +489,11 @@ mod tests {
             let actions = f.steps.iter().flat_map(|s| s.0.clone()).chain(f.heal());
             for a in actions {
                 let touched = match a {
-                    Action::Kill(i) | Action::Pause(i) | Action::Restart(i) | Action::Resume(i) => {
-                        vec![i]
-                    }
+                    Action::Kill(i)
+                    | Action::Pause(i)
+                    | Action::Restart(i)
+                    | Action::Resume(i)
+                    | Action::LoseTail(i, _) => vec![i],
                     Action::Link(a, b, _) | Action::Reset(a, b) => vec![a, b],
                 };
                 assert!(
@@ -431,6 +509,8 @@ mod tests {
                         links[a][b] = m;
                     }
                     Action::Reset(a, b) => assert_ne!(a, b),
+                    // Only a member that is down has its log damaged.
+                    Action::LoseTail(i, _) => assert!(down[i], "{}", f.description),
                 }
             }
             assert!(down.iter().all(|d| !d), "{}", f.description);
@@ -467,6 +547,43 @@ mod tests {
             &mut rng,
         );
         assert_eq!(f.steps.len(), 2);
+    }
+
+    /// A lost tail: one member killed, its log damaged while it is down, restarted; no second
+    /// fault on top (a compound kill could take a second member's vote away while the first
+    /// still recovers, which is fine, but never a second tail).
+    #[test]
+    fn lost_tail_damages_one_member_while_it_is_down() {
+        let mut rng = Rng::new(3);
+        let mut seen = [false; 3];
+        for _ in 0..200 {
+            let mut f = plan(
+                FaultKind::LostTail,
+                &[0, 1, 2],
+                Some(1),
+                Duration::from_secs(1),
+                &mut rng,
+            );
+            compound(&mut f, &[0, 1, 2], &mut rng);
+            assert_eq!(f.steps.len(), 1, "{}", f.description);
+            let [Action::Kill(x), Action::LoseTail(y, how)] = f.steps[0].0[..] else {
+                panic!("{}: {:?}", f.description, f.steps);
+            };
+            assert_eq!(x, y, "{}", f.description);
+            assert_eq!(f.heal(), vec![Action::Restart(x)]);
+            seen[match how {
+                TailDamage::Truncate { keep_permille } => {
+                    assert!(keep_permille < 1000);
+                    0
+                }
+                TailDamage::Delete => 1,
+                TailDamage::Flip { back } => {
+                    assert!(back < 8);
+                    2
+                }
+            }] = true;
+        }
+        assert_eq!(seen, [true; 3], "every way of damage is drawn");
     }
 
     #[test]
