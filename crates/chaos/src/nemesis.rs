@@ -97,13 +97,24 @@ async fn may_lose_tail(
         .await;
     for &i in &stuck {
         findings.push(format!(
-            "lost-tail: {} had not finished recovering from its lost tail after {:?} with no              fault in force (log ends: {})",
+            "lost-tail: {} had not finished recovering from its lost tail after {:?} with no \
+             fault in force (its LOST_TAIL marker {}; log ends: {})",
             name(i),
             TAIL_RECOVERY_WAIT,
+            marker(cluster, i),
             cluster.members[i].log_tail(1)
         ));
     }
     stuck.is_empty()
+}
+
+/// Whether member `i`'s storage still records an unfinished recovery, for reports.
+pub fn marker(cluster: &Cluster, i: usize) -> &'static str {
+    if crate::tail::marker_present(&cluster.members[i].data_dir) {
+        "is still there"
+    } else {
+        "is gone"
+    }
 }
 
 /// What the `lost-tail` faults since the `before`-th did to the members' logs.

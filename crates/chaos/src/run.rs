@@ -219,9 +219,10 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     {
         violations.push(format!(
             "progress: {} had not finished recovering from its lost log tail {:?} after \
-             healing (log ends: {})",
+             healing (its LOST_TAIL marker {}; log ends: {})",
             crate::schedule::name(i),
             cfg.recovery_bound,
+            crate::nemesis::marker(&cluster, i),
             cluster.members[i].log_tail(1)
         ));
     }

@@ -129,7 +129,12 @@ async fn recovered(endpoint: &str, data_dir: &Path) -> bool {
         .errors()
         .iter()
         .any(|e| e.to_lowercase().contains("recover"));
-    !recovering && !wal_dir(data_dir).join(MARKER).exists()
+    !recovering && !marker_present(data_dir)
+}
+
+/// Whether the storage still records an unfinished recovery from a lost tail.
+pub fn marker_present(data_dir: &Path) -> bool {
+    wal_dir(data_dir).join(MARKER).exists()
 }
 
 /// A member whose log tail the harness destroyed.
