@@ -95,7 +95,19 @@ pub struct MemberArgs {
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
 
+    /// Largest write request accepted, in bytes: a larger Put, DeleteRange or writing Txn
+    /// is refused with "etcdserver: request is too large". A gRPC message over this plus
+    /// 512 KiB is refused before it is read (ResourceExhausted), as etcd's receive limit.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
     // Synod's own.
+    /// Most client connections (gRPC and HTTP on the client URLs) open at once; more are
+    /// accepted and closed at once, counted in synod_client_connections_refused_total.
+    /// Never more than the open-file limit less 64 descriptors kept for the log, snapshots
+    /// and peers [default: that many].
+    #[arg(long)]
+    pub max_client_connections: Option<usize>,
     /// Size at which the write-ahead log starts a new segment file; whole segments below
     /// the older of the two newest snapshots are deleted.
     #[arg(long, default_value_t = 64 << 20)]

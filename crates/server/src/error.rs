@@ -30,6 +30,11 @@ pub enum ServerError {
     NotFound(String),
     /// Only the leader does this.
     NotLeader,
+    /// This member's write-ahead log cannot be written (its NOSPACE alarm is raised): it
+    /// takes no writes. etcd's answer while its NOSPACE alarm is raised.
+    NoSpace,
+    /// The request is larger than `--max-request-bytes` (etcd's check on what it proposes).
+    RequestTooLarge,
 }
 
 impl fmt::Display for ServerError {
@@ -45,6 +50,8 @@ impl fmt::Display for ServerError {
             ServerError::Unimplemented(what) => write!(f, "synod: {what} is not supported yet"),
             ServerError::Precondition(m) | ServerError::NotFound(m) => f.write_str(m),
             ServerError::NotLeader => f.write_str("etcdserver: not leader"),
+            ServerError::NoSpace => f.write_str("etcdserver: mvcc: database space exceeded"),
+            ServerError::RequestTooLarge => f.write_str("etcdserver: request is too large"),
         }
     }
 }
@@ -67,8 +74,8 @@ impl From<ServerError> for Status {
             | ServerError::NotLeader => Code::Unavailable,
             ServerError::Precondition(_) => Code::FailedPrecondition,
             ServerError::NotFound(_) => Code::NotFound,
-            ServerError::TooManyRequests => Code::ResourceExhausted,
-            ServerError::InvalidArgument(_) => Code::InvalidArgument,
+            ServerError::TooManyRequests | ServerError::NoSpace => Code::ResourceExhausted,
+            ServerError::InvalidArgument(_) | ServerError::RequestTooLarge => Code::InvalidArgument,
             ServerError::Unimplemented(_) => Code::Unimplemented,
             ServerError::Kv(k) => match k.code() {
                 ErrorCode::InvalidArgument => Code::InvalidArgument,

@@ -6,10 +6,13 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod conditions;
+mod degraded;
 pub mod dev;
 pub mod error;
 pub mod grpc;
 mod identity;
+pub mod limits;
 pub mod members;
 pub mod metrics;
 pub mod replica;

@@ -71,6 +71,15 @@ pub struct Metrics {
     pub wal_bytes: AtomicU64,
     pub snapshots_saved: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    /// Snapshots found damaged and set aside when this process started.
+    pub snapshots_damaged: AtomicU64,
+    /// Client connections open now (gRPC and HTTP on the client port).
+    pub client_connections: AtomicU64,
+    /// Client connections closed at accept because the cap was reached.
+    pub client_connections_refused: AtomicU64,
+    /// Conditions of this member (alarms, write refusal). Here because every thread of a
+    /// member holds the metrics, the persist thread included.
+    pub conditions: crate::conditions::Conditions,
     /// Commands per committed slot.
     pub batch_commands: Histogram,
     /// Engine `Ready`s per fdatasync (group commit).
@@ -98,6 +107,10 @@ impl Default for Metrics {
             wal_bytes: AtomicU64::new(0),
             snapshots_saved: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
+            snapshots_damaged: AtomicU64::new(0),
+            client_connections: AtomicU64::new(0),
+            client_connections_refused: AtomicU64::new(0),
+            conditions: Default::default(),
             batch_commands: Histogram::new(SIZES),
             readys_per_sync: Histogram::new(SIZES),
             fsync_seconds: Histogram::new(SECONDS),
@@ -110,7 +123,17 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
+            (
+                "synod_snapshots_damaged_total",
+                "Snapshots found damaged and set aside (renamed *.corrupt) at startup.",
+                &self.snapshots_damaged,
+            ),
+            (
+                "synod_client_connections_refused_total",
+                "Client connections closed at accept: --max-client-connections reached.",
+                &self.client_connections_refused,
+            ),
             (
                 "synod_snapshots_saved_total",
                 "Snapshots of the store taken and made durable.",
@@ -184,7 +207,12 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
-        let gauges: [(&str, &str, &AtomicU64); 3] = [
+        let gauges: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "synod_client_connections",
+                "Client connections open (gRPC and HTTP on the client port).",
+                &self.client_connections,
+            ),
             (
                 "synod_is_leader",
                 "1 if this member is the leader.",
@@ -208,6 +236,7 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        self.conditions.render(&mut out);
         self.batch_commands.render(
             &mut out,
             "synod_batch_commands",

@@ -4,6 +4,7 @@
 use crate::cli::{ClusterState, MemberArgs, ReadModeArg};
 use crate::cluster::{parse_urls, FlagError, InitialCluster, Url};
 use crate::identity::Identity;
+use crate::limits::{ClientLimits, MAX_REQUEST_BYTES_LIMIT};
 use crate::members::{MemberRecord, MemberTable};
 use crate::metrics::Metrics;
 use crate::replica::{self, CoreConfig};
@@ -37,6 +38,7 @@ pub struct MemberConfig {
     pub wal_segment_bytes: u64,
     /// Messages queued per peer (`--peer-queue-max`, hidden).
     pub peer_queue_max: usize,
+    pub client_limits: ClientLimits,
     pub core: CoreConfig,
 }
 
@@ -83,6 +85,17 @@ impl MemberConfig {
                 "--max-clock-drift-ppm must be below 500000 (50%)".into(),
             ));
         }
+        if a.max_request_bytes == 0 || a.max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
+            return Err(FlagError(format!(
+                "--max-request-bytes must be between 1 and {MAX_REQUEST_BYTES_LIMIT} (a \
+                 request must fit a peer message)"
+            )));
+        }
+        if a.max_client_connections == Some(0) {
+            return Err(FlagError(
+                "--max-client-connections must be at least 1".into(),
+            ));
+        }
         let tick_us = (a.heartbeat_interval * 1000 / TICKS_PER_HEARTBEAT).max(1);
         let mut engine = Config::new(me.id);
         engine.heartbeat_interval_ticks = TICKS_PER_HEARTBEAT;
@@ -115,6 +128,10 @@ impl MemberConfig {
             peer_listen: Url::parse("--listen-peer-urls", &a.listen_peer_urls)?,
             wal_segment_bytes: a.wal_segment_bytes.max(4096),
             peer_queue_max: a.peer_queue_max.max(1),
+            client_limits: ClientLimits {
+                max_request_bytes: a.max_request_bytes,
+                max_client_connections: a.max_client_connections,
+            },
             cluster,
             core: CoreConfig {
                 engine,
@@ -151,6 +168,20 @@ pub async fn run(
     mut cfg: MemberConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    crate::limits::raise_open_file_limit();
+    crate::limits::catch_file_size_signal();
+    let cap = cfg.client_limits.client_connections_max();
+    if cfg
+        .client_limits
+        .max_client_connections
+        .is_some_and(|n| n > cap)
+    {
+        tracing::warn!(
+            cap,
+            "--max-client-connections is above what the open-file limit allows; capped"
+        );
+    }
+    let metrics = Arc::new(Metrics::default());
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create --data-dir {}: {e}", cfg.data_dir.display()))?;
     let mut identity = Identity::new(cfg.name.clone(), cfg.member_id, cfg.cluster.cluster_id)
@@ -178,6 +209,18 @@ pub async fn run(
     };
     let mut storage = DiskStorage::open(cfg.data_dir.join("log"), options)
         .map_err(|e| format!("cannot recover the data directory: {e}"))?;
+    let damaged = &storage.recovered().report.damaged_snapshots;
+    for (path, reason) in damaged {
+        tracing::warn!(
+            path = %path.display(),
+            %reason,
+            "damaged snapshot set aside (renamed *.corrupt); recovering from an older one and \
+             the log, or from peers"
+        );
+    }
+    metrics
+        .snapshots_damaged
+        .fetch_add(damaged.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let mut restored = replica::Restored::default();
     let mut durable = if storage.recovered().is_empty() && cfg.join_existing {
         // Knows nothing yet: the leader sends the log (or a snapshot) once the membership
@@ -309,7 +352,6 @@ pub async fn run(
         cfg.name.clone(),
         members,
     );
-    let metrics = Arc::new(Metrics::default());
     let replica = replica::start(
         cfg.core.clone(),
         durable,
@@ -333,12 +375,23 @@ pub async fn run(
 
     // The client API stops when asked, or when the replica stops on its own (a disk error).
     let handle = replica.handle.clone();
+    let election_timeout = cfg
+        .core
+        .tick
+        .saturating_mul(u32::try_from(cfg.core.engine.election_timeout_ticks).unwrap_or(u32::MAX));
+    tokio::spawn(crate::degraded::hand_off_leadership_while_refusing_writes(
+        handle.clone(),
+        shared.clone(),
+        metrics.clone(),
+        election_timeout,
+    ));
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(crate::grpc::serve(
         client_listeners,
         handle.clone(),
         shared,
         metrics,
+        cfg.client_limits,
         async move {
             tokio::select! {
                 _ = shutdown => {}

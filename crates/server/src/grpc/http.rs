@@ -2,8 +2,11 @@
 //! etcd does on its client port.
 
 use super::cluster::ClusterService;
+use super::gate::{self, Gate};
+use super::incoming::CappedIncoming;
 use super::kv::KvService;
 use super::maintenance::MaintenanceService;
+use crate::limits::ClientLimits;
 use crate::metrics::Metrics;
 use crate::replica::ReplicaHandle;
 use crate::status::Shared;
@@ -17,10 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-
-/// Largest gRPC message accepted, as etcd's default `--max-request-bytes` (1.5 MiB) plus
-/// room for the envelope.
-const GRPC_MESSAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// How long `/health` waits for its linearizable probe read.
 const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -38,25 +37,36 @@ pub async fn serve(
     replica: ReplicaHandle,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    limits: ClientLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    // The gate refuses larger messages first, with grpc-go's words; tonic's own check stays
+    // as a second line.
+    let receive_max = limits.grpc_receive_bytes_max();
     let kv = PbKvServer::new(KvService {
         replica: replica.clone(),
         shared: shared.clone(),
     })
-    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    .max_decoding_message_size(receive_max);
     let cluster = PbClusterServer::new(ClusterService {
         shared: shared.clone(),
         replica: replica.clone(),
-    });
+    })
+    .max_decoding_message_size(receive_max);
     let maintenance = PbMaintenanceServer::new(MaintenanceService {
         shared: shared.clone(),
         replica: replica.clone(),
+        metrics: metrics.clone(),
+    })
+    .max_decoding_message_size(receive_max);
+    let gate = Arc::new(Gate {
+        limits,
+        metrics: metrics.clone(),
     });
     let state = HttpState {
         replica,
         shared,
-        metrics,
+        metrics: metrics.clone(),
     };
     let http = axum::Router::new()
         .route("/health", get(health))
@@ -66,7 +76,9 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(maintenance)
         .into_axum_router()
-        .merge(http);
+        .merge(http)
+        .fallback(gate::unsupported)
+        .layer(axum::middleware::from_fn_with_state(gate, gate::check));
     let routes = Routes::from(router);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -74,8 +86,7 @@ pub async fn serve(
     for listener in listeners {
         let routes = routes.clone();
         let mut stop = stop_rx.clone();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = CappedIncoming::new(listener, limits, metrics.clone());
         servers.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .accept_http1(true)
@@ -105,7 +116,14 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
         // A linearizable read proves the member can reach a quorum, not only that it
         // remembers a leader.
         let probe = synod_kv::RangeRequest::key(bytes::Bytes::from_static(b"health"));
-        match tokio::time::timeout(HEALTH_READ_TIMEOUT, state.replica.read(probe, true)).await {
+        match tokio::time::timeout(
+            HEALTH_READ_TIMEOUT,
+            state
+                .replica
+                .read(synod_kv::ReadRequest::range(probe), true),
+        )
+        .await
+        {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("timed out".to_string()),

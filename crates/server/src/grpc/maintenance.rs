@@ -1,14 +1,17 @@
 //! etcd's Maintenance service: what `etcdctl endpoint status`, `endpoint health` and
 //! `alarm list` need.
 
+use crate::conditions::Condition;
 use crate::error::ServerError;
+use crate::metrics::Metrics;
 use crate::status::Shared;
 use etcd_client::proto::{
-    PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
-    PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest, PbHashResponse,
-    PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse, PbResponseHeader,
-    PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
+    PbAlarmMember, PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse,
+    PbDowngradeRequest, PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest,
+    PbHashResponse, PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse,
+    PbResponseHeader, PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
 };
+use etcd_client::{AlarmAction, AlarmType};
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::codegen::tokio_stream::Stream;
@@ -24,6 +27,7 @@ const DB_SIZE_MIN_BYTES: u64 = 4096;
 pub struct MaintenanceService {
     pub shared: Arc<Shared>,
     pub replica: crate::replica::ReplicaHandle,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Pieces of a snapshot streamed to a client.
@@ -33,18 +37,61 @@ impl MaintenanceService {
     fn header(&self) -> Option<PbResponseHeader> {
         super::convert::current_header(&self.shared)
     }
+
+    /// The alarms this member raises (etcd lists every member's, replicated through its
+    /// log; Synod's are local: ask each member, as `etcdctl endpoint status` does).
+    fn alarms(&self) -> Vec<(Condition, PbAlarmMember)> {
+        let mut out: Vec<(Condition, PbAlarmMember)> = Vec::new();
+        for c in self.metrics.conditions.active() {
+            if let Some(alarm) = c.alarm() {
+                if out.iter().all(|(_, a)| a.alarm != alarm as i32) {
+                    let member = PbAlarmMember {
+                        member_id: self.shared.member_id,
+                        alarm: alarm as i32,
+                    };
+                    out.push((c, member));
+                }
+            }
+        }
+        out
+    }
 }
 
 #[tonic::async_trait]
 impl PbMaintenanceService for MaintenanceService {
     async fn alarm(
         &self,
-        _request: Request<PbAlarmRequest>,
+        request: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
-        // No alarm is ever raised (no space quota yet), so every action sees an empty list.
+        let r = request.into_inner();
+        let alarms = match AlarmAction::try_from(r.action) {
+            Ok(AlarmAction::Get) => self.alarms().into_iter().map(|(_, a)| a).collect(),
+            // `etcdctl alarm disarm` names each listed alarm in turn. A condition is a fact,
+            // not a flag: say what clears it rather than pretend.
+            Ok(AlarmAction::Deactivate) => {
+                let wanted = |a: &PbAlarmMember| {
+                    (r.member_id == 0 || r.member_id == a.member_id)
+                        && (r.alarm == AlarmType::None as i32 || r.alarm == a.alarm)
+                };
+                if let Some((c, _)) = self.alarms().into_iter().find(|(_, a)| wanted(a)) {
+                    return Err(ServerError::Precondition(c.disarm_refusal().into()).into());
+                }
+                Vec::new()
+            }
+            Ok(AlarmAction::Activate) => {
+                return Err(ServerError::Unimplemented("activating an alarm by request").into())
+            }
+            Err(_) => {
+                return Err(ServerError::InvalidArgument(format!(
+                    "etcdserver: unknown alarm action {}",
+                    r.action
+                ))
+                .into())
+            }
+        };
         Ok(Response::new(PbAlarmResponse {
             header: self.header(),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -58,6 +105,12 @@ impl PbMaintenanceService for MaintenanceService {
         if live.leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
+        errors.extend(
+            self.metrics
+                .conditions
+                .active()
+                .map(|c| c.status_error(self.shared.member_id)),
+        );
         Ok(Response::new(PbStatusResponse {
             header: self.header(),
             version: ETCD_VERSION.to_string(),

@@ -3,8 +3,11 @@
 
 mod cluster;
 pub mod convert;
+mod gate;
 mod http;
+mod incoming;
 mod kv;
 mod maintenance;
+mod wire;
 
 pub use http::serve;

@@ -2,9 +2,17 @@
 //! releases what had to wait for the sync. Jobs that queued up during one fdatasync are
 //! written together and share the next one (group commit), so the sync rate, not the request
 //! rate, bounds the disk's cost.
+//!
+//! If the log cannot be written (storage returns an error), the member does not stop: it
+//! raises `Condition::WalUnwritable` (etcd's NOSPACE alarm), and from then on this thread
+//! takes jobs and drops them. Nothing after the failure is reported durable, so the engine
+//! never sends the Promise or Accepted that waited for it (an acceptor that cannot persist
+//! answers nothing), while the core goes on serving reads, learning chosen slots from the
+//! others and handing leadership on (`degraded.rs`).
 
 use super::core::Network;
 use super::Input;
+use crate::conditions::Condition;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
@@ -49,8 +57,34 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("synod-persist".into())
         .spawn(move || {
-            if let Err(e) = run(&mut *wal, &jobs, &*network, &inputs, &metrics) {
-                let _ = inputs.blocking_send(Input::Fatal(format!("write-ahead log: {e}")));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&mut *wal, &jobs, &*network, &inputs, &metrics)
+            }));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    metrics.conditions.raise(
+                        Condition::WalUnwritable,
+                        format!(
+                            "the write-ahead log cannot be written ({e}): NOSPACE alarm raised; \
+                             this member refuses writes, makes no further promises and hands \
+                             leadership on; it serves reads until it is restarted"
+                        ),
+                    );
+                    // Until the core stops: it must never block on, or pile up, this queue.
+                    while jobs.recv().is_ok() {}
+                }
+                // A bug in storage: its state is unknown, so the member stops, saying why.
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let _ = inputs.blocking_send(Input::Fatal(format!(
+                        "the persist thread panicked: {what}"
+                    )));
+                }
             }
         })
         .expect("the persist thread starts (only fails when the OS is out of threads)")
