@@ -3,7 +3,12 @@
 //! ```text
 //! [kind: u8 = 1][seq: varint][synced_upto: varint][has_hard_state: u8][hard state]?
 //! [record count: varint][record]*
+//! [kind: u8 = 2][seq: varint][synced_upto: varint][next segment index: varint]   (a seal)
 //! ```
+//!
+//! A seal is the last frame of a segment that is full: it names the segment that follows, and
+//! is written only once that segment is durable, so a sealed newest segment means its successor
+//! was lost (docs/STORAGE.md, "Segments").
 //!
 //! Hard states and records use `synod_paxos::codec`. `seq` numbers frames 1, 2, 3, ... across
 //! all segments, so recovery notices a missing or misplaced frame or segment. `synced_upto` is
@@ -15,8 +20,10 @@ use bytes::Bytes;
 use synod_paxos::codec::{self, DecodeError, Reader};
 use synod_paxos::{HardState, LogRecord, Ready};
 
-/// The only payload kind so far; others are reserved for later formats.
+/// A batch of hard state and records.
 const KIND_BATCH: u8 = 1;
+/// The seal that closes a full segment and names the next one.
+const KIND_SEAL: u8 = 2;
 
 /// The smallest encoded record (slot, round, node, chosen flag, value tag: one byte each); lets
 /// the decoder refuse a count the remaining input cannot hold before allocating for it.
@@ -56,12 +63,15 @@ impl From<&Ready> for Batch {
     }
 }
 
-/// A batch as it sits in the log, with its place in the frame sequence.
+/// A frame's payload as it sits in the log, with its place in the frame sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Logged {
     pub seq: u64,
     pub synced_upto: u64,
+    /// Empty for a seal.
     pub batch: Batch,
+    /// For a seal: the index of the segment that follows.
+    pub seal: Option<u64>,
 }
 
 pub fn encode(seq: u64, synced_upto: u64, batch: &Batch, out: &mut Vec<u8>) {
@@ -81,16 +91,35 @@ pub fn encode(seq: u64, synced_upto: u64, batch: &Batch, out: &mut Vec<u8>) {
     }
 }
 
+/// The payload of a seal naming `next_index` as the following segment.
+pub fn encode_seal(seq: u64, synced_upto: u64, next_index: u64, out: &mut Vec<u8>) {
+    out.push(KIND_SEAL);
+    codec::put_varint(out, seq);
+    codec::put_varint(out, synced_upto);
+    codec::put_varint(out, next_index);
+}
+
 /// Decodes one payload. Bad input is an error, never a panic or a huge allocation.
 pub fn decode(payload: Bytes) -> Result<Logged, DecodeError> {
     let mut r = Reader::new(payload);
-    if r.u8()? != KIND_BATCH {
+    let kind = r.u8()?;
+    if kind != KIND_BATCH && kind != KIND_SEAL {
         return Err(DecodeError("unknown frame kind"));
     }
     let seq = r.varint()?;
     let synced_upto = r.varint()?;
     if synced_upto >= seq {
         return Err(DecodeError("frame claims a sync point at or after itself"));
+    }
+    if kind == KIND_SEAL {
+        let next = r.varint()?;
+        r.finish()?;
+        return Ok(Logged {
+            seq,
+            synced_upto,
+            batch: Batch::default(),
+            seal: Some(next),
+        });
     }
     let hard_state = match r.u8()? {
         0 => None,
@@ -113,6 +142,7 @@ pub fn decode(payload: Bytes) -> Result<Logged, DecodeError> {
             hard_state,
             records,
         },
+        seal: None,
     })
 }
 
@@ -168,7 +198,16 @@ pub(crate) mod tests {
             let mut out = Vec::new();
             encode(seq, synced_upto, &batch, &mut out);
             let logged = decode(Bytes::from(out)).unwrap();
-            prop_assert_eq!(logged, Logged { seq, synced_upto, batch });
+            prop_assert_eq!(logged, Logged { seq, synced_upto, batch, seal: None });
+        }
+
+        #[test]
+        fn seals_round_trip(seq in 1u64.., back in any::<u64>(), next in any::<u64>()) {
+            let synced_upto = back % seq;
+            let mut out = Vec::new();
+            encode_seal(seq, synced_upto, next, &mut out);
+            let logged = decode(Bytes::from(out)).unwrap();
+            prop_assert_eq!(logged, Logged { seq, synced_upto, batch: Batch::default(), seal: Some(next) });
         }
 
         #[test]

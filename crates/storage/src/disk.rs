@@ -1,23 +1,28 @@
 //! The real thing: a write-ahead log and snapshots in a data directory.
 //!
 //! ```text
-//! <dir>/wal/wal-<first seq:016x>.log    segments, oldest first
+//! <dir>/wal/wal-<index:016x>.log        segments, oldest first, preallocated
+//! <dir>/wal/synced                      how far the log is known synced
+//! <dir>/wal/LOST_TAIL                   present while a lost tail is not recovered from
 //! <dir>/snap/snap-<slot:016x>.snap      the newest snapshots (2 by default)
 //! ```
 
 use crate::batch::Batch;
 use crate::error::StorageError;
 use crate::fsutil;
+use crate::recover;
 use crate::recovered::{compaction_bound, Recovered};
 use crate::snapshot::{Snapshot, SnapshotMeta, SnapshotStore};
-use crate::wal::{self, Wal};
+use crate::wal::Wal;
 use crate::Storage;
 use std::path::{Path, PathBuf};
 use synod_paxos::Slot;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// A segment past this size is closed and a new one started.
+    /// The size every log segment is preallocated at (at least 512 bytes); a segment is
+    /// sealed and the next one started when a batch no longer fits. A batch larger than a
+    /// segment gets a segment of its own, made large enough.
     pub segment_bytes_max: u64,
     /// Snapshots kept; the log is never compacted past the oldest of them, so a damaged
     /// newest snapshot still leaves a complete older one to recover from.
@@ -43,8 +48,10 @@ pub struct DiskStorage {
 
 impl DiskStorage {
     /// Opens the data directory (creating it if missing) and recovers: the newest snapshot that
-    /// verifies, then every log frame above it. A torn tail is cut off; damage anywhere else is
-    /// an error naming the file and offset, and the replica must not start
+    /// verifies, then every log frame above it. A torn (unsynced) tail is cut off. A lost
+    /// synced tail is cut off too, and reported in [`Recovered::lost_tail`] until
+    /// [`Storage::finish_peer_recovery`]. Damage followed by good data, or a segment missing
+    /// in the middle, is an error naming the file and offset, and the replica must not start
     /// (docs/STORAGE.md, "Rejoining a replica whose disk is damaged").
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<DiskStorage, StorageError> {
         let dir = dir.as_ref().to_path_buf();
@@ -63,20 +70,17 @@ impl DiskStorage {
         })
     }
 
-    /// What [`DiskStorage::open`] would recover, without changing anything on disk: a torn
-    /// tail is reported but not cut, damaged snapshots are reported but not set aside. For
-    /// checking a data directory (and for tests that recover thousands of times).
+    /// What [`DiskStorage::open`] would recover, without changing anything on disk: a torn or
+    /// lost tail is reported but not cut (nor marked), damaged snapshots are reported but not
+    /// set aside. For checking a data directory (and for tests that recover thousands of times).
     pub fn inspect(dir: impl AsRef<Path>, options: Options) -> Result<Recovered, StorageError> {
         let dir = dir.as_ref();
         let (snapshots, damaged) =
             SnapshotStore::open(&dir.join("snap"), options.snapshots_kept, true)?;
         let mut recovered = Recovered::new(snapshots.newest());
         recovered.report.damaged_snapshots = damaged;
-        let wal_dir = dir.join("wal");
-        if wal_dir.exists() {
-            let scan = wal::scan_dir(&wal_dir, &mut recovered)?;
-            check_coverage(dir, scan.first_seq(), &recovered)?;
-        }
+        let plan = recover::scan(&dir.join("wal"), &mut recovered)?;
+        check_coverage(dir, plan.first_seq(), &recovered)?;
         Ok(recovered)
     }
 
@@ -137,5 +141,9 @@ impl Storage for DiskStorage {
     fn compact(&mut self, upto: Slot) -> Result<(), StorageError> {
         let bound = compaction_bound(upto, &self.snapshots.retained_slots());
         self.wal.compact(bound).map(|_| ())
+    }
+
+    fn finish_peer_recovery(&mut self) -> Result<(), StorageError> {
+        self.wal.finish_peer_recovery()
     }
 }

@@ -24,6 +24,9 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    /// A log written in a format this version cannot read (an older release's, or a newer
+    /// one's). Nothing was changed; see docs/STORAGE.md, "Format versions".
+    UnsupportedFormat { path: PathBuf, reason: String },
     /// A snapshot file failed verification; it is never served.
     SnapshotCorrupt { path: PathBuf, reason: String },
     /// A caller tried to write a promise below one already written: the acceptor would forget
@@ -80,6 +83,13 @@ impl fmt::Display for StorageError {
                 "corrupt write-ahead log {} at byte offset {offset}: {reason}; refusing to start \
                  from this disk (see docs/STORAGE.md, \"Rejoining a replica whose disk is \
                  damaged\")",
+                path.display()
+            ),
+            StorageError::UnsupportedFormat { path, reason } => write!(
+                f,
+                "cannot read the write-ahead log {}: {reason}; this version cannot read or \
+                 upgrade it: move the data directory away and add this member back as a new \
+                 member (see docs/STORAGE.md, \"Format versions\")",
                 path.display()
             ),
             StorageError::SnapshotCorrupt { path, reason } => {

@@ -1,15 +1,43 @@
-//! Directory durability. fdatasync on a file makes its contents durable, but not its name:
-//! after creating, renaming or deleting a file the directory itself must be synced, or a crash
-//! can bring back the old set of names.
+//! Directory durability and space. fdatasync on a file makes its contents durable, but not its
+//! name: after creating, renaming or deleting a file the directory itself must be synced, or a
+//! crash can bring back the old set of names.
 
 use crate::error::StorageError;
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(StorageError::io(dir, "sync directory"))
+}
+
+/// A directory kept open, so syncing it after a create or delete needs no new file
+/// descriptor: with the process's descriptor table full, the log can still rotate and compact.
+#[derive(Debug)]
+pub struct DirHandle {
+    path: PathBuf,
+    file: File,
+}
+
+impl DirHandle {
+    pub fn open(path: &Path) -> Result<DirHandle, StorageError> {
+        let file = File::open(path).map_err(StorageError::io(path, "open directory"))?;
+        Ok(DirHandle {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.file
+            .sync_all()
+            .map_err(StorageError::io(&self.path, "sync directory"))
+    }
 }
 
 /// Creates `dir` if missing, and makes its name durable in its parent.
@@ -22,6 +50,24 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StorageError> {
         sync_dir(parent)?;
     }
     sync_dir(dir)
+}
+
+/// Gives `file` `len` bytes of reserved, zero-reading space (fallocate), so that writing into it
+/// later cannot fail for lack of space and the file's size never changes while it is written.
+/// File systems without fallocate get a sparse file of that size instead: it reads as zeros too.
+pub fn allocate(file: &File, path: &Path, len: u64) -> Result<(), StorageError> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => file
+            .set_len(len)
+            .map_err(StorageError::io(path, "extend segment")),
+        Err(e) => Err(StorageError::Io {
+            path: path.to_path_buf(),
+            op: "allocate segment",
+            source: e.into(),
+        }),
+    }
 }
 
 /// The names of the files in `dir` (skipping anything that is not valid UTF-8, which this

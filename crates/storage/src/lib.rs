@@ -3,10 +3,12 @@
 //! An acceptor may only answer a Prepare or an Accept once its promise and accepted values are
 //! on disk, and a restarted replica must find them again. This crate provides that, behind one
 //! trait with two implementations:
-//! - [`DiskStorage`]: a segmented write-ahead log of checksummed frames with group commit (many
-//!   batches, one fdatasync), torn-tail recovery, and crash-safe snapshots;
+//! - [`DiskStorage`]: a segmented write-ahead log of checksummed frames in preallocated,
+//!   chained segments with group commit (many batches, one fdatasync), recovery that tells a
+//!   torn unsynced tail (cut off) from a lost synced one (cut off and reported), and crash-safe
+//!   snapshots;
 //! - [`MemStorage`]: the same contract in memory, for the simulator, with hooks to lose
-//!   unsynced writes, tear the last one, and corrupt records.
+//!   unsynced writes, tear the last one, corrupt records and lose a synced tail.
 //!
 //! Both pass one conformance suite (`tests/conformance.rs`). The file formats, the recovery
 //! rules and the contract a driver must follow are in docs/STORAGE.md.
@@ -16,7 +18,10 @@ mod disk;
 mod error;
 mod frame;
 mod fsutil;
+mod loss;
 mod mem;
+mod record;
+mod recover;
 mod recovered;
 mod segment;
 mod snapshot;
@@ -25,6 +30,7 @@ mod wal;
 pub use batch::Batch;
 pub use disk::{DiskStorage, Options};
 pub use error::StorageError;
+pub use loss::{LossKind, LossReport};
 pub use mem::MemStorage;
 pub use recovered::{Recovered, RecoveryReport, TornTail};
 pub use snapshot::{Snapshot, SnapshotMeta, SnapshotWriter};
@@ -88,4 +94,12 @@ pub trait Storage {
     /// complete starting point if the newest is damaged); without a snapshot it does nothing.
     /// Syncs first. Records at or below the snapshot are dropped from `recovered` on reopen.
     fn compact(&mut self, upto: Slot) -> Result<(), StorageError>;
+
+    /// Ends the recovery after a lost tail ([`Recovered::lost_tail`]): syncs everything written
+    /// so far (the state learnt from the peers), then durably removes the marker that makes
+    /// every open report the loss again. Call it once the replica has recovered from a quorum
+    /// of peers; without a loss it only syncs.
+    fn finish_peer_recovery(&mut self) -> Result<(), StorageError> {
+        self.sync()
+    }
 }

@@ -1,11 +1,14 @@
 //! The in-memory twin of [`crate::DiskStorage`], for the simulator and tests. It keeps the
 //! batches themselves rather than bytes, but tracks exactly what the disk version promises:
-//! which writes are synced, which a crash may lose or tear, and which damage a restart detects
-//! (the same rule as the disk scan: damage is a torn tail unless a later batch was written
-//! after the damaged one had been synced).
+//! which writes are synced, which a crash may lose or tear, and what a restart makes of damage
+//! (the disk version's rules): a torn unsynced write is cut off silently; damage to a synced
+//! batch that a later batch depends on (written after it was synced) refuses to start; damage
+//! at the tail, or a synced tail lost outright, is cut off and reported as a lost tail until
+//! [`Storage::finish_peer_recovery`].
 
 use crate::batch::Batch;
 use crate::error::StorageError;
+use crate::loss::{LossKind, LossReport};
 use crate::recovered::{compaction_bound, Recovered, TornTail};
 use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::Storage;
@@ -20,7 +23,15 @@ struct MemFrame {
     synced_upto: u64,
     batch: Batch,
     /// Fails its checksum: torn by a crash or corrupted on purpose.
-    damaged: bool,
+    damage: Option<Damage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Damage {
+    /// An unsynced write a crash interrupted.
+    Torn,
+    /// Synced data damaged afterwards.
+    Corrupted,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +58,10 @@ pub struct MemStorage {
     synced_seq: u64,
     recovered: Recovered,
     poisoned: Option<String>,
+    /// A synced tail lost by a fault hook, for the next restart to find.
+    lost: Option<(LossKind, String)>,
+    /// The loss marker: a loss not yet recovered from (its description).
+    marker: Option<String>,
 }
 
 impl Default for MemStorage {
@@ -77,6 +92,8 @@ impl MemStorage {
             synced_seq: 0,
             recovered: Recovered::default(),
             poisoned: None,
+            lost: None,
+            marker: None,
         }
     }
 
@@ -112,26 +129,57 @@ impl MemStorage {
         let keep = keep.min(self.unsynced.len());
         self.sync_prefix(keep);
         if let Some(mut torn) = self.unsynced.drain(..).next().filter(|_| tear) {
-            torn.damaged = true;
+            torn.damage = Some(Damage::Torn);
             self.durable.push(torn);
         }
         self.unsynced.clear();
     }
 
-    /// Damages the `index`-th durable batch (0 = oldest), as a bit flip on disk would. Returns
-    /// whether the next restart will detect it and refuse to start: true when a later batch
-    /// was written after this one had been synced. False when it lies in the last synced group
-    /// (or `index` is out of range): a restart then reads it as an interrupted write and cuts
-    /// the log there, losing that group, which is the documented limit of the disk version too.
+    /// Damages the `index`-th durable batch (0 = oldest), as a bit flip on disk would. The
+    /// next restart always detects it. Returns whether it refuses to start: true when a later
+    /// batch was written after this one had been synced (damage in the middle of the log).
+    /// False when nothing after it depends on it (or `index` is out of range): the restart
+    /// cuts the log there and reports a lost tail ([`LossKind::DamagedFrame`]).
     pub fn corrupt_record(&mut self, index: usize) -> bool {
         let Some(frame) = self.durable.get_mut(index) else {
             return false;
         };
-        frame.damaged = true;
+        frame.damage = Some(Damage::Corrupted);
         let seq = frame.seq;
         self.durable[index + 1..]
             .iter()
-            .any(|later| !later.damaged && later.synced_upto >= seq)
+            .any(|later| later.damage.is_none() && later.synced_upto >= seq)
+    }
+
+    /// Loses the newest `n` durable batches, as a cut-off newest segment would
+    /// ([`LossKind::TruncatedSegment`]); returns how many were lost. The next restart reports
+    /// the loss (if any was lost). Call only while the node is down.
+    pub fn lose_synced_tail(&mut self, n: usize) -> usize {
+        self.lose(
+            n,
+            LossKind::TruncatedSegment,
+            "the newest segment was cut short",
+        )
+    }
+
+    /// Loses the newest `n` durable batches, as a deleted newest segment would
+    /// ([`LossKind::MissingSegment`]); returns how many were lost.
+    pub fn lose_newest_segment(&mut self, n: usize) -> usize {
+        self.lose(
+            n,
+            LossKind::MissingSegment,
+            "the newest segment was deleted",
+        )
+    }
+
+    fn lose(&mut self, n: usize, kind: LossKind, what: &str) -> usize {
+        let n = n.min(self.durable.len());
+        if n > 0 {
+            self.durable.truncate(self.durable.len() - n);
+            self.lost
+                .get_or_insert((kind, format!("{what}: {n} synced batches lost")));
+        }
+        n
     }
 
     /// Damages the snapshot at `slot`, if kept. A restart sets it aside and falls back to an
@@ -182,12 +230,13 @@ impl MemStorage {
                 "the log was compacted but no usable snapshot covers what it held",
             ));
         }
-        let bad = self.durable.iter().position(|f| f.damaged);
+        let mut lost = self.lost.clone();
+        let bad = self.durable.iter().position(|f| f.damage.is_some());
         if let Some(i) = bad {
             let seq = self.durable[i].seq;
             if self.durable[i + 1..]
                 .iter()
-                .any(|f| !f.damaged && f.synced_upto >= seq)
+                .any(|f| f.damage.is_none() && f.synced_upto >= seq)
             {
                 return Err(StorageError::corrupt(
                     wal_path(),
@@ -195,15 +244,50 @@ impl MemStorage {
                     format!("batch {i} (seq {seq}) fails its checksum but was synced"),
                 ));
             }
-            recovered.report.torn_tail = Some(TornTail {
-                path: wal_path(),
-                offset: i as u64,
-                bytes_dropped: (self.durable.len() - i) as u64,
-            });
+            if self.durable[i].damage == Some(Damage::Corrupted) {
+                lost.get_or_insert((
+                    LossKind::DamagedFrame,
+                    format!("batch {i} (seq {seq}) fails its checksum and was synced"),
+                ));
+            } else {
+                recovered.report.torn_tail = Some(TornTail {
+                    path: wal_path(),
+                    offset: i as u64,
+                    bytes_dropped: (self.durable.len() - i) as u64,
+                });
+            }
             self.durable.truncate(i);
         }
         for (i, f) in self.durable.iter().enumerate() {
             recovered.replay(&f.batch, &wal_path(), i as u64)?;
+        }
+        let kept_upto = self.durable.last().map_or(0, |f| f.seq);
+        let report = |kind, detail| LossReport {
+            kind,
+            path: wal_path(),
+            offset: self.durable.len() as u64,
+            kept_upto,
+            detail,
+            set_aside: Vec::new(),
+        };
+        recovered.report.lost_tail = match (lost, &self.marker) {
+            (Some((kind, detail)), _) => {
+                let r = report(kind, detail);
+                // Written before the repair, as on disk.
+                self.marker = Some(r.to_string());
+                Some(r)
+            }
+            (None, Some(text)) => Some(report(
+                LossKind::Unrecovered,
+                format!("peer recovery not finished after: {text}"),
+            )),
+            (None, None) => None,
+        };
+        self.lost = None;
+        if let Some(last) = self.durable.last() {
+            // As on disk: the log goes on right after what survived.
+            self.next_seq = last.seq + 1;
+            self.synced_seq = last.seq;
         }
         Ok(recovered)
     }
@@ -237,7 +321,7 @@ impl Storage for MemStorage {
             seq: self.next_seq,
             synced_upto: self.synced_seq,
             batch: batch.clone(),
-            damaged: false,
+            damage: None,
         });
         self.next_seq += 1;
         Ok(())
@@ -314,10 +398,16 @@ impl Storage for MemStorage {
                 seq: last.seq,
                 synced_upto: last.synced_upto,
                 batch: Batch::new(Some(hard_state), Vec::new()),
-                damaged: false,
+                damage: None,
             };
             self.durable.insert(0, carrier);
         }
+        Ok(())
+    }
+
+    fn finish_peer_recovery(&mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        self.marker = None;
         Ok(())
     }
 }

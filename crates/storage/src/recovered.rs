@@ -4,6 +4,7 @@
 
 use crate::batch::Batch;
 use crate::error::StorageError;
+use crate::loss::LossReport;
 use crate::snapshot::SnapshotMeta;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,11 @@ pub struct Recovered {
 pub struct RecoveryReport {
     /// Batches replayed from the log.
     pub batches: u64,
-    /// The end of an interrupted write that was cut off, if any.
+    /// The end of an interrupted write that was cut off, if any. Never data that was synced.
     pub torn_tail: Option<TornTail>,
+    /// Synced data that was lost (or an earlier loss not yet recovered from): see
+    /// [`Recovered::lost_tail`].
+    pub lost_tail: Option<LossReport>,
     /// Snapshots that failed verification and were set aside (renamed to `*.corrupt` on
     /// disk), with the reason. Never served.
     pub damaged_snapshots: Vec<(PathBuf, String)>,
@@ -52,12 +56,24 @@ impl Recovered {
         }
     }
 
-    /// Nothing was ever written: a new replica (which should be bootstrapped).
+    /// Nothing was ever written: a new replica (which should be bootstrapped). False after a
+    /// loss, even if nothing at all survived: that replica existed and made promises.
     pub fn is_empty(&self) -> bool {
         self.hard_state == HardState::default()
             && self.records.is_empty()
             && self.snapshot.is_none()
             && self.report.batches == 0
+            && self.report.lost_tail.is_none()
+    }
+
+    /// Synced data this replica acknowledged is gone (or an earlier such loss has not been
+    /// recovered from yet). The log was cut at the last good frame and is consistent, but the
+    /// replica may have forgotten promises and accepted values: it must not promise or accept
+    /// until it has recovered from a quorum of peers, then call
+    /// [`crate::Storage::finish_peer_recovery`]. Until then every open reports the loss again.
+    /// `None` after a crash that only lost unsynced writes (see `report.torn_tail`).
+    pub fn lost_tail(&self) -> Option<&LossReport> {
+        self.report.lost_tail.as_ref()
     }
 
     /// The slot of the snapshot recovery starts from, 0 without one.

@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{batches, record, Model};
+use common::{batches, frame_ends, newest_data_segment, overwrite, record, Model};
 use synod_paxos::{Ballot, HardState};
-use synod_storage::{Batch, DiskStorage, MemStorage, Options, Storage, StorageError};
+use synod_storage::{Batch, DiskStorage, LossKind, MemStorage, Options, Storage, StorageError};
 use tempfile::TempDir;
 
 trait Harness {
@@ -21,6 +21,11 @@ trait Harness {
     fn damage_second_batch(&mut self, s: Self::S) -> Self::S;
     /// Damages the newest snapshot.
     fn damage_newest_snapshot(&mut self, s: Self::S, slot: u64) -> Self::S;
+    /// Stops the store and loses synced batches at the end of the log (at least one, fewer
+    /// than all), in the way `kind` names: `TruncatedSegment` (the newest segment cut short),
+    /// `MissingSegment` (the newest segment deleted) or `DamagedFrame` (a byte flipped in the
+    /// last batch); then starts it again.
+    fn lose_tail(&mut self, s: Self::S, kind: LossKind) -> Self::S;
 }
 
 #[derive(Default)]
@@ -59,9 +64,29 @@ impl Harness for DiskHarness {
     fn damage_second_batch(&mut self, s: DiskStorage) -> DiskStorage {
         let path = s.dir().join("wal").join(format!("wal-{:016x}.log", 1));
         let data = std::fs::read(&path).unwrap();
-        let first_len = 12 + u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        flip_byte(&path, first_len + 14);
+        flip_byte(&path, frame_ends(&data)[0] + 14);
         s
+    }
+
+    fn lose_tail(&mut self, s: DiskStorage, kind: LossKind) -> DiskStorage {
+        let dir = s.dir().to_path_buf();
+        drop(s);
+        let newest = newest_data_segment(&dir);
+        let data = std::fs::read(&newest).unwrap();
+        let end = *frame_ends(&data).last().unwrap();
+        match kind {
+            LossKind::TruncatedSegment => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&newest)
+                    .unwrap();
+                file.set_len(end as u64 - 30).unwrap();
+            }
+            LossKind::MissingSegment => std::fs::remove_file(&newest).unwrap(),
+            LossKind::DamagedFrame => overwrite(&newest, end - 20, &[data[end - 20] ^ 0x04]),
+            other => panic!("no such fault: {other:?}"),
+        }
+        DiskStorage::open(dir, OPTIONS).unwrap()
     }
 
     fn damage_newest_snapshot(&mut self, s: DiskStorage, slot: u64) -> DiskStorage {
@@ -92,6 +117,17 @@ impl Harness for MemHarness {
 
     fn damage_newest_snapshot(&mut self, mut s: MemStorage, slot: u64) -> MemStorage {
         assert!(s.corrupt_snapshot(slot));
+        s
+    }
+
+    fn lose_tail(&mut self, mut s: MemStorage, kind: LossKind) -> MemStorage {
+        match kind {
+            LossKind::TruncatedSegment => assert_eq!(s.lose_synced_tail(1), 1),
+            LossKind::MissingSegment => assert_eq!(s.lose_newest_segment(3), 3),
+            LossKind::DamagedFrame => assert!(!s.corrupt_record(s.durable_batches() - 1)),
+            other => panic!("no such fault: {other:?}"),
+        }
+        s.restart().unwrap();
         s
     }
 }
@@ -156,6 +192,62 @@ fn unsynced_batches_may_be_lost_but_only_as_a_suffix<H: Harness>(h: &mut H) {
         prefix.is_some(),
         "recovered state is no prefix of at least the synced batches"
     );
+    assert!(
+        s.recovered().lost_tail().is_none(),
+        "unsynced writes are no loss"
+    );
+}
+
+/// A synced tail lost in any of the ways `lose_tail` knows: the restart cuts the log at the
+/// last good batch, reports the loss, and keeps reporting it (however often it restarts) until
+/// the driver says the replica recovered from its peers; writes go on meanwhile.
+fn a_lost_synced_tail_is_reported_until_peer_recovery_finishes<H: Harness>(h: &mut H) {
+    for kind in [
+        LossKind::TruncatedSegment,
+        LossKind::MissingSegment,
+        LossKind::DamagedFrame,
+    ] {
+        let all = batches(7, 120);
+        let mut s = h.fresh();
+        append_all(&mut s, &all[..100]);
+        let s = h.lose_tail(s, kind);
+        let lost = s.recovered().lost_tail().cloned();
+        assert_eq!(lost.as_ref().map(|l| l.kind), Some(kind), "{kind:?}");
+        assert!(
+            !s.recovered().is_empty(),
+            "{kind:?}: a replica with a loss is not new"
+        );
+        let got = s.recovered().durable_state();
+        let kept = (0..100)
+            .rev()
+            .find(|&k| Model::after(&all[..k]).durable_state(0) == got)
+            .unwrap_or_else(|| panic!("{kind:?}: not a prefix of what was written"));
+        let mut s = h.reopen(s).unwrap();
+        let again = s.recovered().lost_tail().map(|l| l.kind);
+        assert_eq!(
+            again,
+            Some(LossKind::Unrecovered),
+            "{kind:?}: reported again"
+        );
+        assert_eq!(
+            s.recovered().durable_state(),
+            got,
+            "{kind:?}: nothing more cut"
+        );
+        // The replica relearns from its peers and writes on; then recovery is finished.
+        append_all(&mut s, &all[kept..]);
+        s.finish_peer_recovery().unwrap();
+        let s = h.reopen(s).unwrap();
+        assert!(
+            s.recovered().lost_tail().is_none(),
+            "{kind:?}: marker removed"
+        );
+        assert_eq!(
+            s.recovered().durable_state(),
+            Model::after(&all).durable_state(0),
+            "{kind:?}"
+        );
+    }
 }
 
 fn a_later_record_replaces_an_earlier_one<H: Harness>(h: &mut H) {
@@ -327,4 +419,5 @@ conformance!(
     compaction_keeps_the_promise_and_everything_above_the_snapshot,
     damage_to_synced_data_refuses_to_start,
     writes_after_a_torn_crash_continue_the_log,
+    a_lost_synced_tail_is_reported_until_peer_recovery_finishes,
 );

@@ -120,3 +120,54 @@ pub fn batches(seed: u64, n: usize) -> Vec<Batch> {
     }
     out
 }
+
+/// The segment file layout, as the tests see it (docs/STORAGE.md, "Segments").
+pub const SEGMENT_HEADER_LEN: usize = 32;
+
+/// The log segments of a data directory, oldest first.
+pub fn wal_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(data_dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The newest segment holding frames (after it come only prepared, unused segments).
+pub fn newest_data_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
+    wal_segments(data_dir)
+        .into_iter()
+        .rev()
+        .find(|p| {
+            let data = std::fs::read(p).unwrap();
+            data[SEGMENT_HEADER_LEN.min(data.len())..]
+                .iter()
+                .any(|&b| b != 0)
+        })
+        .expect("a segment with data")
+}
+
+/// Where each whole frame of a segment's contents ends, in order.
+pub fn frame_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos + 12 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let len_ok = crc32c::crc32c(&bytes[pos..pos + 4]).to_le_bytes() == bytes[pos + 4..pos + 8];
+        if !len_ok || pos + 12 + len > bytes.len() {
+            break;
+        }
+        pos += 12 + len;
+        ends.push(pos);
+    }
+    ends
+}
+
+/// Overwrites bytes in place (keeping the file's size, as a preallocated segment keeps it).
+pub fn overwrite(path: &std::path::Path, offset: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset as u64).unwrap();
+}
