@@ -141,6 +141,11 @@ async fn a_member_that_cannot_write_its_log_keeps_running_and_raises_an_alarm() 
         metrics.contains("synod_alarm_active{alarm=\"NOSPACE\"} 1"),
         "metrics do not show the alarm:\n{metrics}"
     );
+    let health = http_get(&cluster.members[leader].endpoint(), "/health");
+    assert!(
+        health.contains(r#"{"health":"false","reason":"ALARM NOSPACE"}"#),
+        "{health}"
+    );
     assert!(cluster.log_of(leader).contains("NOSPACE"));
     assert!(cluster.members[leader].is_running());
 }

@@ -110,7 +110,11 @@ pub async fn serve(
 }
 
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {
-    let reason = if state.shared.snapshot().leader.is_none() {
+    // etcd reports a raised alarm first, as "ALARM <TYPE>".
+    let alarm = state.metrics.conditions.active().find_map(|c| c.alarm());
+    let reason = if let Some(alarm) = alarm {
+        Some(format!("ALARM {}", alarm.as_str_name()))
+    } else if state.shared.snapshot().leader.is_none() {
         Some("RAFT NO LEADER".to_string())
     } else {
         // A linearizable read proves the member can reach a quorum, not only that it
