@@ -15,12 +15,16 @@
 //! and tears the next batch, which the restart cuts off as the disk version cuts a torn frame.
 //! Corruption damages a record that was synced and that a restart will detect; the restart
 //! then fails, as the real server refuses to start on a damaged log, and the node stays down.
+//! A lost tail ([`Disk::lose_tail`]) takes synced batches off the end of the log (cut off, the
+//! newest segment deleted, or damage in the last synced group); the restart reports it
+//! (`Recovered::lost_tail`) until the driver records the end of the replica's peer recovery
+//! ([`Disk::enqueue_finish_recovery`], a job in order behind the batches queued before it).
 
 use crate::rng::Rng;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use synod_paxos::{DurableState, Message, Slot};
-use synod_storage::{Batch, MemStorage, Storage, StorageError};
+use synod_storage::{Batch, LossReport, MemStorage, Storage, StorageError};
 
 /// Most jobs merged into one sync (the server's `JOBS_PER_SYNC_MAX`).
 const JOBS_PER_SYNC_MAX: usize = 1024;
@@ -40,6 +44,9 @@ enum Job {
         data: Bytes,
         received: bool,
     },
+    /// The replica recovered from a lost tail: once every batch before this job is durable,
+    /// record it (`Storage::finish_peer_recovery`), so the next start is an ordinary one.
+    FinishRecovery,
 }
 
 /// What the persist thread is doing: the jobs written together, whose one sync is in
@@ -55,6 +62,8 @@ enum Group {
         data: Bytes,
         received: bool,
     },
+    /// The end of a peer recovery being recorded.
+    FinishRecovery,
 }
 
 /// A group the persist thread finished: what the core learns.
@@ -70,6 +79,8 @@ pub enum Done {
         received: bool,
         saved: bool,
     },
+    /// The end of the peer recovery is durable: the next restart reports no loss.
+    RecoveryFinished,
 }
 
 /// What a crash did to the writes in flight, for the trace.
@@ -85,6 +96,32 @@ pub struct CrashLoss {
     pub unwritten: usize,
     /// A snapshot was being saved (it is lost: it was never reported durable).
     pub snapshot_lost: bool,
+    /// The end of a peer recovery was not recorded yet: the restart recovers again.
+    pub finish_lost: bool,
+}
+
+/// How a synced tail is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailLoss {
+    /// The newest batches cut off (a truncated segment).
+    Cut,
+    /// The newest batches gone with the segment that held them.
+    SegmentDeleted,
+    /// Bytes flipped in the last synced group: recovery cuts the log at the damage.
+    Damage,
+}
+
+impl TailLoss {
+    pub const ALL: [TailLoss; 3] = [TailLoss::Cut, TailLoss::SegmentDeleted, TailLoss::Damage];
+}
+
+/// A synced tail lost on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostTail {
+    pub how: TailLoss,
+    /// Durable batches lost, of the `of` there were.
+    pub batches: usize,
+    pub of: usize,
 }
 
 /// A record damaged on purpose, and what `corrupt_record` said about it.
@@ -145,6 +182,12 @@ impl Disk {
         matches!(self.syncing, Some(Group::Snapshot { .. }))
     }
 
+    /// What the last open found lost of the synced log, if anything (an earlier loss not yet
+    /// recovered from included).
+    pub fn lost_tail(&self) -> Option<&LossReport> {
+        self.storage.recovered().lost_tail()
+    }
+
     /// The storage itself (what recovery found, batch counts).
     pub fn storage(&self) -> &MemStorage {
         &self.storage
@@ -169,6 +212,12 @@ impl Disk {
         });
     }
 
+    /// Records the end of a peer recovery once every job queued so far is durable (the
+    /// server's persist thread does the same, in order behind the `Ready` that ended it).
+    pub fn enqueue_finish_recovery(&mut self) {
+        self.queued.push_back(Job::FinishRecovery);
+    }
+
     /// The persist thread picks up what queued, if it is idle. A snapshot job at the head is
     /// taken alone (`Ok(Some(true))`: it takes a while, and is durable only when it
     /// completes). Otherwise it writes every `Ready` job's batch up to the next snapshot job
@@ -179,6 +228,12 @@ impl Disk {
     pub fn start_group(&mut self) -> Result<Option<bool>, StorageError> {
         if self.syncing.is_some() || self.queued.is_empty() {
             return Ok(None);
+        }
+        if matches!(self.queued.front(), Some(Job::FinishRecovery)) {
+            // Alone, behind the groups before it: they are durable by now.
+            self.queued.pop_front();
+            self.syncing = Some(Group::FinishRecovery);
+            return Ok(Some(true));
         }
         if matches!(self.queued.front(), Some(Job::Snapshot { .. })) {
             let Some(Job::Snapshot {
@@ -250,6 +305,10 @@ impl Disk {
                     saved,
                 })
             }
+            Group::FinishRecovery => {
+                self.storage.finish_peer_recovery()?;
+                Ok(Done::RecoveryFinished)
+            }
         }
     }
 
@@ -263,6 +322,8 @@ impl Disk {
             unsynced,
             unwritten: self.queued.len(),
             snapshot_lost: matches!(self.syncing, Some(Group::Snapshot { .. })),
+            finish_lost: matches!(self.syncing, Some(Group::FinishRecovery))
+                || self.queued.iter().any(|j| matches!(j, Job::FinishRecovery)),
             ..CrashLoss::default()
         };
         self.queued.clear();
@@ -297,6 +358,41 @@ impl Disk {
             upto = index;
         }
         None
+    }
+
+    /// Loses synced batches off the end of the log, as `how` says, keeping at least the oldest
+    /// one (what a brand-new replica wrote first: its membership, so it knows whom to ask).
+    /// `batches` is how many to drop (cut off or segment deleted); damage hits one batch of
+    /// the last synced group instead, and the restart cuts the log there. Returns what was
+    /// lost, or `None` when nothing could be. Call only while the node is down.
+    pub fn lose_tail(&mut self, how: TailLoss, batches: usize, rng: &mut Rng) -> Option<LostTail> {
+        let durable = self.storage.durable_batches();
+        let n = batches.min(durable.saturating_sub(1));
+        let lost = match how {
+            TailLoss::Cut => self.storage.lose_synced_tail(n),
+            TailLoss::SegmentDeleted => self.storage.lose_newest_segment(n),
+            TailLoss::Damage => {
+                // Batches no later batch vouches for form a suffix (the last synced group):
+                // damage there is a lost tail, not a refusal to start.
+                // Scanned from the end: the group is short, and each probe copies the log.
+                let tail: Vec<usize> = (1..durable)
+                    .rev()
+                    .take_while(|&i| !self.storage.clone().corrupt_record(i))
+                    .collect();
+                if tail.is_empty() {
+                    return None;
+                }
+                let index = rng.pick(&tail);
+                let refused = self.storage.corrupt_record(index);
+                debug_assert!(!refused, "chosen among the batches nothing vouches for");
+                durable - index
+            }
+        };
+        (lost > 0).then_some(LostTail {
+            how,
+            batches: lost,
+            of: durable,
+        })
     }
 
     /// Records damage without making it: a storage that fails to detect what it promised to.

@@ -9,7 +9,8 @@
 //! log gets a damaged synced record while it is down. Its restart then fails (as the server
 //! refuses to start on a damaged log) and it stays down for the rest of the seed, counting as
 //! a node fault. At most [`CORRUPT_NODES_MAX`] node per seed, and only while a majority of
-//! disks stays healthy, so a healed majority can still make progress.
+//! disks stays healthy, so a healed majority can still make progress. Lost log tails are in
+//! `lost_tail.rs`; a node that lost one counts as unhealthy here for the rest of its seed.
 
 use crate::checkers::ViolationKind;
 use crate::network::Link;
@@ -40,6 +41,7 @@ impl Simulation {
             FaultKind::Split => self.split(duration),
             FaultKind::OneWay => self.one_way(duration),
             FaultKind::Partial => self.partial(duration),
+            FaultKind::LostTail => self.lost_tail_fault(duration),
             FaultKind::IsolateLeader => {
                 let (target, what) = match self.current_leader() {
                     Some(l) => (l, "leader"),
@@ -125,8 +127,17 @@ impl Simulation {
         self.stats.crashes += 1;
         self.trace.emit(self.now, &node_name(id), || {
             format!(
-                "CRASH (unsynced batches {}: kept {}, torn {}; {} never written) for {}us",
-                loss.unsynced, loss.kept, loss.torn, loss.unwritten, duration
+                "CRASH (unsynced batches {}: kept {}, torn {}; {} never written{}) for {}us",
+                loss.unsynced,
+                loss.kept,
+                loss.torn,
+                loss.unwritten,
+                if loss.finish_lost {
+                    "; end of peer recovery not recorded"
+                } else {
+                    ""
+                },
+                duration
             )
         });
         self.schedule(self.now + duration, Event::Restart(id));
@@ -157,11 +168,14 @@ impl Simulation {
             })
     }
 
-    /// Whether a node's disk can still serve: never damaged (refused) and not stopped.
+    /// Whether a node's disk can still serve: never damaged (refused), never lost a synced
+    /// tail in this seed (it may be recovering, and then it does not vote), and not stopped.
     pub(crate) fn is_healthy(&self, id: NodeId) -> bool {
-        self.nodes
-            .get(id as usize - 1)
-            .is_some_and(|n| n.disk.corruption().is_none() && !n.retired)
+        !self.tail_lost.contains(&id)
+            && self
+                .nodes
+                .get(id as usize - 1)
+                .is_some_and(|n| n.disk.corruption().is_none() && !n.retired)
     }
 
     /// Damages a synced record of a crashed node's log, one its next restart must detect.
@@ -196,12 +210,22 @@ impl Simulation {
         match node.restart(now) {
             Ok(()) => {
                 let r = self.node(id).disk.storage().recovered().report.clone();
+                if r.lost_tail.is_some() {
+                    self.stats.recoveries_started += 1;
+                }
                 self.trace.emit(self.now, &node_name(id), || {
                     let torn = r
                         .torn_tail
                         .map(|t| format!(", torn tail cut at batch {}", t.offset))
                         .unwrap_or_default();
-                    format!("RESTART from durable state ({} batches{torn})", r.batches)
+                    let lost = r
+                        .lost_tail
+                        .map(|l| format!("; {l}: peer recovery started"))
+                        .unwrap_or_default();
+                    format!(
+                        "RESTART from durable state ({} batches{torn}){lost}",
+                        r.batches
+                    )
                 });
                 self.start_ticking(id);
                 self.poke(id);
@@ -329,7 +353,7 @@ impl Simulation {
         }
     }
 
-    fn partition(&mut self, links: BTreeSet<Link>, duration: u64, what: String) {
+    pub(crate) fn partition(&mut self, links: BTreeSet<Link>, duration: u64, what: String) {
         let id = self.next_fault_id;
         self.next_fault_id += 1;
         self.net.partition(id, links);

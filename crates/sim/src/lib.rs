@@ -4,7 +4,7 @@
 //! thread, from one seed: a seeded generator, logical time in microseconds, per-node clock
 //! drift, a network that drops, duplicates, delays, reorders and partitions, pauses, and
 //! disks (the storage crate's `MemStorage`, driven like the server's write-ahead log) that
-//! lose or tear unsynced writes on a crash and may be corrupted. Each seed draws its own parameters (swarm
+//! lose or tear unsynced writes on a crash, may be corrupted, and may lose their synced tail. Each seed draws its own parameters (swarm
 //! testing). Checkers: agreement on every delivered slot, no acknowledged command lost,
 //! linearizable client history, and liveness once everything is healed.
 //!
@@ -22,6 +22,7 @@ pub mod disk;
 mod faults;
 pub mod kv;
 pub mod linearizability;
+mod lost_tail;
 mod membership;
 pub mod network;
 pub mod node;
@@ -44,7 +45,7 @@ pub use synod_paxos::PlantedBug;
 pub use trace::Trace;
 
 /// Command-line names of the planted bugs.
-pub const BUG_NAMES: [(&str, PlantedBug); 5] = [
+pub const BUG_NAMES: [(&str, PlantedBug); 6] = [
     (
         "acceptor-ignores-promise",
         PlantedBug::AcceptorIgnoresPromise,
@@ -65,16 +66,19 @@ pub const BUG_NAMES: [(&str, PlantedBug); 5] = [
         "follower-read-joins-sent-request",
         PlantedBug::FollowerReadJoinsSentRequest,
     ),
+    ("skips-peer-recovery", PlantedBug::SkipsPeerRecovery),
 ];
 
 /// Command-line names of the focuses.
-pub const FOCUS_NAMES: [(&str, Focus); 6] = [
+pub const FOCUS_NAMES: [(&str, Focus); 8] = [
     ("swarm", Focus::Swarm),
     ("leader-churn", Focus::LeaderChurn),
     ("stale-leader", Focus::StaleLeader),
     ("lease", Focus::Lease),
     ("corruption", Focus::Corruption),
     ("membership", Focus::Membership),
+    ("lost-tail", Focus::LostTail),
+    ("lost-tail-membership", Focus::LostTailMembership),
 ];
 
 pub fn bug_name(bug: PlantedBug) -> &'static str {

@@ -35,13 +35,15 @@ struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Run a deliberately broken engine (needs `--features planted-bugs`):
-    /// acceptor-ignores-promise, leader-ignores-accepted-values, lease-without-drift-margin.
+    /// acceptor-ignores-promise, leader-ignores-accepted-values, lease-without-drift-margin,
+    /// membership-without-delay, follower-read-joins-sent-request, skips-peer-recovery.
     #[arg(long, value_parser = parse_bug)]
     plant: Option<synod_sim::PlantedBug>,
     /// Do not stop at the first violation: run every seed and list each failing one.
     #[arg(long)]
     keep_going: bool,
-    /// Bias the swarm draw: swarm (default), leader-churn, stale-leader, lease, corruption.
+    /// Bias the swarm draw: swarm (default), leader-churn, stale-leader, lease, corruption,
+    /// membership, lost-tail, lost-tail-membership.
     /// Defaults to the planted bug's focus when --plant is given.
     #[arg(long, value_parser = parse_focus)]
     focus: Option<Focus>,
@@ -103,8 +105,9 @@ fn replay(seed: u64, options: &Options) -> ExitCode {
     let s = &outcome.stats;
     println!(
         "seed {seed}: {} in {:.1}ms wall; simulated {}ms, {} events, {} messages, {} slots, \
-         ops ok/unknown/failed {}/{}/{}, faults {} (crashes {}, disks corrupted {}), \
-         liveness after {}ms",
+         ops ok/unknown/failed {}/{}/{}, faults {} (crashes {}, disks corrupted {}, \
+         tails lost {}), peer recoveries started/ended/recorded {}/{}/{}, liveness after {}ms \
+         of {}ms",
         if outcome.is_ok() { "ok" } else { "VIOLATION" },
         start.elapsed().as_secs_f64() * 1000.0,
         s.sim_us / 1000,
@@ -117,7 +120,12 @@ fn replay(seed: u64, options: &Options) -> ExitCode {
         s.faults,
         s.crashes,
         s.corruptions,
-        s.liveness_us / 1000
+        s.lost_tails,
+        s.recoveries_started,
+        s.recoveries_ended,
+        s.recoveries_recorded,
+        s.liveness_us / 1000,
+        s.liveness_bound_us / 1000
     );
     if outcome.is_ok() {
         ExitCode::SUCCESS
@@ -170,14 +178,20 @@ fn many(args: &Args, options: &Options) -> ExitCode {
     let wall = summary.wall.as_secs_f64();
     println!(
         "simulated {:.0}s, {} operations acknowledged, {} with unknown outcome, {} faults \
-         ({} disks corrupted, {} restarts refused); slowest recovery after healing: {}ms of \
-         the {}ms allowed (seed {})",
+         ({} disks corrupted, {} restarts refused; {} synced tails lost in {} seeds, peer \
+         recoveries started/ended/recorded {}/{}/{}); slowest recovery after healing: {}ms \
+         of the {}ms allowed (seed {})",
         summary.sim_ms as f64 / 1000.0,
         summary.ops_ok,
         summary.ops_unknown,
         summary.faults,
         summary.corruptions,
         summary.refusals,
+        summary.lost_tails,
+        summary.lost_tail_seeds,
+        summary.recoveries_started,
+        summary.recoveries_ended,
+        summary.recoveries_recorded,
         summary.slowest_liveness.1.as_millis(),
         summary.slowest_liveness.2.as_millis(),
         summary.slowest_liveness.0

@@ -18,6 +18,13 @@
 //! received from a peer is made durable first, then (if the engine still `wants_snapshot`)
 //! it replaces the state machine and is installed. A start restores the state machine from
 //! the newest durable snapshot and the engine replays the log suffix above it.
+//!
+//! A lost log tail, as the server handles it: when the storage reports one at a start
+//! (`Recovered::lost_tail`), the engine is told right after `Engine::new`
+//! (`start_peer_recovery`) and votes only once it recovered from its peers. When
+//! `Status::recovery` turns `None`, every `Ready` up to then has been queued, so the driver
+//! queues `finish_peer_recovery` behind them: it runs once they are durable. A crash before
+//! that leaves the loss reported again, and the next start recovers again.
 
 use crate::disk::{Corruption, CrashLoss, Disk, Done};
 use crate::kv::{Key, Kv, KvResult, Val};
@@ -27,7 +34,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use synod_paxos::{
     Command, Config, DurableState, Engine, Membership, Message, NodeId, ProposeError, ReadError,
-    ReadId, SharedValue, Slot, SnapshotInfo,
+    ReadId, RecoveryPhase, SharedValue, Slot, SnapshotInfo,
 };
 use synod_storage::{Batch, StorageError};
 
@@ -74,6 +81,8 @@ pub enum Held {
         received: bool,
         saved: bool,
     },
+    /// The end of a peer recovery was recorded durably.
+    RecoveryFinished,
 }
 
 impl From<Done> for Held {
@@ -91,6 +100,7 @@ impl From<Done> for Held {
                 received,
                 saved,
             },
+            Done::RecoveryFinished => Held::RecoveryFinished,
         }
     }
 }
@@ -152,6 +162,22 @@ pub struct Effects {
     pub snapshots: SnapshotEvents,
     /// A breach of the engine's driver contract (not a protocol violation per se).
     pub contract: Option<String>,
+    /// The engine ended its peer recovery (the end is queued for the persist path), and the
+    /// persist path recorded an end durably.
+    pub recovery_ended: bool,
+    pub recovery_recorded: bool,
+}
+
+/// Where a node stands in recovering from a lost log tail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerRecovery {
+    /// No loss reported at the last start, or its recovery is over and recorded.
+    #[default]
+    Idle,
+    /// The engine is recovering (`Status::recovery` is `Some`).
+    Engine,
+    /// The engine is done; `finish_peer_recovery` is queued behind the last `Ready`.
+    Recording,
 }
 
 /// Why a node did not start.
@@ -219,6 +245,8 @@ pub struct Node {
     pub turn_us: u64,
     /// Inputs were handled whose output was not taken yet: the simulation ends the turn.
     pub drain_owed: bool,
+    /// Recovery from a lost log tail, since the last start.
+    pub peer_recovery: PeerRecovery,
 }
 
 impl Node {
@@ -252,6 +280,7 @@ impl Node {
             retired: false,
             turn_us: 0,
             drain_owed: false,
+            peer_recovery: PeerRecovery::Idle,
         }
     }
 
@@ -317,8 +346,14 @@ impl Node {
         let mut config = self.config.clone();
         // A real process seeds its election randomness afresh on every start.
         config.seed = self.config.seed ^ self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let engine =
+        let mut engine =
             Engine::new(config, durable).expect("the configuration was validated before the run");
+        self.peer_recovery = PeerRecovery::Idle;
+        if self.disk.lost_tail().is_some() {
+            // Before any other input: this replica may have forgotten votes it gave.
+            engine.start_peer_recovery();
+            self.peer_recovery = PeerRecovery::Engine;
+        }
         self.engine = Some(engine);
         self.clock.epoch_us = now_us;
         self.ticks_delivered = 0;
@@ -331,6 +366,7 @@ impl Node {
     /// The process dies: pending disk writes are lost (or torn), memory is gone.
     pub fn crash(&mut self, rng: &mut Rng, torn: bool) -> CrashLoss {
         self.engine = None;
+        self.peer_recovery = PeerRecovery::Idle;
         self.held.clear();
         self.reads.clear();
         self.paused = false;
@@ -347,6 +383,15 @@ impl Node {
                 StartError::CorruptionServed(c) => format!("corruption served: {c:?}"),
             })
         })
+    }
+
+    /// Real time at which the quiet period of this node's peer recovery ends, while it is in
+    /// one (`RecoveryPhase::Quiet`, in local ticks since the start).
+    pub fn recovery_quiet_until(&self) -> Option<u64> {
+        match self.engine.as_ref()?.status().recovery? {
+            RecoveryPhase::Quiet { until } => Some(self.clock.time_of_tick(until)),
+            _ => None,
+        }
     }
 
     /// Real time of the next local tick, for scheduling.
@@ -435,6 +480,10 @@ impl Node {
                 received,
                 saved,
             } => self.snapshot_saved(slot, data, received, saved, fx),
+            Held::RecoveryFinished => {
+                self.peer_recovery = PeerRecovery::Idle;
+                fx.recovery_recorded = true;
+            }
         }
         if self.turn_us == 0 {
             self.drain(now_us, rng, fsync, fx);
@@ -631,6 +680,18 @@ impl Node {
             for chunk in ready.snapshot_chunks {
                 self.receive_chunk(chunk, fx);
             }
+        }
+        // The recovery ended: every Ready up to here is queued (the last one carries the promise
+        // raised to the fence), so recording the end behind them is in order.
+        if self.peer_recovery == PeerRecovery::Engine
+            && self
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.status().recovery.is_none())
+        {
+            self.peer_recovery = PeerRecovery::Recording;
+            self.disk.enqueue_finish_recovery();
+            fx.recovery_ended = true;
         }
         // The persist thread picks up what this input queued once its current sync is done.
         match self.disk.start_group() {

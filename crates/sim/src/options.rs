@@ -24,6 +24,12 @@ pub enum FaultKind {
     Partial,
     /// The current leader is cut off from every peer (clients still reach it).
     IsolateLeader,
+    /// A node crashes and its disk loses the synced tail of its log while it is down (the
+    /// last batches dropped, the last segment deleted, or damage near the end); its restart
+    /// reports the loss and the replica recovers from its peers before it votes again
+    /// (`lost_tail.rs`). Not in [`FaultKind::ALL`]: drawn separately, so that adding it
+    /// shifted no other seed's draw.
+    LostTail,
 }
 
 impl FaultKind {
@@ -44,6 +50,7 @@ impl FaultKind {
             FaultKind::OneWay => "oneway",
             FaultKind::Partial => "partial",
             FaultKind::IsolateLeader => "isolate",
+            FaultKind::LostTail => "losttail",
         }
     }
 }
@@ -69,6 +76,14 @@ pub enum Focus {
     /// Membership changes under faults: the controller adds, promotes, removes and
     /// replaces nodes and moves leadership at random, with snapshots taken often.
     Membership,
+    /// Lost log tails in the interleaving that breaks Paxos when a replica forgets its votes:
+    /// values chosen by the leader and followers whose tails are then lost, the leader gone,
+    /// and a node that never saw those values campaigning (`lost_tail.rs`).
+    LostTail,
+    /// `Membership` with lost tails as well: not part of the swarm, since the engine's
+    /// recovery can stall when the replica's log names a membership whose voters were since
+    /// removed and stopped (docs/SIMULATOR.md, "Lost log tails"). A reproducer, not a gate.
+    LostTailMembership,
 }
 
 impl Focus {
@@ -80,6 +95,7 @@ impl Focus {
             PlantedBug::LeaseWithoutDriftMargin => Focus::Lease,
             PlantedBug::MembershipWithoutDelay => Focus::Membership,
             PlantedBug::FollowerReadJoinsSentRequest => Focus::Swarm,
+            PlantedBug::SkipsPeerRecovery => Focus::LostTail,
         }
     }
 }
@@ -181,11 +197,21 @@ pub struct Swarm {
     /// the server handles a queue of inputs per turn (proposals then share slots, follower
     /// reads share a ReadIndex request); 0: output after every input.
     pub turn_us: u64,
+    /// Of the lost-tail faults (`FaultKind::LostTail` in `faults`), the share played as the
+    /// dangerous interleaving (the leader cut from the nodes that are not to lose anything,
+    /// the others' tails lost right after they acknowledged, the leader then crashed or cut
+    /// off); the rest crash one random node and lose its tail.
+    pub lost_tail_plot: f64,
 }
 
 impl Swarm {
     /// Draws the parameters of one seed.
     pub fn draw(rng: &mut Rng, focus: Focus) -> Swarm {
+        let with_lost_tails = focus;
+        let focus = match focus {
+            Focus::LostTailMembership => Focus::Membership,
+            f => f,
+        };
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let heartbeat_ticks = rng.range(3, 6);
         let election_ticks = rng.range(30, 50).max(2 * heartbeat_ticks + 2);
@@ -265,6 +291,7 @@ impl Swarm {
             voters_min: 3,
             churn_after_change: 0.0,
             turn_us: 0,
+            lost_tail_plot: 0.0,
         };
         swarm.fsync_max_us = swarm.fsync_min_us + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
@@ -283,7 +310,51 @@ impl Swarm {
         } else {
             rng.pick(&[20, 200, 1_000])
         };
+        swarm.draw_lost_tail(rng, with_lost_tails);
         swarm
+    }
+
+    /// Lost log tails: in a fifth of the swarm seeds with a fixed membership, and every seed
+    /// of `--focus lost-tail`. Drawn after everything else (the focus's own changes
+    /// included), so that no other parameter shifts.
+    fn draw_lost_tail(&mut self, rng: &mut Rng, focus: Focus) {
+        match focus {
+            // Not with membership changes: see `Focus::LostTailMembership`.
+            Focus::Swarm if rng.chance(0.2) && self.membership_mean_ms.is_none() => {
+                self.faults.push(FaultKind::LostTail);
+                self.lost_tail_plot = rng.pick(&[0.0, 0.5, 1.0]);
+            }
+            Focus::LostTailMembership => {
+                self.faults.push(FaultKind::LostTail);
+                self.lost_tail_plot = rng.pick(&[0.0, 0.5, 1.0]);
+            }
+            Focus::LostTail => {
+                // Mostly three nodes: the interleaving then needs one damaged follower, and
+                // the budget (a minority of the voters) allows exactly that.
+                self.nodes = if rng.chance(0.75) { 3 } else { 5 };
+                self.nodes_max = self.nodes;
+                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_max_ppm, false);
+                self.faults = vec![FaultKind::LostTail];
+                if rng.chance(0.5) {
+                    self.faults
+                        .push(rng.pick(&[FaultKind::Crash, FaultKind::IsolateLeader]));
+                }
+                self.lost_tail_plot = 0.8 + rng.unit() * 0.2;
+                // Safety must hold with every node down; the interleaving crashes two at once.
+                self.node_faults_max = self.nodes as usize;
+                self.fault_mean_ms = rng.range(60, 250);
+                self.fault_len_max_ms = self.election_ticks * rng.range(2, 6);
+                // A steady stream of writes, so slots are chosen while the third node is cut.
+                self.clients = rng.range(5, 8);
+                self.think_max_us = 300;
+                self.read_pct = rng.range(0, 30);
+                self.inflight_slots_max = rng.range(4, 64);
+                self.pending_commands_max = 65_536;
+                self.corrupt = 0.0;
+                self.membership_mean_ms = None;
+            }
+            _ => {}
+        }
     }
 
     /// Snapshot policy and membership changes, drawn after everything else so that they
@@ -397,7 +468,7 @@ impl Swarm {
                 self.log_read_pct = 0;
                 self.think_max_us = 200;
             }
-            Focus::Membership => {}
+            Focus::Membership | Focus::LostTail | Focus::LostTailMembership => {}
             Focus::Corruption => {
                 if !self.faults.contains(&FaultKind::Crash) {
                     self.faults.push(FaultKind::Crash);
@@ -445,7 +516,7 @@ impl fmt::Display for Swarm {
              delay={}..{}us late={:.2}%<={}us drop={:.1}% dup={:.1}% fsync={}..{}us torn={} \
              faults=[{}] every~{}ms len<={}ms node_faults<={} corrupt={:.1}%/crash clients={} keys={} \
              read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms snap={} chunk={}B \
-             members={} nodes<={} voters>={} churn={:.0}% turn={}us",
+             members={} nodes<={} voters>={} churn={:.0}% turn={}us plot={:.0}%",
             self.nodes,
             self.heartbeat_ticks,
             self.election_ticks,
@@ -489,6 +560,7 @@ impl fmt::Display for Swarm {
             self.voters_min,
             pct(self.churn_after_change),
             self.turn_us,
+            pct(self.lost_tail_plot),
         )
     }
 }

@@ -3,7 +3,7 @@
 //! deterministic, so threads only change which seed finishes first, never a seed's outcome.
 
 use crate::checkers::{Violation, ViolationKind};
-use crate::options::{Focus, Options, Swarm};
+use crate::options::{FaultKind, Focus, Options, Swarm};
 use crate::rng::Rng;
 use crate::simulation::{Simulation, Stats};
 use crate::trace::Trace;
@@ -133,6 +133,14 @@ pub struct Summary {
     /// Disks corrupted, and restarts refused because of it.
     pub corruptions: u64,
     pub refusals: u64,
+    /// Synced log tails lost, peer recoveries started (starts that found a loss reported),
+    /// ended by the engine, and recorded durably (`Stats`).
+    pub lost_tails: u64,
+    pub recoveries_started: u64,
+    pub recoveries_ended: u64,
+    pub recoveries_recorded: u64,
+    /// Seeds with a lost-tail fault enabled.
+    pub lost_tail_seeds: u64,
     /// The slowest recovery in a liveness phase relative to its bound: (seed, time from
     /// healing to liveness, the bound).
     pub slowest_liveness: (u64, Duration, Duration),
@@ -147,6 +155,11 @@ impl Summary {
         self.faults += o.stats.faults;
         self.corruptions += o.stats.corruptions;
         self.refusals += o.stats.refusals;
+        self.lost_tails += o.stats.lost_tails;
+        self.recoveries_started += o.stats.recoveries_started;
+        self.recoveries_ended += o.stats.recoveries_ended;
+        self.recoveries_recorded += o.stats.recoveries_recorded;
+        self.lost_tail_seeds += u64::from(o.swarm.faults.contains(&FaultKind::LostTail));
         let liveness = Duration::from_micros(o.stats.liveness_us);
         let bound = Duration::from_micros(o.stats.liveness_bound_us.max(1));
         let (_, worst, worst_bound) = self.slowest_liveness;

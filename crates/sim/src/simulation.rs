@@ -65,6 +65,8 @@ pub(crate) enum Event {
     Churn,
     /// A node takes the output of the inputs it gathered (`Swarm::turn_us`).
     EndTurn(NodeId),
+    /// The second step of the lost-tail interleaving (`lost_tail.rs`).
+    LostTailPlot(crate::lost_tail::Plot),
 }
 
 #[derive(Debug)]
@@ -129,6 +131,13 @@ pub struct Stats {
     pub transfers: u64,
     pub nodes_added: u64,
     pub nodes_retired: u64,
+    /// Synced log tails lost (one per node hit), starts that found a loss reported (and so
+    /// began a peer recovery; a crash during one makes the next start report it again),
+    /// recoveries the engine ended, and ends recorded durably.
+    pub lost_tails: u64,
+    pub recoveries_started: u64,
+    pub recoveries_ended: u64,
+    pub recoveries_recorded: u64,
 }
 
 pub(crate) struct Simulation {
@@ -158,6 +167,12 @@ pub(crate) struct Simulation {
     pub(crate) proposed: Option<Membership>,
     /// Nodes with an `EndTurn` scheduled.
     turn_ending: BTreeSet<NodeId>,
+    /// Nodes whose disk lost a synced tail at some point in this seed (at most a minority of
+    /// the voters: `lost_tail.rs`).
+    pub(crate) tail_lost: BTreeSet<NodeId>,
+    /// When the liveness phase fails: its bound, widened for replicas still in the quiet
+    /// period of a peer recovery when it began (`workload.rs`).
+    pub(crate) liveness_deadline_us: u64,
 }
 
 impl Simulation {
@@ -201,6 +216,8 @@ impl Simulation {
             memberships: BTreeMap::from([(1, members)]),
             proposed: None,
             turn_ending: BTreeSet::new(),
+            tail_lost: BTreeSet::new(),
+            liveness_deadline_us: u64::MAX,
         }
     }
 
@@ -323,6 +340,7 @@ impl Simulation {
                 self.turn_ending.remove(&node);
                 self.poke(node);
             }
+            Event::LostTailPlot(plot) => self.lost_tail_plot_strike(plot),
         }
     }
 
@@ -406,6 +424,7 @@ impl Simulation {
                 "synced up to persist seq {seq:?}, releasing {} messages",
                 after.len()
             ),
+            crate::disk::Done::RecoveryFinished => "finish_peer_recovery returned".to_string(),
             crate::disk::Done::Snapshot {
                 slot,
                 data,
@@ -474,6 +493,18 @@ impl Simulation {
             self.trace.emit(self.now, &node_name(id), || what);
         }
         self.snapshot_effects(id, fx.snapshots);
+        if fx.recovery_ended {
+            self.stats.recoveries_ended += 1;
+            self.trace.emit(self.now, &node_name(id), || {
+                "peer recovery over: recording its end behind the last Ready".to_string()
+            });
+        }
+        if fx.recovery_recorded {
+            self.stats.recoveries_recorded += 1;
+            self.trace.emit(self.now, &node_name(id), || {
+                "end of peer recovery recorded: the next start is an ordinary one".to_string()
+            });
+        }
         if let Some(c) = fx.contract {
             self.fail(ViolationKind::Contract, c);
         }

@@ -162,7 +162,9 @@ fn describe_body(body: &Body) -> String {
             promised,
             voters,
             leader,
-        } => format!("{kind} nonce={nonce:x} promised={promised} voters={voters:?} leader={leader:?}"),
+        } => format!(
+            "{kind} nonce={nonce:x} promised={promised} voters={voters:?} leader={leader:?}"
+        ),
     }
 }
 

@@ -235,8 +235,20 @@ impl Simulation {
             },
         );
         self.schedule(self.now + PROBE_US, Event::Probe);
-        let bound = self.swarm.liveness_bound_us();
-        self.schedule(self.now + bound, Event::LivenessDeadline);
+        let bound = self.swarm.liveness_bound_us() + self.recovery_quiet_left();
+        self.liveness_deadline_us = self.now + bound;
+        self.schedule(self.liveness_deadline_us, Event::LivenessDeadline);
+    }
+
+    /// How much longer than the usual bound the cluster gets: the rest of the quiet period of
+    /// any replica recovering from a lost tail (it must not query its peers before then, so
+    /// it cannot catch up before then; docs/PROTOCOL.md). Zero in every other seed.
+    fn recovery_quiet_left(&self) -> u64 {
+        self.judged()
+            .filter_map(|n| n.recovery_quiet_until())
+            .map(|t| t.saturating_sub(self.now))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The replicas the final checks judge: members (voters and learners) of the newest
@@ -250,9 +262,11 @@ impl Simulation {
     }
 
     /// Liveness holds once the fresh write is acknowledged, no client waits any more, and
-    /// every healed member runs and has applied every slot any replica delivered. A replica
-    /// whose disk refused to start is not healed (it stays down, as an operator would keep it
-    /// until it is replaced); corruption is only injected while the others keep a majority.
+    /// every healed member runs, has applied every slot any replica delivered, and has
+    /// finished (and recorded) any recovery from a lost log tail. A replica whose disk refused
+    /// to start is not healed (it stays down, as an operator would keep it until it is
+    /// replaced); corruption and lost tails are only injected while the others keep a
+    /// majority.
     pub(crate) fn probe_liveness(&mut self) {
         let Phase::Liveness { started_us } = self.phase else {
             return;
@@ -260,15 +274,17 @@ impl Simulation {
         let target = self.agreement.max_slot();
         let done = !self.liveness_client.acked.is_empty()
             && self.clients.iter().all(|c| c.pending.is_none())
-            && self
-                .judged()
-                .all(|n| n.is_running() && n.kv.applied() >= target);
+            && self.judged().all(|n| {
+                n.is_running()
+                    && n.kv.applied() >= target
+                    && n.peer_recovery == crate::node::PeerRecovery::Idle
+            });
         if !done {
             self.schedule(self.now + PROBE_US, Event::Probe);
             return;
         }
         self.stats.liveness_us = self.now - started_us;
-        self.stats.liveness_bound_us = self.swarm.liveness_bound_us();
+        self.stats.liveness_bound_us = self.liveness_deadline_us - started_us;
         self.trace.emit(self.now, "CHECK", || {
             format!("liveness ok: every replica applied slot {target}")
         });
@@ -277,9 +293,9 @@ impl Simulation {
     }
 
     pub(crate) fn liveness_deadline(&mut self) {
-        if !matches!(self.phase, Phase::Liveness { .. }) {
+        let Phase::Liveness { started_us } = self.phase else {
             return;
-        }
+        };
         let target = self.agreement.max_slot();
         let latest = self.latest_membership().1.clone();
         let nodes: Vec<String> = self
@@ -290,8 +306,15 @@ impl Simulation {
                 _ if !latest.is_member(n.id) => format!("n{}: not a member", n.id),
                 Some(e) => {
                     let s = e.status();
+                    let recovery = match (s.recovery, n.peer_recovery) {
+                        (Some(phase), _) => format!(" recovering {phase:?}"),
+                        (None, crate::node::PeerRecovery::Recording) => {
+                            " recovered, end not recorded yet".to_string()
+                        }
+                        _ => String::new(),
+                    };
                     format!(
-                        "n{}: {:?} leader={:?} promised={} commit={} applied={}",
+                        "n{}: {:?} leader={:?} promised={} commit={} applied={}{recovery}",
                         s.id,
                         s.role,
                         s.leader,
@@ -311,7 +334,7 @@ impl Simulation {
             "no progress within {}ms of healing: fresh write acked={}, clients waiting={}, \
              highest delivered slot {target}, membership chosen in slot {m_slot}: voters {:?} \
              learners {:?}; {}",
-            self.swarm.liveness_bound_us() / 1000,
+            (self.liveness_deadline_us - started_us) / 1000,
             !self.liveness_client.acked.is_empty(),
             self.clients.iter().filter(|c| c.pending.is_some()).count(),
             latest.voters(),

@@ -89,3 +89,19 @@ fn planted_bug_follower_read_joins_sent_request() {
         ViolationKind::Linearizability
     );
 }
+
+#[test]
+fn planted_bug_skips_peer_recovery() {
+    // `Focus::LostTail` plays the interleaving: slots chosen by the leader and followers whose
+    // synced tails are then lost, the leader gone, and a node that never saw those slots
+    // campaigning. A follower that votes at once, as if it had lost nothing, lets it choose
+    // another value for one of them: two replicas deliver different values (agreement), or
+    // an acknowledged write vanishes, or the engine's own assertions fire.
+    assert!(matches!(
+        finds(PlantedBug::SkipsPeerRecovery),
+        ViolationKind::Agreement
+            | ViolationKind::LostWrite
+            | ViolationKind::Linearizability
+            | ViolationKind::Panic
+    ));
+}
