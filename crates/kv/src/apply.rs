@@ -15,14 +15,17 @@ impl KvStore {
     /// kept (see docs/KV.md, "Deduplication": a write's response without what it read), an
     /// older sequence fails with [`KvError::Stale`]. `client_id` 0 opts out of
     /// deduplication (for commands the server itself issues, such as periodic compaction).
-    /// Every read in the command runs here, however large.
+    /// Every read in the command runs here, however large, and a compaction drops the
+    /// history it makes unreachable before this returns.
     pub fn apply(&mut self, client_id: u64, seq: u64, req: &Request) -> Result<Response, KvError> {
         let reads = Reads::Within(u64::MAX);
-        match self.clients.replay(client_id, seq) {
+        let outcome = match self.clients.replay(client_id, seq) {
             Some(Replay::Answer(outcome)) => outcome,
             Some(Replay::Again) => self.execute(req, reads).outcome(),
             None => self.apply_new(client_id, seq, req, reads).outcome(),
-        }
+        };
+        self.finish_compaction();
+        outcome
     }
 
     /// [`KvStore::apply`] for an encoded payload (`Command.payload`). Duplicates of writes
@@ -35,14 +38,18 @@ impl KvStore {
         seq: u64,
         payload: &[u8],
     ) -> Result<Response, KvError> {
-        self.apply_encoded_with(client_id, seq, payload, Reads::Within(u64::MAX))
-            .outcome()
+        let outcome = self
+            .apply_encoded_with(client_id, seq, payload, Reads::Within(u64::MAX))
+            .outcome();
+        self.finish_compaction();
+        outcome
     }
 
     /// [`KvStore::apply_encoded`], computing of the command's reads (which change nothing)
     /// only what `reads` asks: none if nobody waits for the answer, or those within a budget,
     /// leaving the rest to [`Applied::complete`] on another thread. The state, and what the
-    /// dedup table keeps, are the same whatever `reads` is.
+    /// dedup table keeps, are the same whatever `reads` is. A compaction leaves the history
+    /// it makes unreachable to [`KvStore::compact_step`].
     pub fn apply_encoded_with(
         &mut self,
         client_id: u64,

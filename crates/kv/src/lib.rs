@@ -19,6 +19,7 @@
 
 mod apply;
 mod codec;
+mod compact;
 mod dedup;
 mod error;
 mod range;

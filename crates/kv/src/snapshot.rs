@@ -16,6 +16,7 @@ use crate::store::{KeyHistory, KvStore, Record};
 use crate::wire::{put_bytes, put_i64, put_len, put_u8, put_varint, Reader};
 use bytes::Bytes;
 use imbl::OrdMap;
+use std::ops::Bound::{Included, Unbounded};
 
 const MAGIC: &[u8; 4] = b"SKVS";
 
@@ -49,6 +50,8 @@ pub struct SnapshotView {
     clients: OrdMap<u64, ClientEntry>,
     /// The store's `size_bytes` then: a capacity hint for the encoding.
     size: u64,
+    /// Keys from this one on may hold records compaction made unreachable (compact.rs).
+    trim_from: Option<Bytes>,
 }
 
 impl SnapshotView {
@@ -78,11 +81,38 @@ impl SnapshotView {
         put_u8(buf, SNAPSHOT_FORMAT_VERSION);
         put_i64(buf, self.revision);
         put_i64(buf, self.compact_revision);
-        put_len(buf, self.keys.len());
-        for (key, hist) in &self.keys {
+        // Histories not trimmed yet since the last compaction are encoded as if they were,
+        // so the bytes do not depend on how far trimming got (compact.rs).
+        let cuts: Vec<usize> = match &self.trim_from {
+            Some(from) => self
+                .keys
+                .range::<_, [u8]>((Included(&from[..]), Unbounded))
+                .map(|(_, hist)| hist.compaction_cut(self.compact_revision))
+                .collect(),
+            None => Vec::new(),
+        };
+        let trimmed = self.keys.len() - cuts.len();
+        let gone = self
+            .keys
+            .iter()
+            .skip(trimmed)
+            .zip(&cuts)
+            .filter(|((_, hist), &cut)| cut == hist.len())
+            .count();
+        put_len(buf, self.keys.len() - gone);
+        let mut cuts = cuts.into_iter();
+        for (i, (key, hist)) in self.keys.iter().enumerate() {
+            let cut = if i < trimmed {
+                0
+            } else {
+                cuts.next().unwrap_or(0)
+            };
+            if cut == hist.len() {
+                continue;
+            }
             put_bytes(buf, key);
-            put_len(buf, hist.len());
-            for rec in hist.iter() {
+            put_len(buf, hist.len() - cut);
+            for rec in hist.iter().skip(cut) {
                 put_i64(buf, rec.mod_rev);
                 match &rec.value {
                     Some(value) => {
@@ -126,6 +156,7 @@ impl KvStore {
             clock: self.clients.clock,
             clients: self.clients.clients.clone(),
             size: self.size,
+            trim_from: self.trim_from.clone(),
         }
     }
 
@@ -169,6 +200,7 @@ impl KvStore {
             live_keys: 0,
             size: 0,
             clients,
+            trim_from: None,
         };
         store.recount();
         Ok(store)

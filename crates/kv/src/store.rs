@@ -16,7 +16,7 @@
 
 use crate::dedup::{ClientTable, DEFAULT_KEPT_BYTES_MAX};
 use crate::error::KvError;
-use crate::response::{CompactionResponse, KeyValue, ResponseHeader};
+use crate::response::KeyValue;
 use bytes::Bytes;
 use imbl::OrdMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -201,7 +201,7 @@ impl KeyHistory {
     /// Where compaction at `rev` cuts: the number of oldest records no read at `rev` or
     /// later can reach. The record current at `rev` stays unless it is a tombstone (then
     /// nothing at or before `rev` is readable any more). All of them means the key goes.
-    fn compaction_cut(&self, rev: i64) -> usize {
+    pub(crate) fn compaction_cut(&self, rev: i64) -> usize {
         let visible = self.iter().take_while(|r| r.mod_rev <= rev).count();
         match visible.checked_sub(1) {
             Some(i) if self.iter().nth(i).is_some_and(Record::is_live) => i,
@@ -212,7 +212,7 @@ impl KeyHistory {
 
     /// Drops the `n` oldest records (fewer than [`KeyHistory::len`]); returns their bytes.
     /// Rebuilds the chunks from what is left (compaction is rare; this keeps it simple).
-    fn drop_oldest(&mut self, n: usize) -> u64 {
+    pub(crate) fn drop_oldest(&mut self, n: usize) -> u64 {
         if n == 0 {
             return 0;
         }
@@ -321,6 +321,9 @@ pub struct KvStore {
     /// Approximate bytes held, see [`BASE_SIZE`].
     pub(crate) size: u64,
     pub(crate) clients: ClientTable,
+    /// Keys from this one on may still hold history older than `compact_revision` that no
+    /// read can reach (compact.rs); `None` once compaction has dropped it all.
+    pub(crate) trim_from: Option<Bytes>,
 }
 
 impl Default for KvStore {
@@ -353,6 +356,7 @@ impl KvStore {
             live_keys: 0,
             size: BASE_SIZE,
             clients: ClientTable::new(max_clients, kept_bytes_max),
+            trim_from: None,
         }
     }
 
@@ -479,46 +483,6 @@ impl KvStore {
         (victims.len() as i64, prev)
     }
 
-    /// etcd's Compact: forget history before `rev`, keeping each key's version current at
-    /// `rev` so reads at `rev` and later are unaffected. Does not change the revision.
-    pub(crate) fn compact(&mut self, rev: i64) -> Result<CompactionResponse, KvError> {
-        if rev <= self.compact_revision {
-            return Err(KvError::Compacted);
-        }
-        if rev > self.revision {
-            return Err(KvError::FutureRevision);
-        }
-        self.compact_revision = rev;
-        // The map has no `retain`: find what changes first, then change only that (mutable
-        // lookups copy nodes a snapshot view still shares).
-        let trims: Vec<(Bytes, usize)> = self
-            .keys
-            .iter()
-            .map(|(key, hist)| (key, hist.compaction_cut(rev)))
-            .filter(|&(_, cut)| cut > 0)
-            .map(|(key, cut)| (key.clone(), cut))
-            .collect();
-        let mut freed = 0u64;
-        for (key, cut) in trims {
-            let Some(hist) = self.keys.get_mut(&key[..]) else {
-                continue;
-            };
-            if cut < hist.len() {
-                freed += hist.drop_oldest(cut);
-            } else {
-                freed += KEY_OVERHEAD + key.len() as u64;
-                freed += hist.iter().map(Record::size).sum::<u64>();
-                self.keys.remove(&key[..]);
-            }
-        }
-        self.size -= freed;
-        Ok(CompactionResponse {
-            header: ResponseHeader {
-                revision: self.revision,
-            },
-        })
-    }
-
     /// Recomputes the derived counters from the keyspace (after a restore).
     pub(crate) fn recount(&mut self) {
         self.live_keys = self.keys.values().filter(|h| h.latest().is_some()).count();
@@ -580,6 +544,7 @@ mod tests {
         s.recount();
         assert_eq!(tracked, (s.size, s.live_keys));
         s.compact(4).unwrap();
+        s.finish_compaction();
         let tracked = (s.size, s.live_keys);
         s.recount();
         assert_eq!(tracked, (s.size, s.live_keys));

@@ -26,6 +26,11 @@ use tokio::sync::mpsc;
 /// cannot starve the engine's output (and with it, the replies).
 const INPUTS_PER_READY_MAX: usize = 4096;
 
+/// Work (records looked at or copied) of compaction's trimming per turn (synod-kv
+/// `KvStore::compact_step`): trimming 1,000,000 records of 10,000 keys took at most 1.24 ms
+/// per step in a release build, where dropping them all at once took 247 ms.
+const COMPACT_STEP_WORK_MAX: u64 = 10_000;
+
 /// Snapshots travel to peers in pieces of this size (each one peer message).
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -351,6 +356,12 @@ impl Core {
         while self.engine.has_ready() {
             let ready = self.engine.ready();
             self.process(ready);
+        }
+        // A Compact only moves the compaction revision; the history it makes unreachable is
+        // dropped a bounded amount per turn (the ticker guarantees turns), so compacting a
+        // long history never holds this thread (synod-kv compact.rs).
+        if self.kv.compaction_pending() {
+            self.kv.compact_step(COMPACT_STEP_WORK_MAX);
         }
         self.publish();
         if stop {
