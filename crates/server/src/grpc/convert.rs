@@ -234,3 +234,41 @@ pub fn compaction_response(r: kv::CompactionResponse, h: HeaderInfo) -> PbCompac
         header: h.header(r.header.revision),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_client::proto::PbRangeRequest;
+
+    fn range(serializable: bool) -> PbTxnRequestOp {
+        PbTxnRequestOp {
+            request: Some(PbTxnOpRequest::RequestRange(PbRangeRequest {
+                key: b"k".to_vec(),
+                serializable,
+                ..PbRangeRequest::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn serializable_txns_are_etcds() {
+        let txn = |success, failure| PbTxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        };
+        assert!(txn_is_serializable(&txn(vec![], vec![])));
+        assert!(txn_is_serializable(&txn(
+            vec![range(true)],
+            vec![range(true)]
+        )));
+        assert!(!txn_is_serializable(&txn(
+            vec![range(true)],
+            vec![range(false)]
+        )));
+        let nested = PbTxnRequestOp {
+            request: Some(PbTxnOpRequest::RequestTxn(txn(vec![range(true)], vec![]))),
+        };
+        assert!(!txn_is_serializable(&txn(vec![nested], vec![])));
+    }
+}
