@@ -491,6 +491,12 @@ mod tests {
         assert!(!last_group.corrupt_record(2));
         last_group.restart().unwrap();
         assert_eq!(slots(&last_group), vec![1, 2]);
+        let kind = last_group.recovered().lost_tail().map(|l| l.kind);
+        assert_eq!(
+            kind,
+            Some(LossKind::DamagedFrame),
+            "reported, not cut silently"
+        );
 
         assert!(s.corrupt_record(1));
         let err = s.restart().unwrap_err();
@@ -500,6 +506,55 @@ mod tests {
             Err(StorageError::Poisoned { .. })
         ));
         assert!(!s.corrupt_record(99));
+    }
+
+    #[test]
+    fn crashes_lose_only_unsynced_writes_and_report_no_loss() {
+        let mut s = MemStorage::new();
+        s.append(&batch(1)).unwrap();
+        s.write(&batch(2)).unwrap();
+        s.write(&batch(3)).unwrap();
+        s.crash_torn(1, true);
+        s.restart().unwrap();
+        assert!(s.recovered().lost_tail().is_none());
+        assert!(s.recovered().report.torn_tail.is_some());
+        s.write(&batch(3)).unwrap();
+        s.crash();
+        s.restart().unwrap();
+        assert!(s.recovered().lost_tail().is_none());
+        assert_eq!(slots(&s), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_lost_synced_tail_is_reported_until_peer_recovery_finishes() {
+        let mut s = MemStorage::new();
+        for slot in 1..6 {
+            s.append(&batch(slot)).unwrap();
+        }
+        assert_eq!(s.lose_synced_tail(2), 2);
+        s.restart().unwrap();
+        let lost = s.recovered().lost_tail().unwrap().clone();
+        assert_eq!((lost.kind, lost.kept_upto), (LossKind::TruncatedSegment, 3));
+        assert_eq!(slots(&s), vec![1, 2, 3]);
+        assert_eq!(
+            s.lose_newest_segment(0),
+            0,
+            "nothing lost, nothing new reported"
+        );
+        s.restart().unwrap();
+        let again = s.recovered().lost_tail().map(|l| l.kind);
+        assert_eq!(again, Some(LossKind::Unrecovered));
+        s.append(&batch(4)).unwrap();
+        s.finish_peer_recovery().unwrap();
+        s.restart().unwrap();
+        assert!(s.recovered().lost_tail().is_none());
+        assert_eq!(slots(&s), vec![1, 2, 3, 4]);
+        // Damage at the tail is a loss too.
+        assert!(!s.corrupt_record(s.durable_batches() - 1));
+        s.restart().unwrap();
+        let kind = s.recovered().lost_tail().map(|l| l.kind);
+        assert_eq!(kind, Some(LossKind::DamagedFrame));
+        assert_eq!(slots(&s), vec![1, 2, 3]);
     }
 
     #[test]
