@@ -9,11 +9,11 @@ use crate::log::Log;
 use crate::message::{Body, Message};
 use crate::outbox::Outbox;
 use crate::reads::FollowerReads;
-use crate::recovery::Recovery;
 use crate::ready::{
     Committed, DurableState, HardState, ProposeError, ReadId, Ready, Role, SnapshotChunk,
     SnapshotInfo, Status,
 };
+use crate::recovery::Recovery;
 use crate::rng::Rng;
 use crate::types::{Ballot, Command, Membership, NodeId, Slot};
 

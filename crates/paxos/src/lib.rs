@@ -28,11 +28,11 @@ pub use config::{Config, ConfigError, PlantedBug, ReadMode};
 pub use configs::MembershipChange;
 pub use engine::{Engine, TransferError};
 pub use message::{Body, Message, PromisedSlot};
-pub use recovery::RecoveryPhase;
 pub use ready::{
     Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,
     SnapshotChunk, SnapshotInfo, Status,
 };
+pub use recovery::RecoveryPhase;
 pub use types::{
     membership_effective_slot, Ballot, Command, Membership, NodeId, SharedValue, Slot, Value,
     MEMBERSHIP_DELAY_SLOTS,

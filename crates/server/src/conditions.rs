@@ -20,14 +20,21 @@ pub enum Condition {
     /// and serves reads. Cleared only by a restart, which recovers the log from disk and
     /// peers: whether the failed write left a torn tail is for recovery to find out.
     WalUnwritable,
+    /// The write-ahead log lost or damaged part of its synced tail (synod-storage reported a
+    /// lost tail): this member may have forgotten promises and values it acknowledged, so it
+    /// votes on nothing and serves no serializable read until it recovered them from a quorum
+    /// of its peers (docs/PROTOCOL.md, "Recovery from a lost log tail"). Writes and
+    /// linearizable reads still go through the leader.
+    RecoveringFromPeers,
 }
 
 impl Condition {
-    pub const ALL: [Condition; 1] = [Condition::WalUnwritable];
+    pub const ALL: [Condition; 2] = [Condition::WalUnwritable, Condition::RecoveringFromPeers];
 
     fn index(self) -> usize {
         match self {
             Condition::WalUnwritable => 0,
+            Condition::RecoveringFromPeers => 1,
         }
     }
 
@@ -35,6 +42,7 @@ impl Condition {
     pub fn name(self) -> &'static str {
         match self {
             Condition::WalUnwritable => "wal_unwritable",
+            Condition::RecoveringFromPeers => "recovering_from_peers",
         }
     }
 
@@ -49,6 +57,7 @@ impl Condition {
     pub fn alarm(self) -> Option<AlarmType> {
         match self {
             Condition::WalUnwritable => Some(AlarmType::Nospace),
+            Condition::RecoveringFromPeers => None,
         }
     }
 
@@ -56,6 +65,8 @@ impl Condition {
     pub fn write_refusal(self) -> Option<ServerError> {
         match self {
             Condition::WalUnwritable => Some(ServerError::NoSpace),
+            // Writes are forwarded to the leader and applied by the cluster: safe.
+            Condition::RecoveringFromPeers => None,
         }
     }
 
@@ -67,6 +78,10 @@ impl Condition {
                 "synod: this member's write-ahead log failed; the alarm clears when the member \
                  restarts (free the disk space or descriptors first)"
             }
+            Condition::RecoveringFromPeers => {
+                "synod: this member is recovering lost log entries from its peers; it clears \
+                 by itself once a quorum of them answered"
+            }
         }
     }
 
@@ -75,6 +90,9 @@ impl Condition {
     pub fn status_error(self, member_id: u64) -> String {
         match self.alarm() {
             Some(alarm) => format!("memberID:{member_id} alarm:{}", alarm.as_str_name()),
+            None if self == Condition::RecoveringFromPeers => {
+                format!("memberID:{member_id} synod: recovering lost log entries from its peers")
+            }
             None => format!("synod: {}", self.name()),
         }
     }

@@ -9,6 +9,9 @@ use tonic::{Code, Status};
 pub enum ServerError {
     /// No leader is known (an election is under way, or this member is cut off).
     NoLeader,
+    /// A serializable read at a member still recovering lost log entries from its peers: its
+    /// own state may be older than what it acknowledged.
+    Recovering,
     /// The request was not applied within the request timeout. Its outcome is unknown: it
     /// may still be applied later.
     Timeout,
@@ -41,6 +44,10 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerError::NoLeader => f.write_str("etcdserver: no leader"),
+            ServerError::Recovering => f.write_str(
+                "synod: this member is recovering lost log entries from its peers; \
+                 read linearizably or from another member",
+            ),
             ServerError::Timeout => f.write_str("etcdserver: request timed out"),
             ServerError::TooManyRequests => f.write_str("etcdserver: too many requests"),
             ServerError::Stopped => f.write_str("etcdserver: server stopped"),
@@ -68,6 +75,7 @@ impl From<ServerError> for Status {
     fn from(e: ServerError) -> Status {
         let code = match &e {
             ServerError::NoLeader
+            | ServerError::Recovering
             | ServerError::Timeout
             | ServerError::Stopped
             | ServerError::LeaderChanged

@@ -42,9 +42,7 @@ fn votes_from(c: &Cluster, id: NodeId) -> usize {
         .iter()
         .filter(|t| t.starts_with(&prefix))
         .filter(|t| {
-            t.ends_with(": Promise")
-                || t.ends_with(": Accepted")
-                || t.ends_with(": HeartbeatReply")
+            t.ends_with(": Promise") || t.ends_with(": Accepted") || t.ends_with(": HeartbeatReply")
         })
         .count()
 }
@@ -135,7 +133,11 @@ fn forgotten_acceptance_then_new_leader(recover: bool) -> Vec<Value> {
     }
     c.tick_all(3_000);
     if recover {
-        assert_eq!(c.leader(), None, "without the old leader no quorum can form");
+        assert_eq!(
+            c.leader(),
+            None,
+            "without the old leader no quorum can form"
+        );
         c.start(l);
         c.tick_all(5_000);
         assert_eq!(c.engines[&f].status().recovery, None);

@@ -3,6 +3,7 @@
 
 use super::persist::{self, PersistJob};
 use super::readers::{Readers, INLINE_READ_WORK_MAX};
+use super::snapshot_receiver::SnapshotReceiver;
 use super::ticker;
 use super::{Input, ReplicaHandle, Reply, INPUT_QUEUE_MAX};
 use crate::error::ServerError;
@@ -34,16 +35,19 @@ const COMPACT_STEP_WORK_MAX: u64 = 10_000;
 /// Snapshots travel to peers in pieces of this size (each one peer message).
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// A peer's snapshot larger than this is refused, so a bad peer cannot make us allocate
-/// without bound.
-const SNAPSHOT_BYTES_MAX: u64 = 16 << 30;
-
 /// Where the core sends messages for peers. The transport implements it; tests can too.
 pub trait Network: Send + Sync + 'static {
     fn send(&self, message: Message);
 
     /// The members changed: where each peer listens now (id -> host:port).
     fn set_peers(&self, _peers: BTreeMap<NodeId, String>) {}
+
+    /// The connection `peer`'s messages arrive on now (`None`: it has none), so that a
+    /// snapshot being received from it is dropped once that connection is gone. A network
+    /// that cannot tell reports one connection forever.
+    fn inbound_connection(&self, _peer: NodeId) -> Option<u64> {
+        Some(0)
+    }
 }
 
 impl Network for crate::transport::Transport {
@@ -53,6 +57,10 @@ impl Network for crate::transport::Transport {
 
     fn set_peers(&self, peers: BTreeMap<NodeId, String>) {
         self.update_peers(peers);
+    }
+
+    fn inbound_connection(&self, peer: NodeId) -> Option<u64> {
+        crate::transport::Transport::inbound_connection(self, peer)
     }
 }
 
@@ -100,6 +108,8 @@ struct PendingWrite {
 
 struct Core {
     engine: Engine,
+    /// The engine is recovering a lost log tail from its peers (serializable reads refused).
+    recovering: bool,
     kv: KvStore,
     network: Arc<dyn Network>,
     persist: std::sync::mpsc::Sender<PersistJob>,
@@ -165,18 +175,10 @@ struct Snapshots {
     latest: Option<(Slot, Bytes)>,
     /// A snapshot of our own is being written.
     saving: bool,
-    /// A snapshot from a peer being reassembled.
-    incoming: Option<Incoming>,
+    /// A snapshot from a peer being reassembled (bounded; only the leader's).
+    receiver: SnapshotReceiver,
     /// A received snapshot, decoded and waiting to be durable before it replaces the store.
     installing: Option<(SnapshotInfo, KvStore)>,
-}
-
-#[derive(Debug)]
-struct Incoming {
-    from: NodeId,
-    slot: Slot,
-    total: u64,
-    data: Vec<u8>,
 }
 
 /// The state machine as restored from the newest snapshot (empty without one).
@@ -232,6 +234,20 @@ pub fn start(
 ) -> Result<Replica, StartError> {
     let engine =
         Engine::new(cfg.engine.clone(), durable).map_err(|e| StartError(format!("engine: {e}")))?;
+    let mut engine = engine;
+    if let Some(loss) = wal.recovered().lost_tail() {
+        // Acknowledged promises or values may be gone: vote on nothing until the peers told
+        // us what we may have promised and accepted (docs/PROTOCOL.md).
+        metrics.conditions.raise(
+            crate::conditions::Condition::RecoveringFromPeers,
+            format!(
+                "the write-ahead log lost part of its synced tail ({loss}); this member votes \
+                 on nothing and serves no serializable read until it recovered what it may \
+                 have promised and accepted from a quorum of its peers"
+            ),
+        );
+        engine.start_peer_recovery();
+    }
     let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
     let (persist_tx, persist_rx) = std::sync::mpsc::channel();
     let snapshot_writer = wal.snapshot_writer();
@@ -260,6 +276,7 @@ pub fn start(
         shared.set_members(admin.table.clone());
     }
     let core = Core {
+        recovering: engine.status().recovery.is_some(),
         engine,
         kv: restored.kv,
         network,
@@ -394,6 +411,10 @@ impl Core {
             } => self.read(request, linearizable, reply),
             Input::Tick => {
                 let now = Instant::now();
+                let (leader, network) = (self.engine.status().leader, &self.network);
+                self.snapshots
+                    .receiver
+                    .check(leader, |peer| network.inbound_connection(peer), now);
                 self.expire(now);
                 self.auto_compact(now);
             }
@@ -502,6 +523,10 @@ impl Core {
     }
 
     fn read(&mut self, request: ReadRequest, linearizable: bool, reply: Reply<Response>) {
+        if !linearizable && self.recovering {
+            let _ = reply.send(Err(ServerError::Recovering));
+            return;
+        }
         if !linearizable || self.planted_bug_local_reads {
             self.metrics.reads_serializable.fetch_add(1, Relaxed);
             self.serve(request, reply);
@@ -791,44 +816,23 @@ impl Core {
         }
     }
 
-    /// Reassembles a peer's snapshot; once whole and valid, has it made durable (then
-    /// `snapshot_saved` installs it). Pieces arrive in order on one connection; anything
-    /// else (a piece missing, another sender) restarts the assembly at the next first piece.
+    /// Hands a piece of a peer's snapshot to the receiver (`snapshot_receiver.rs`: the
+    /// leader's only, memory bounded and freed with the transfer); once whole and valid, has
+    /// it made durable (then `snapshot_saved` installs it).
     fn receive_chunk(&mut self, c: SnapshotChunk) {
-        if c.offset == 0 {
-            if c.total > SNAPSHOT_BYTES_MAX {
-                tracing::warn!(
-                    from = c.from,
-                    bytes = c.total,
-                    "refusing an oversized snapshot"
-                );
-                return;
-            }
-            self.snapshots.incoming = Some(Incoming {
-                from: c.from,
-                slot: c.slot,
-                total: c.total,
-                data: Vec::new(),
-            });
-        }
-        let Some(inc) = &mut self.snapshots.incoming else {
+        let leader = self.engine.status().leader;
+        let connection = self.network.inbound_connection(c.from);
+        let received = self
+            .snapshots
+            .receiver
+            .receive(c, leader, connection, Instant::now());
+        let Some(inc) = received else {
             return;
         };
-        if (inc.from, inc.slot, inc.total) != (c.from, c.slot, c.total)
-            || c.offset != inc.data.len() as u64
-        {
-            self.snapshots.incoming = None;
-            return;
-        }
-        inc.data.extend_from_slice(&c.data);
-        if (inc.data.len() as u64) < inc.total {
-            return;
-        }
-        let inc = self.snapshots.incoming.take().expect("just matched");
         if self.snapshots.installing.is_some() || !self.engine.wants_snapshot(inc.slot) {
             return;
         }
-        let data = Bytes::from(inc.data);
+        let data = inc.data;
         let decoded = snapshot::decode(&data).and_then(|(info, kv)| {
             if info.slot != inc.slot {
                 return Err(format!(
@@ -915,6 +919,12 @@ impl Core {
 
     fn publish(&mut self) {
         let status = self.engine.status();
+        if self.recovering && status.recovery.is_none() {
+            // Recorded as done only once the Ready that ended it (with the promise raised to
+            // the fence) is durable: the persist thread takes jobs in order.
+            self.recovering = false;
+            self.persist_job(PersistJob::FinishRecovery);
+        }
         if status.leader != self.last_leader {
             if status.leader.is_some() {
                 self.metrics.leader_changes.fetch_add(1, Relaxed);

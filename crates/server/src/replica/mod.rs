@@ -18,6 +18,7 @@ mod compactor;
 mod core;
 mod persist;
 mod readers;
+mod snapshot_receiver;
 mod ticker;
 
 pub use self::compactor::Retention;

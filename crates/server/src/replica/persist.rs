@@ -45,6 +45,10 @@ pub(crate) enum PersistJob {
         /// Its file is already written and durable (`Storage::snapshot_writer`): only adopt it.
         written: Option<synod_storage::SnapshotMeta>,
     },
+    /// The engine finished recovering a lost log tail from its peers: once every job before
+    /// this one is durable (the promise raised to the fence among them), record that the
+    /// recovery is done, so the next start does not repeat it.
+    FinishRecovery,
 }
 
 pub(crate) fn spawn(
@@ -101,6 +105,7 @@ fn run(
     while let Ok(first) = jobs.recv() {
         let mut group = Vec::new();
         let mut snapshot = None;
+        let mut finish_recovery = false;
         let mut next = Some(first);
         // A group is the Ready jobs queued up to the next snapshot job (if any), which runs
         // after the group is durable: order is kept.
@@ -114,6 +119,10 @@ fn run(
                     written,
                 } => {
                     snapshot = Some((slot, data, received, written));
+                    break;
+                }
+                PersistJob::FinishRecovery => {
+                    finish_recovery = true;
                     break;
                 }
             }
@@ -184,6 +193,11 @@ fn run(
             if inputs.blocking_send(done).is_err() {
                 break;
             }
+        }
+        if finish_recovery {
+            wal.finish_peer_recovery()?;
+            metrics.conditions.clear(Condition::RecoveringFromPeers);
+            tracing::info!("recovered the lost log tail from peers; voting again");
         }
     }
     Ok(())
