@@ -9,10 +9,9 @@
 mod support;
 
 use rustix::process::{getrlimit, prlimit, setrlimit, Pid, Resource, Rlimit};
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{client, put_retry, wait_leader, Cluster};
+use support::{client, http_get, put_retry, wait_leader, Cluster};
 
 /// The limit the user ran the member under.
 const NOFILE_LIMIT: u64 = 256;
@@ -27,20 +26,6 @@ fn open_file_limits(pid: u32) -> (String, String) {
         .expect("a Max open files line");
     let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
     (fields[0].to_string(), fields[1].to_string())
-}
-
-/// GET over HTTP/1.1 on a fresh connection; the body.
-pub fn http_get(endpoint: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(endpoint).expect("connect for HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the HTTP request");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -6,7 +6,7 @@ mod support;
 use bytes::{Buf, BufMut, Bytes};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use std::time::Duration;
-use support::{client, put_retry, wait_leader, Cluster};
+use support::{client, http_get, put_retry, wait_leader, Cluster};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
 
@@ -314,19 +314,4 @@ async fn a_damaged_snapshot_set_aside_at_startup_is_logged_and_counted() {
     let mut c = client(&cluster.endpoints()).await;
     let r = c.get("k0", None).await.expect("read after the restart");
     assert_eq!(r.kvs().len(), 1);
-}
-
-/// GET over HTTP/1.1 on a fresh connection; the whole answer.
-fn http_get(endpoint: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(endpoint).expect("connect for HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the HTTP request");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }

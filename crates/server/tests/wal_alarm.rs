@@ -9,7 +9,7 @@ mod support;
 use etcd_client::{AlarmAction, AlarmType, Client, ConnectOptions};
 use rustix::process::{prlimit, Pid, Resource, Rlimit};
 use std::time::{Duration, Instant};
-use support::{client, put_retry, wait_leader, Cluster};
+use support::{client, http_get, put_retry, wait_leader, Cluster};
 
 const FILE_SIZE_LIMIT: u64 = 4 << 20;
 
@@ -148,19 +148,4 @@ async fn a_member_that_cannot_write_its_log_keeps_running_and_raises_an_alarm() 
     );
     assert!(cluster.log_of(leader).contains("NOSPACE"));
     assert!(cluster.members[leader].is_running());
-}
-
-/// GET over HTTP/1.1 on a fresh connection; the whole answer.
-fn http_get(endpoint: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(endpoint).expect("connect for HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the HTTP request");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }

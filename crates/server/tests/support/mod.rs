@@ -342,3 +342,18 @@ pub async fn put_retry(c: &mut Client, key: String, value: String) {
         }
     }
 }
+
+/// GET over HTTP/1.1 on a fresh connection; the whole answer (status line, headers, body).
+pub fn http_get(endpoint: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(endpoint).expect("connect for HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the HTTP request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
