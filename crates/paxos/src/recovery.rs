@@ -54,6 +54,10 @@ pub(crate) struct Recovery {
     promises: BTreeMap<NodeId, Ballot>,
     /// Memberships named in replies; a quorum of each must answer as well.
     reported: Vec<Membership>,
+    /// Replicas the driver names as possible peers (say, from its configuration), asked too:
+    /// a replica whose whole log was lost knows no membership to ask. Their answers name the
+    /// memberships whose quorums must answer; the hint itself is never counted as one.
+    hinted: Vec<NodeId>,
     /// The highest promise of a quorum of others, once they answered.
     fence: Option<Ballot>,
     /// The frontier of a leader whose ballot is at least the fence: every slot up to it must
@@ -92,11 +96,26 @@ impl Engine {
             next_query: self.now + quiet,
             promises: BTreeMap::new(),
             reported: Vec::new(),
+            hinted: Vec::new(),
             fence: None,
             target: None,
         });
         self.step_down();
         self.leader = None;
+    }
+
+    /// Names replicas to ask during a recovery besides the voters of the memberships this
+    /// replica knows (a replica that lost its whole log knows none). Call after
+    /// [`Engine::start_peer_recovery`]; does nothing otherwise.
+    pub fn hint_recovery_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
+        let id = self.id;
+        if let Some(r) = &mut self.recovery {
+            r.hinted
+                .extend(peers.into_iter().filter(|&p| p != id && p != 0));
+            r.hinted.sort_unstable();
+            r.hinted.dedup();
+            r.hinted.truncate(REPORTED_VOTERS_MAX);
+        }
     }
 
     /// Whether this replica is recovering from a lost log tail (and so must not vote).
@@ -162,6 +181,7 @@ impl Engine {
             .collect();
         if let Some(r) = &self.recovery {
             voters.extend(r.reported.iter().flat_map(|m| m.voters().iter().copied()));
+            voters.extend(r.hinted.iter().copied());
         }
         voters.sort_unstable();
         voters.dedup();

@@ -160,3 +160,26 @@ fn with_recovery_the_forgotten_acceptance_cannot_be_outvoted() {
     let values = forgotten_acceptance_then_new_leader(true);
     assert_eq!(values.len(), 1, "one value per slot: {values:?}");
 }
+
+#[test]
+fn a_replica_that_lost_its_whole_log_recovers_from_the_peers_it_is_told_of() {
+    let mut c = Cluster::new(3);
+    let l = c.elect();
+    for seq in 1..=5 {
+        c.engine(l).propose(cmd(1, seq)).unwrap();
+        c.settle();
+    }
+    let f = other(&c, &[l]);
+    lose_tail(&mut c, f, 0); // not even slot 1's membership is left
+    restart_recovering(&mut c, f);
+    c.tick_all(2_000);
+    assert!(
+        c.engines[&f].status().recovery.is_some(),
+        "knows no one to ask"
+    );
+    c.engine(f).hint_recovery_peers([1, 2, 3]);
+    c.tick_all(2_000);
+    assert_eq!(c.engines[&f].status().recovery, None);
+    let expected: Vec<(u64, u64)> = (1..=5).map(|s| (1, s)).collect();
+    assert_eq!(c.applied_commands(f), expected);
+}

@@ -247,6 +247,9 @@ pub fn start(
             ),
         );
         engine.start_peer_recovery();
+        // A member whose whole log is gone knows no membership: ask the members the flags
+        // name too; their answers say which memberships must answer.
+        engine.hint_recovery_peers(shared.members().members.keys().copied());
     }
     let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_QUEUE_MAX);
     let (persist_tx, persist_rx) = std::sync::mpsc::channel();
