@@ -25,7 +25,7 @@ pub async fn hand_off_leadership_while_refusing_writes(
             changed.await;
             continue;
         }
-        let live = shared.snapshot();
+        let live = shared.status();
         if live.leader == Some(shared.member_id) {
             let others: Vec<u64> = live
                 .voters

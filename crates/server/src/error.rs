@@ -71,6 +71,25 @@ impl From<KvError> for ServerError {
     }
 }
 
+impl From<synod_replica::ReplicaError> for ServerError {
+    fn from(e: synod_replica::ReplicaError) -> Self {
+        use synod_replica::ReplicaError as R;
+        match e {
+            R::NoLeader => ServerError::NoLeader,
+            R::Recovering => ServerError::Recovering,
+            R::Timeout => ServerError::Timeout,
+            R::TooManyRequests => ServerError::TooManyRequests,
+            R::Stopped => ServerError::Stopped,
+            R::LeaderChanged => ServerError::LeaderChanged,
+            R::Kv(e) => ServerError::Kv(e),
+            R::InvalidArgument(m) => ServerError::InvalidArgument(m),
+            R::Precondition(m) => ServerError::Precondition(m),
+            R::NotFound(m) => ServerError::NotFound(m),
+            R::NotLeader => ServerError::NotLeader,
+        }
+    }
+}
+
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Status {
         let code = match &e {

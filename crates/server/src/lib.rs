@@ -1,8 +1,8 @@
 //! # synod-server: a Synod replica
 //!
-//! Drives the sans-IO engine (`synod-paxos`) with real storage (`synod-storage`), a real
-//! network (`transport`) and the key-value state machine (`synod-kv`) behind the etcd v3
-//! gRPC API.
+//! The I/O around one sans-IO replica (`synod-replica`: the engine, the key-value store, the
+//! member table, snapshot policy): real storage (`synod-storage`) on a persist thread, a real
+//! network (`transport`), a tokio loop, and the etcd v3 gRPC API.
 
 pub mod cli;
 pub mod cluster;
@@ -13,13 +13,16 @@ pub mod error;
 pub mod grpc;
 mod identity;
 pub mod limits;
-pub mod members;
 pub mod metrics;
 pub mod replica;
 pub mod server;
-pub mod snapshot;
 pub mod status;
 pub mod transport;
+
+/// The member table and membership requests live in the replica, which judges them.
+pub use synod_replica::members;
+/// The snapshot payload format (the replica encodes and decodes it).
+pub use synod_replica::snapshot_format as snapshot;
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn stop_signal() {

@@ -2,7 +2,7 @@
 //! recovery, the peer transport, the replica threads and the client API.
 
 use crate::cli::{ClusterState, MemberArgs, ReadModeArg};
-use crate::cluster::{parse_urls, FlagError, InitialCluster, Url};
+use crate::cluster::{parse_urls, BindAddr, FlagError, InitialCluster, Url};
 use crate::identity::Identity;
 use crate::limits::{ClientLimits, MAX_REQUEST_BYTES_LIMIT};
 use crate::members::{MemberRecord, MemberTable};
@@ -114,7 +114,7 @@ impl MemberConfig {
         let peer_dial = parse_peer_dial(&a.peer_dial, &cluster)?;
         let auto_compaction =
             replica::Retention::parse(&a.auto_compaction_mode, &a.auto_compaction_retention)
-                .map_err(FlagError)?;
+                .map_err(|e| FlagError(e.to_string()))?;
         Ok(MemberConfig {
             name: a.name.clone(),
             join_existing: a.initial_cluster_state == ClusterState::Existing,
@@ -231,7 +231,9 @@ pub async fn run(
     } else if storage.recovered().is_empty() {
         // Every member of a new cluster writes the same table into slot 1: names and peer
         // URLs from --initial-cluster (client URLs are published once members run).
-        let members = initial_table(&cfg, false).to_membership()?;
+        let members = initial_table(&cfg, false)
+            .to_membership()
+            .map_err(|e| e.to_string())?;
         // An empty acceptor is a new incarnation, whatever the member file says (say, its
         // log/ alone was wiped): peers must not take it for the one that made promises.
         identity = identity.renew_incarnation(&cfg.data_dir)?;

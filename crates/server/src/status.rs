@@ -2,41 +2,12 @@
 //! must answer without waiting on it (`/health`, Maintenance.Status, Cluster.MemberList).
 
 use std::sync::{Arc, RwLock};
-use synod_paxos::{NodeId, Role};
+use synod_paxos::NodeId;
+use synod_replica::ReplicaStatus;
 
 use crate::members::MemberTable;
 
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub role: Role,
-    pub leader: Option<NodeId>,
-    /// The round of the newest ballot this member promised: the counterpart of raft's term.
-    pub term: u64,
-    pub commit_slot: u64,
-    pub applied_slot: u64,
-    pub revision: i64,
-    pub db_size_bytes: u64,
-    pub db_size_in_use_bytes: u64,
-    pub voters: Vec<NodeId>,
-}
-
-impl Default for Snapshot {
-    fn default() -> Self {
-        Snapshot {
-            role: Role::Follower,
-            leader: None,
-            term: 0,
-            commit_slot: 0,
-            applied_slot: 0,
-            revision: 1,
-            db_size_bytes: 0,
-            db_size_in_use_bytes: 0,
-            voters: Vec::new(),
-        }
-    }
-}
-
-/// Fixed facts about this member and its cluster, plus the live snapshot.
+/// Fixed facts about this member and its cluster, plus the replica's status as of its last turn.
 #[derive(Debug)]
 pub struct Shared {
     pub cluster_id: u64,
@@ -44,7 +15,7 @@ pub struct Shared {
     pub name: String,
     /// The member table of the newest applied membership (names, URLs, learners).
     members: RwLock<MemberTable>,
-    live: RwLock<Snapshot>,
+    live: RwLock<ReplicaStatus>,
 }
 
 impl Shared {
@@ -59,11 +30,11 @@ impl Shared {
             member_id,
             name,
             members: RwLock::new(members),
-            live: RwLock::new(Snapshot::default()),
+            live: RwLock::new(ReplicaStatus::default()),
         })
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn status(&self) -> ReplicaStatus {
         // A poisoned lock only means a writer panicked mid-update; the replica thread's panic
         // ends the process anyway, so serve what is there.
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -80,7 +51,7 @@ impl Shared {
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = table;
     }
 
-    pub fn publish(&self, s: Snapshot) {
+    pub fn publish(&self, s: ReplicaStatus) {
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = s;
     }
 }

@@ -32,7 +32,7 @@ impl HeaderInfo {
 
 /// The header of a response not tied to a request's own revision: the store's current one.
 pub fn current_header(shared: &crate::status::Shared) -> Option<PbResponseHeader> {
-    let live = shared.snapshot();
+    let live = shared.status();
     HeaderInfo {
         cluster_id: shared.cluster_id,
         member_id: shared.member_id,

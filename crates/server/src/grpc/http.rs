@@ -114,7 +114,7 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     let alarm = state.metrics.conditions.active().find_map(|c| c.alarm());
     let reason = if let Some(alarm) = alarm {
         Some(format!("ALARM {}", alarm.as_str_name()))
-    } else if state.shared.snapshot().leader.is_none() {
+    } else if state.shared.status().leader.is_none() {
         Some("RAFT NO LEADER".to_string())
     } else {
         // A linearizable read proves the member can reach a quorum, not only that it

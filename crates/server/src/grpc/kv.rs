@@ -25,7 +25,7 @@ impl KvService {
         HeaderInfo {
             cluster_id: self.shared.cluster_id,
             member_id: self.shared.member_id,
-            term: self.shared.snapshot().term,
+            term: self.shared.status().term,
         }
     }
 

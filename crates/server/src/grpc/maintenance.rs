@@ -99,7 +99,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         _request: Request<PbStatusRequest>,
     ) -> Result<Response<PbStatusResponse>, Status> {
-        let live = self.shared.snapshot();
+        let live = self.shared.status();
         let db_size = live.db_size_bytes.max(DB_SIZE_MIN_BYTES) as i64;
         let mut errors = Vec::new();
         if live.leader.is_none() {
@@ -120,7 +120,7 @@ impl PbMaintenanceService for MaintenanceService {
             raft_term: live.term,
             raft_applied_index: live.applied_slot,
             errors,
-            db_size_in_use: live.db_size_in_use_bytes.max(DB_SIZE_MIN_BYTES) as i64,
+            db_size_in_use: live.db_size_bytes.max(DB_SIZE_MIN_BYTES) as i64,
             is_learner: self
                 .shared
                 .members()

@@ -1,5 +1,6 @@
-//! The replica: one task that owns the engine and the state machine (`core`), one thread
-//! that makes the engine's output durable (`persist`), and one that ticks (`ticker`).
+//! The shell around the sans-IO replica (`synod-replica`): one task that owns it and carries
+//! out its effects (`core`), one thread that makes its persist jobs durable (`persist`), one
+//! that ticks (`ticker`), and read workers for reads too large for a turn (`readers`).
 //! Everything else (gRPC handlers, the peer transport) talks to the core through one bounded
 //! queue of [`Input`]s, via a [`ReplicaHandle`].
 //!
@@ -13,23 +14,21 @@
 //! write run in parallel with its Accepts going out (the seeds' "write to disk in parallel
 //! with sending accepts").
 
-mod admin;
-mod compactor;
 mod core;
 mod persist;
 mod readers;
-mod snapshot_receiver;
 mod ticker;
 
-pub use self::compactor::Retention;
-pub use self::core::{CoreConfig, Restored, StartError};
+pub use self::core::CoreConfig;
+pub use synod_replica::{Restored, Retention, StartError};
 
 use crate::error::ServerError;
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use synod_kv::{ReadRequest, Request, RequestOp, Response, TxnRequest};
 use synod_paxos::Message;
+use synod_replica::{Answer, ReplicaError};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Most inputs waiting for the core; beyond it clients get "too many requests".
@@ -40,7 +39,43 @@ pub const INPUT_QUEUE_MAX: usize = 65_536;
 /// no longer be refused (readers.rs); this bounds that queue.
 pub const TXN_READS_INFLIGHT_MAX: usize = 1024;
 
-type Reply<T> = oneshot::Sender<Result<T, ServerError>>;
+/// A client waiting for its answer: where to send it, and (a Txn with reads) the permit it
+/// holds until then.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    reply: oneshot::Sender<Result<Answer, ServerError>>,
+    /// One of [`TXN_READS_INFLIGHT_MAX`], held until answered.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Waiter {
+    pub(crate) fn new(
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> (Waiter, oneshot::Receiver<Result<Answer, ServerError>>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Waiter {
+                reply,
+                _permit: permit,
+            },
+            rx,
+        )
+    }
+
+    pub(crate) fn answer(self, result: Result<Answer, ReplicaError>) {
+        let _ = self.reply.send(result.map_err(ServerError::from));
+    }
+
+    pub(crate) fn fail(self, error: ServerError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl synod_replica::Waiter for Waiter {
+    fn is_gone(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
 
 #[derive(Debug)]
 pub(crate) enum Input {
@@ -48,32 +83,29 @@ pub(crate) enum Input {
     /// An encoded `synod_kv::Request` to replicate.
     Write {
         payload: Bytes,
-        reply: Reply<Response>,
-        arrived: Instant,
-        /// For a Txn with reads: one of [`TXN_READS_INFLIGHT_MAX`], held until answered.
-        permit: Option<OwnedSemaphorePermit>,
+        waiter: Waiter,
     },
     /// A read (a Range or a read-only Txn); `linearizable` ones wait for a read barrier
     /// first.
     Read {
         request: ReadRequest,
         linearizable: bool,
-        reply: Reply<Response>,
+        waiter: Waiter,
     },
     /// A consistent copy of the store for a client (Maintenance.Snapshot).
     Export {
-        reply: Reply<(synod_paxos::Slot, Bytes)>,
+        waiter: Waiter,
     },
     Tick,
     /// A membership request (etcd's Cluster API), answered with the table that results.
     Admin {
         request: crate::members::AdminRequest,
-        reply: Reply<crate::members::MemberTable>,
+        waiter: Waiter,
     },
     /// Hand leadership to a member (Maintenance.MoveLeader); this member must lead.
     MoveLeader {
         to: synod_paxos::NodeId,
-        reply: Reply<()>,
+        waiter: Waiter,
     },
     /// Everything the core handed the persist thread up to this sequence is durable.
     Persisted(u64),
@@ -85,7 +117,7 @@ pub(crate) enum Input {
         received: bool,
         saved: bool,
     },
-    /// The disk failed: an acceptor that cannot persist must stop answering.
+    /// The persist thread panicked: storage's state is unknown, so the member stops.
     Fatal(String),
     Shutdown,
 }
@@ -107,10 +139,10 @@ impl ReplicaHandle {
         })
     }
 
-    async fn wait<T>(
+    async fn wait(
         &self,
-        rx: oneshot::Receiver<Result<T, ServerError>>,
-    ) -> Result<T, ServerError> {
+        rx: oneshot::Receiver<Result<Answer, ServerError>>,
+    ) -> Result<Answer, ServerError> {
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ServerError::Stopped),
@@ -130,14 +162,12 @@ impl ReplicaHandle {
             ),
             _ => None,
         };
-        let (reply, rx) = oneshot::channel();
+        let (waiter, rx) = Waiter::new(permit);
         self.submit(Input::Write {
             payload: synod_kv::encode_request(request),
-            reply,
-            arrived: Instant::now(),
-            permit,
+            waiter,
         })?;
-        self.wait(rx).await
+        kv_answer(self.wait(rx).await?)
     }
 
     /// Serves a Range or a read-only Txn without the log: from the local store at once if
@@ -147,20 +177,23 @@ impl ReplicaHandle {
         request: impl Into<ReadRequest>,
         linearizable: bool,
     ) -> Result<Response, ServerError> {
-        let (reply, rx) = oneshot::channel();
+        let (waiter, rx) = Waiter::new(None);
         self.submit(Input::Read {
             request: request.into(),
             linearizable,
-            reply,
+            waiter,
         })?;
-        self.wait(rx).await
+        kv_answer(self.wait(rx).await?)
     }
 
     /// The store as of the last applied slot, encoded as a snapshot (with the membership).
     pub async fn export(&self) -> Result<(synod_paxos::Slot, Bytes), ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Input::Export { reply })?;
-        self.wait(rx).await
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::Export { waiter })?;
+        match self.wait(rx).await? {
+            Answer::Exported { slot, data } => Ok((slot, data)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Changes the membership through the log; returns the member table that results.
@@ -168,16 +201,22 @@ impl ReplicaHandle {
         &self,
         request: crate::members::AdminRequest,
     ) -> Result<crate::members::MemberTable, ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Input::Admin { request, reply })?;
-        self.wait(rx).await
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::Admin { request, waiter })?;
+        match self.wait(rx).await? {
+            Answer::Members(table) => Ok(table),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Moves leadership to member `to` (call at the leader); returns once `to` leads.
     pub async fn move_leader(&self, to: synod_paxos::NodeId) -> Result<(), ServerError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Input::MoveLeader { to, reply })?;
-        self.wait(rx).await
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::MoveLeader { to, waiter })?;
+        match self.wait(rx).await? {
+            Answer::LeaderMoved => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Asks the replica to stop; returns at once.
@@ -188,6 +227,23 @@ impl ReplicaHandle {
             let _ = inputs.send(Input::Shutdown).await;
         });
     }
+}
+
+fn kv_answer(answer: Answer) -> Result<Response, ServerError> {
+    match answer {
+        Answer::Kv(response) => Ok(response),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// An answer of the wrong kind: a bug in the replica, reported to the client as a stop
+/// rather than a crash of the member.
+fn unexpected(answer: Answer) -> ServerError {
+    tracing::error!(
+        ?answer,
+        "the replica answered a request with the wrong kind of answer"
+    );
+    ServerError::Stopped
 }
 
 /// Whether a txn has a Range op anywhere (either branch, nested txns included).

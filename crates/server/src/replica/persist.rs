@@ -14,42 +14,14 @@ use super::core::Network;
 use super::Input;
 use crate::conditions::Condition;
 use crate::metrics::Metrics;
-use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use synod_paxos::{Message, Slot};
-use synod_storage::{Batch, Storage, StorageError};
+use synod_replica::{group_jobs, PersistJob};
+use synod_storage::{Storage, StorageError};
 use tokio::sync::mpsc::Sender;
-
-/// Most jobs merged into one sync; bounds the latency the first of them pays.
-const JOBS_PER_SYNC_MAX: usize = 1024;
-
-#[derive(Debug)]
-pub(crate) enum PersistJob {
-    Ready {
-        /// Report `Persisted(seq)` once this job is durable.
-        seq: Option<u64>,
-        batch: Batch,
-        /// Messages that may leave only once the batch is durable (Promise, Accepted, ...).
-        after: Vec<Message>,
-    },
-    /// Save a snapshot (durably), then drop the log it covers; report `SnapshotSaved`.
-    Snapshot {
-        slot: Slot,
-        data: Bytes,
-        /// Received from a peer (to be installed), rather than taken here.
-        received: bool,
-        /// Its file is already written and durable (`Storage::snapshot_writer`): only adopt it.
-        written: Option<synod_storage::SnapshotMeta>,
-    },
-    /// The engine finished recovering a lost log tail from its peers: once every job before
-    /// this one is durable (the promise raised to the fence among them), record that the
-    /// recovery is done, so the next start does not repeat it.
-    FinishRecovery,
-}
 
 pub(crate) fn spawn(
     mut wal: Box<dyn Storage + Send>,
@@ -103,33 +75,12 @@ fn run(
 ) -> Result<(), StorageError> {
     // Ends when the core drops its sender: every job it sent has been handled by then.
     while let Ok(first) = jobs.recv() {
-        let mut group = Vec::new();
-        let mut snapshot = None;
-        let mut finish_recovery = false;
-        let mut next = Some(first);
-        // A group is the Ready jobs queued up to the next snapshot job (if any), which runs
-        // after the group is durable: order is kept.
-        while let Some(job) = next.take() {
-            match job {
-                PersistJob::Ready { seq, batch, after } => group.push((seq, batch, after)),
-                PersistJob::Snapshot {
-                    slot,
-                    data,
-                    received,
-                    written,
-                } => {
-                    snapshot = Some((slot, data, received, written));
-                    break;
-                }
-                PersistJob::FinishRecovery => {
-                    finish_recovery = true;
-                    break;
-                }
-            }
-            if group.len() < JOBS_PER_SYNC_MAX {
-                next = jobs.try_recv().ok();
-            }
-        }
+        // A group is the Ready jobs queued up to the next snapshot or recovery-end job (if
+        // any), which runs after the group is durable: order is kept (synod-replica's
+        // `group_jobs`, which the simulator's disk follows too).
+        let group = group_jobs(first, || jobs.try_recv().ok());
+        let last_seq = group.last_seq();
+        let (group, then) = (group.readys, group.then);
         let started = Instant::now();
         let mut wrote = false;
         for (_, batch, _) in &group {
@@ -148,12 +99,10 @@ fn run(
                 .observe(started.elapsed().as_secs_f64());
             metrics.readys_per_sync.observe(group.len() as f64);
         }
-        let mut last_seq = None;
-        for (seq, _, after) in group {
+        for (_, _, after) in group {
             for m in after {
                 network.send(m);
             }
-            last_seq = seq.or(last_seq);
         }
         if let Some(seq) = last_seq {
             // The core must learn of every sync, so wait for room rather than drop.
@@ -161,6 +110,16 @@ fn run(
                 break; // the core has stopped
             }
         }
+        let (snapshot, finish_recovery) = match then {
+            Some(PersistJob::Snapshot {
+                slot,
+                data,
+                received,
+                written,
+            }) => (Some((slot, data, received, written)), false),
+            Some(PersistJob::FinishRecovery) => (None, true),
+            Some(PersistJob::Ready { .. }) | None => (None, false),
+        };
         if let Some((slot, data, received, written)) = snapshot {
             let started = Instant::now();
             let result = match written {

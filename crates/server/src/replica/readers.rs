@@ -3,7 +3,7 @@
 //! hold the runtime thread that answers the other clients and keeps heartbeats, elections
 //! and the persist hand-offs going.
 //!
-//! The core runs a read itself while it stays within [`INLINE_READ_WORK_MAX`] (a get, a
+//! The replica runs a read itself while it stays within `synod_replica::INLINE_READ_WORK_MAX` (a get, a
 //! short range: nearly all of them, with no thread hop); past that it stops and queues the
 //! read here with a view. Two kinds of job:
 //! - a read (a Range, a read-only Txn): at most [`READ_QUEUE_MAX`] wait; beyond that the
@@ -18,16 +18,11 @@
 //! request's own timeout. Workers run at a lower priority (nice 10): on a busy machine the
 //! runtime thread, which every client and the protocol need, goes first.
 
-use super::Reply;
+use super::Waiter;
 use crate::error::ServerError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use synod_kv::{Applied, ReadRequest, ReadView, Response};
-use tokio::sync::OwnedSemaphorePermit;
-
-/// Work (keys a range or compare covers, keys sorted) the core spends on one read, or on
-/// the reads of one write Txn, before handing them to a worker. About 50-100 µs.
-pub(crate) const INLINE_READ_WORK_MAX: u64 = 1000;
+use synod_replica::{Answer, ReadJob};
 
 /// Reads waiting for a worker; beyond it clients get "too many requests".
 pub(crate) const READ_QUEUE_MAX: usize = 1024;
@@ -35,24 +30,10 @@ pub(crate) const READ_QUEUE_MAX: usize = 1024;
 /// Workers at most (one per CPU up to this).
 const READ_WORKERS_MAX: usize = 4;
 
-enum Job {
-    Read {
-        view: ReadView,
-        request: ReadRequest,
-        reply: Reply<Response>,
-    },
-    Complete {
-        applied: Applied,
-        reply: Reply<Response>,
-        /// Held until the answer is sent (see the module comment).
-        _permit: Option<OwnedSemaphorePermit>,
-    },
-}
-
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
-    /// `Job::Read`s in `jobs`.
+    jobs: VecDeque<ReadJob<Waiter>>,
+    /// `ReadJob::Read`s in `jobs`.
     reads: usize,
     closed: bool,
 }
@@ -105,36 +86,23 @@ impl Readers {
         Readers { shared }
     }
 
-    /// Queues a read on `view`; answers "too many requests" at once when the queue is full.
-    pub(crate) fn read(&self, view: ReadView, request: ReadRequest, reply: Reply<Response>) {
+    /// Queues a job. A read is refused ("too many requests", at once) when
+    /// [`READ_QUEUE_MAX`] reads wait; the reads a write left never are (see the module
+    /// comment).
+    pub(crate) fn run(&self, job: ReadJob<Waiter>) {
         let mut q = self.shared.lock();
-        if q.reads >= READ_QUEUE_MAX {
-            drop(q);
-            let _ = reply.send(Err(ServerError::TooManyRequests));
-            return;
+        if let ReadJob::Read { .. } = job {
+            if q.reads >= READ_QUEUE_MAX {
+                drop(q);
+                if let ReadJob::Read { waiter, .. } = job {
+                    waiter.fail(ServerError::TooManyRequests);
+                }
+                return;
+            }
+            q.reads += 1;
         }
-        q.reads += 1;
-        q.jobs.push_back(Job::Read {
-            view,
-            request,
-            reply,
-        });
+        q.jobs.push_back(job);
         drop(q);
-        self.shared.wake.notify_one();
-    }
-
-    /// Queues the reads a write left; never refused (see the module comment).
-    pub(crate) fn complete(
-        &self,
-        applied: Applied,
-        reply: Reply<Response>,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
-        self.shared.lock().jobs.push_back(Job::Complete {
-            applied,
-            reply,
-            _permit: permit,
-        });
         self.shared.wake.notify_one();
     }
 }
@@ -160,7 +128,7 @@ fn work(shared: &Shared) {
                     return;
                 }
                 if let Some(job) = q.jobs.pop_front() {
-                    if matches!(job, Job::Read { .. }) {
+                    if matches!(job, ReadJob::Read { .. }) {
                         q.reads -= 1;
                     }
                     break job;
@@ -172,36 +140,25 @@ fn work(shared: &Shared) {
     }
 }
 
-fn run(job: Job) {
-    match job {
-        Job::Read {
-            view,
-            request,
-            reply,
-        } => {
-            if reply.is_closed() {
-                return; // the client gave up while the job waited
-            }
-            if let Some(result) = view.read(&request, &|| reply.is_closed()) {
-                let _ = reply.send(result.map_err(ServerError::from));
-            }
-        }
-        Job::Complete { applied, reply, .. } => {
-            if reply.is_closed() {
-                return;
-            }
-            if let Some(result) = applied.complete(&|| reply.is_closed()) {
-                let _ = reply.send(result.map_err(ServerError::from));
-            }
-        }
+/// Runs a job; a waiter that gave up (before or during it) gets nothing.
+fn run(job: ReadJob<Waiter>) {
+    if let Some((waiter, result)) = job.run() {
+        waiter.answer(result.map(Answer::Kv));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synod_kv::{KvStore, PutRequest, RangeRequest, Request};
-    use tokio::sync::oneshot;
+    use synod_kv::{KvStore, PutRequest, RangeRequest, ReadRequest, Request, Response};
+
+    fn read(s: &KvStore, waiter: Waiter) -> ReadJob<Waiter> {
+        ReadJob::Read {
+            view: s.read_view(),
+            request: ReadRequest::range(RangeRequest::prefix("k")),
+            waiter,
+        }
+    }
 
     fn store(keys: usize) -> KvStore {
         let mut s = KvStore::new();
@@ -219,33 +176,24 @@ mod tests {
         let idle = Readers::with_workers(0);
         let mut waiting = Vec::new();
         for _ in 0..READ_QUEUE_MAX {
-            let (reply, rx) = oneshot::channel();
-            idle.read(
-                s.read_view(),
-                ReadRequest::range(RangeRequest::prefix("k")),
-                reply,
-            );
+            let (waiter, rx) = Waiter::new(None);
+            idle.run(read(&s, waiter));
             waiting.push(rx);
         }
-        let (reply, rx) = oneshot::channel();
-        idle.read(
-            s.read_view(),
-            ReadRequest::range(RangeRequest::prefix("k")),
-            reply,
-        );
-        assert_eq!(rx.await.unwrap(), Err(ServerError::TooManyRequests));
+        let (waiter, rx) = Waiter::new(None);
+        idle.run(read(&s, waiter));
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(ServerError::TooManyRequests)
+        ));
         drop(idle);
         // Stopped: the queued reads are dropped, their clients hear so.
         assert!(waiting.pop().unwrap().await.is_err());
 
         let readers = Readers::with_workers(2);
-        let (reply, rx) = oneshot::channel();
-        readers.read(
-            s.read_view(),
-            ReadRequest::range(RangeRequest::prefix("k")),
-            reply,
-        );
-        let Ok(Response::Range(r)) = rx.await.unwrap() else {
+        let (waiter, rx) = Waiter::new(None);
+        readers.run(read(&s, waiter));
+        let Ok(Answer::Kv(Response::Range(r))) = rx.await.unwrap() else {
             panic!("not a range")
         };
         assert_eq!(r.count, 100);

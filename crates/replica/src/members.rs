@@ -7,9 +7,11 @@
 //! (`encode_request`): any member can accept one, every replica judges it against the same
 //! table, and the leader turns a valid one into a membership proposal.
 
-use crate::error::ServerError;
+use crate::error::ReplicaError;
 use bytes::{BufMut, Bytes};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use synod_paxos::codec::Reader;
 use synod_paxos::{Membership, NodeId};
 
 /// Starts every admin command; never the first byte of a key-value request (its format
@@ -42,6 +44,40 @@ pub struct MemberTable {
     pub request: Option<(u64, u64)>,
 }
 
+/// Why bytes are not a member table or an admin request, or a table not a membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The engine's codec refused the bytes (truncated, a bad varint, trailing bytes).
+    Codec(synod_paxos::codec::DecodeError),
+    /// The bytes decode but break a rule of the format.
+    Invalid(&'static str),
+    /// A chosen membership's table names other voters or learners than the membership.
+    Mismatch,
+    /// A table with no voter makes no membership.
+    NoVoter,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Codec(e) => write!(f, "{e}"),
+            DecodeError::Invalid(what) => f.write_str(what),
+            DecodeError::Mismatch => {
+                f.write_str("the member table does not match the membership's voters")
+            }
+            DecodeError::NoVoter => f.write_str("a membership needs at least one voter"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<synod_paxos::codec::DecodeError> for DecodeError {
+    fn from(e: synod_paxos::codec::DecodeError) -> Self {
+        DecodeError::Codec(e)
+    }
+}
+
 /// etcd's Cluster API requests (and a member publishing its own name and client URLs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminRequest {
@@ -69,7 +105,7 @@ pub enum AdminRequest {
 /// The id of the member whose (first) peer URL is `peer_url`: derived, so a member joining
 /// with `--initial-cluster-state existing` knows its own id and its peers' from the flags.
 pub fn member_id(cluster_id: u64, peer_url: &str) -> NodeId {
-    crate::cluster::fnv1a(&[
+    crate::urls::fnv1a(&[
         b"member",
         &cluster_id.to_be_bytes(),
         peer_url.trim_end_matches('/').as_bytes(),
@@ -80,7 +116,7 @@ pub fn member_id(cluster_id: u64, peer_url: &str) -> NodeId {
 impl MemberTable {
     /// The table a membership carries. A membership without one (made by a test driver)
     /// reads as unnamed members without URLs.
-    pub fn from_membership(m: &Membership) -> Result<MemberTable, String> {
+    pub fn from_membership(m: &Membership) -> Result<MemberTable, DecodeError> {
         if m.context().is_empty() {
             let record = |id: NodeId, learner: bool| MemberRecord {
                 id,
@@ -104,7 +140,7 @@ impl MemberTable {
         let voters: Vec<NodeId> = table.voters();
         let learners: Vec<NodeId> = table.learners();
         if voters != m.voters() || learners != m.learners() {
-            return Err("the member table does not match the membership's voters".into());
+            return Err(DecodeError::Mismatch);
         }
         Ok(table)
     }
@@ -126,9 +162,9 @@ impl MemberTable {
     }
 
     /// The engine's membership for this table (the table rides along as its context).
-    pub fn to_membership(&self) -> Result<Membership, String> {
+    pub fn to_membership(&self) -> Result<Membership, DecodeError> {
         Membership::with_learners(self.voters(), self.learners(), self.encode())
-            .ok_or_else(|| "a membership needs at least one voter".to_string())
+            .ok_or(DecodeError::NoVoter)
     }
 
     /// Where each member other than `me` listens for peers (host:port).
@@ -151,10 +187,10 @@ impl MemberTable {
         cluster_id: u64,
         request: &AdminRequest,
         origin: (u64, u64),
-    ) -> Result<MemberTable, ServerError> {
+    ) -> Result<MemberTable, ReplicaError> {
         let mut next = self.clone();
         next.request = Some(origin);
-        let precondition = |m: &str| Err(ServerError::Precondition(m.to_string()));
+        let precondition = |m: &str| Err(ReplicaError::Precondition(m.to_string()));
         match request {
             AdminRequest::Add { peer_urls, learner } => {
                 check_urls(peer_urls)?;
@@ -187,7 +223,9 @@ impl MemberTable {
             }
             AdminRequest::Remove { id } => {
                 let Some(r) = self.members.get(id) else {
-                    return Err(ServerError::NotFound("etcdserver: member not found".into()));
+                    return Err(ReplicaError::NotFound(
+                        "etcdserver: member not found".into(),
+                    ));
                 };
                 if !r.learner && self.voters().len() == 1 {
                     return precondition(
@@ -200,7 +238,9 @@ impl MemberTable {
             AdminRequest::Update { id, peer_urls } => {
                 check_urls(peer_urls)?;
                 if !self.members.contains_key(id) {
-                    return Err(ServerError::NotFound("etcdserver: member not found".into()));
+                    return Err(ReplicaError::NotFound(
+                        "etcdserver: member not found".into(),
+                    ));
                 }
                 if self.url_taken(peer_urls, Some(*id)) {
                     return precondition("etcdserver: Peer URLs already exists");
@@ -209,7 +249,9 @@ impl MemberTable {
             }
             AdminRequest::Promote { id } => {
                 let Some(r) = self.members.get(id) else {
-                    return Err(ServerError::NotFound("etcdserver: member not found".into()));
+                    return Err(ReplicaError::NotFound(
+                        "etcdserver: member not found".into(),
+                    ));
                 };
                 if !r.learner {
                     return precondition("etcdserver: can only promote a learner member");
@@ -222,7 +264,9 @@ impl MemberTable {
                 client_urls,
             } => {
                 let Some(r) = next.members.get_mut(id) else {
-                    return Err(ServerError::NotFound("etcdserver: member not found".into()));
+                    return Err(ReplicaError::NotFound(
+                        "etcdserver: member not found".into(),
+                    ));
                 };
                 r.name = name.clone();
                 r.client_urls = client_urls.clone();
@@ -264,31 +308,33 @@ impl MemberTable {
         Bytes::from(out)
     }
 
-    pub fn decode(data: &[u8]) -> Result<MemberTable, String> {
-        let mut r = Reader { data, at: 0 };
+    pub fn decode(data: &[u8]) -> Result<MemberTable, DecodeError> {
+        let mut r = Reader::new(Bytes::copy_from_slice(data));
         if r.u8()? != TABLE_VERSION {
-            return Err("unknown member table version".into());
+            return Err(DecodeError::Invalid("unknown member table version"));
         }
-        let n = r.count(MEMBERS_MAX)?;
+        let n = count(&mut r, MEMBERS_MAX)?;
         let mut members = BTreeMap::new();
         for _ in 0..n {
             let id = r.varint()?;
             let record = MemberRecord {
                 id,
-                name: r.string()?,
-                peer_urls: r.strings()?,
-                client_urls: r.strings()?,
+                name: string(&mut r)?,
+                peer_urls: strings(&mut r)?,
+                client_urls: strings(&mut r)?,
                 learner: match r.u8()? {
                     0 => false,
                     1 => true,
-                    _ => return Err("bad learner flag".into()),
+                    _ => return Err(DecodeError::Invalid("bad learner flag")),
                 },
             };
             if id == 0 || members.insert(id, record).is_some() {
-                return Err("member table names id 0 or one id twice".into());
+                return Err(DecodeError::Invalid(
+                    "member table names id 0 or one id twice",
+                ));
             }
         }
-        let n = r.count(usize::MAX)?;
+        let n = count(&mut r, usize::MAX)?;
         let mut removed = BTreeSet::new();
         for _ in 0..n {
             removed.insert(r.varint()?);
@@ -296,11 +342,9 @@ impl MemberTable {
         let request = match r.u8()? {
             0 => None,
             1 => Some((r.varint()?, r.varint()?)),
-            _ => return Err("bad request tag".into()),
+            _ => return Err(DecodeError::Invalid("bad request tag")),
         };
-        if r.at != data.len() {
-            return Err("trailing bytes after the member table".into());
-        }
+        r.finish()?;
         Ok(MemberTable {
             members,
             removed,
@@ -309,20 +353,20 @@ impl MemberTable {
     }
 }
 
-fn check_urls(urls: &[String]) -> Result<(), ServerError> {
+fn check_urls(urls: &[String]) -> Result<(), ReplicaError> {
     if urls.is_empty() {
-        return Err(ServerError::InvalidArgument(
+        return Err(ReplicaError::InvalidArgument(
             "etcdserver: member peer URLs must not be empty".into(),
         ));
     }
     if urls.len() > URLS_MAX {
-        return Err(ServerError::InvalidArgument(format!(
+        return Err(ReplicaError::InvalidArgument(format!(
             "etcdserver: at most {URLS_MAX} peer URLs per member"
         )));
     }
     for u in urls {
-        crate::cluster::Url::parse("peerURLs", u)
-            .map_err(|e| ServerError::InvalidArgument(format!("etcdserver: {e}")))?;
+        crate::urls::Url::parse("peerURLs", u)
+            .map_err(|e| ReplicaError::InvalidArgument(format!("etcdserver: {e}")))?;
     }
     Ok(())
 }
@@ -365,31 +409,29 @@ pub fn encode_request(request: &AdminRequest) -> Bytes {
 
 /// `None`: not an admin command (a key-value request). `Some(Err)`: an admin command that
 /// does not decode (every replica sees the same bytes and refuses it alike).
-pub fn decode_request(payload: &[u8]) -> Option<Result<AdminRequest, String>> {
+pub fn decode_request(payload: &[u8]) -> Option<Result<AdminRequest, DecodeError>> {
     let body = payload.strip_prefix(&ADMIN_MAGIC[..])?;
-    let mut r = Reader { data: body, at: 0 };
+    let mut r = Reader::new(Bytes::copy_from_slice(body));
     let parsed = (|| {
         let req = match r.u8()? {
             1 => AdminRequest::Add {
-                peer_urls: r.strings()?,
+                peer_urls: strings(&mut r)?,
                 learner: r.u8()? == 1,
             },
             2 => AdminRequest::Remove { id: r.varint()? },
             3 => AdminRequest::Update {
                 id: r.varint()?,
-                peer_urls: r.strings()?,
+                peer_urls: strings(&mut r)?,
             },
             4 => AdminRequest::Promote { id: r.varint()? },
             5 => AdminRequest::Publish {
                 id: r.varint()?,
-                name: r.string()?,
-                client_urls: r.strings()?,
+                name: string(&mut r)?,
+                client_urls: strings(&mut r)?,
             },
-            _ => return Err("unknown admin request".to_string()),
+            _ => return Err(DecodeError::Invalid("unknown admin request")),
         };
-        if r.at != body.len() {
-            return Err("trailing bytes after an admin request".to_string());
-        }
+        r.finish()?;
         Ok(req)
     })();
     Some(parsed)
@@ -411,52 +453,27 @@ fn put_strs(out: &mut Vec<u8>, v: &[String]) {
     }
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
+/// A count of items, each at least one byte: more than the bytes left, or than `max`, is
+/// garbage.
+fn count(r: &mut Reader, max: usize) -> Result<usize, DecodeError> {
+    let n = r.varint()?;
+    if n > r.remaining() as u64 || n > max as u64 {
+        return Err(DecodeError::Invalid("count exceeds the input"));
+    }
+    Ok(n as usize)
 }
 
-impl Reader<'_> {
-    fn u8(&mut self) -> Result<u8, String> {
-        let b = *self.data.get(self.at).ok_or("truncated")?;
-        self.at += 1;
-        Ok(b)
+fn string(r: &mut Reader) -> Result<String, DecodeError> {
+    let bytes = r.bytes()?;
+    if bytes.len() > STRING_BYTES_MAX {
+        return Err(DecodeError::Invalid("a string is too long"));
     }
+    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid("a string is not UTF-8"))
+}
 
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
-    }
-
-    fn count(&mut self, max: usize) -> Result<usize, String> {
-        let n = self.varint()?;
-        // Every item takes at least one byte: a count beyond the bytes left is garbage.
-        if n > (self.data.len() - self.at) as u64 || n > max as u64 {
-            return Err("count exceeds the input".into());
-        }
-        Ok(n as usize)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let n = self.count(STRING_BYTES_MAX)?;
-        let s = std::str::from_utf8(&self.data[self.at..self.at + n])
-            .map_err(|_| "a string is not UTF-8")?
-            .to_string();
-        self.at += n;
-        Ok(s)
-    }
-
-    fn strings(&mut self) -> Result<Vec<String>, String> {
-        let n = self.count(URLS_MAX)?;
-        (0..n).map(|_| self.string()).collect()
-    }
+fn strings(r: &mut Reader) -> Result<Vec<String>, DecodeError> {
+    let n = count(r, URLS_MAX)?;
+    (0..n).map(|_| string(r)).collect()
 }
 
 #[cfg(test)]
@@ -537,7 +554,7 @@ mod tests {
         };
         assert!(matches!(
             t.apply(7, &dup, (1, 1)),
-            Err(ServerError::Precondition(_))
+            Err(ReplicaError::Precondition(_))
         ));
         let removed = t.apply(7, &AdminRequest::Remove { id }, (1, 1)).unwrap();
         // The same peer URL would give the removed id back: refused.
@@ -549,11 +566,11 @@ mod tests {
         assert!(e.to_string().contains("ID removed"), "{e}");
         assert!(matches!(
             t.apply(7, &AdminRequest::Promote { id }, (1, 1)),
-            Err(ServerError::Precondition(_))
+            Err(ReplicaError::Precondition(_))
         ));
         assert!(matches!(
             t.apply(7, &AdminRequest::Remove { id: 99 }, (1, 1)),
-            Err(ServerError::NotFound(_))
+            Err(ReplicaError::NotFound(_))
         ));
     }
 }

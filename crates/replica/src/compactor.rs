@@ -5,8 +5,10 @@
 //! Only the leader decides; the compaction itself is a `Compact` request through the log,
 //! so every replica compacts at the same revision.
 
+use crate::Time;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::fmt;
+use std::time::Duration;
 
 /// How history is retained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,18 +22,20 @@ pub enum Retention {
 impl Retention {
     /// Parses etcd's flags: `revision` takes a count; `periodic` takes a duration with a
     /// unit (`30m`, `1h`, `90s`) or a bare number of hours. `0` turns compaction off.
-    pub fn parse(mode: &str, retention: &str) -> Result<Option<Retention>, String> {
+    pub fn parse(mode: &str, retention: &str) -> Result<Option<Retention>, RetentionError> {
         let retention = retention.trim();
         match mode {
             "revision" => {
                 let n: i64 = retention.parse().map_err(|_| {
-                    format!(
+                    RetentionError::new(format!(
                         "--auto-compaction-retention {retention:?}: a number of revisions \
                          (mode revision)"
-                    )
+                    ))
                 })?;
                 if n < 0 {
-                    return Err("--auto-compaction-retention must not be negative".into());
+                    return Err(RetentionError::new(
+                        "--auto-compaction-retention must not be negative",
+                    ));
                 }
                 Ok((n > 0).then_some(Retention::Revisions(n)))
             }
@@ -40,29 +44,47 @@ impl Retention {
                     .find(|c: char| !c.is_ascii_digit())
                     .map_or((retention, "h"), |i| retention.split_at(i));
                 let n: u64 = digits.parse().map_err(|_| {
-                    format!(
+                    RetentionError::new(format!(
                         "--auto-compaction-retention {retention:?}: a duration such as 30m, \
                          1h or 90s (mode periodic)"
-                    )
+                    ))
                 })?;
                 let secs = match unit {
                     "s" => n,
                     "m" => n * 60,
                     "h" => n * 3600,
                     _ => {
-                        return Err(format!(
+                        return Err(RetentionError::new(format!(
                             "--auto-compaction-retention {retention:?}: unit must be s, m or h"
-                        ))
+                        )))
                     }
                 };
                 Ok((secs > 0).then_some(Retention::Period(Duration::from_secs(secs))))
             }
-            _ => Err(format!(
+            _ => Err(RetentionError::new(format!(
                 "--auto-compaction-mode {mode:?}: periodic or revision"
-            )),
+            ))),
         }
     }
 }
+
+/// Why etcd's auto-compaction flags were refused (the message names the flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionError(String);
+
+impl RetentionError {
+    fn new(message: impl Into<String>) -> RetentionError {
+        RetentionError(message.into())
+    }
+}
+
+impl fmt::Display for RetentionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RetentionError {}
 
 /// Revision mode looks this often (etcd looks every five minutes; more often costs nothing
 /// and keeps the history closer to the bound).
@@ -72,15 +94,15 @@ const REVISION_CHECK: Duration = Duration::from_secs(5);
 const SAMPLES_MAX: usize = 64;
 
 #[derive(Debug)]
-pub(super) struct Compactor {
+pub(crate) struct Compactor {
     retention: Retention,
-    last_check: Option<Instant>,
+    last_check: Option<Time>,
     /// Periodic mode: `(when, revision then)`, oldest first.
-    samples: VecDeque<(Instant, i64)>,
+    samples: VecDeque<(Time, i64)>,
 }
 
 impl Compactor {
-    pub(super) fn new(retention: Retention) -> Compactor {
+    pub(crate) fn new(retention: Retention) -> Compactor {
         Compactor {
             retention,
             last_check: None,
@@ -90,14 +112,14 @@ impl Compactor {
 
     /// The revision to compact the store to now, if any: called on every tick at the
     /// leader with the store's current and compacted revisions.
-    pub(super) fn due(&mut self, now: Instant, revision: i64, compacted: i64) -> Option<i64> {
+    pub(crate) fn due(&mut self, now: Time, revision: i64, compacted: i64) -> Option<i64> {
         let every = match self.retention {
             Retention::Revisions(_) => REVISION_CHECK,
             Retention::Period(p) => (p / 10).max(Duration::from_secs(1)),
         };
         if self
             .last_check
-            .is_some_and(|t| now.duration_since(t) < every)
+            .is_some_and(|t| now.saturating_sub(t) < every)
         {
             return None;
         }
@@ -113,7 +135,7 @@ impl Compactor {
                 self.samples
                     .iter()
                     .rev()
-                    .find(|(t, _)| now.duration_since(*t) >= p)
+                    .find(|(t, _)| now.saturating_sub(*t) >= p)
                     .map(|&(_, r)| r)?
             }
         };
@@ -149,7 +171,7 @@ mod tests {
     #[test]
     fn revision_mode_keeps_the_newest_n() {
         let mut c = Compactor::new(Retention::Revisions(100));
-        let t0 = Instant::now();
+        let t0 = Time::from_secs(1000);
         assert_eq!(c.due(t0, 50, -1), None, "not enough history yet");
         assert_eq!(c.due(t0 + REVISION_CHECK, 1000, -1), Some(900));
         assert_eq!(
@@ -164,7 +186,7 @@ mod tests {
     fn periodic_mode_keeps_one_period() {
         let p = Duration::from_secs(100);
         let mut c = Compactor::new(Retention::Period(p));
-        let t0 = Instant::now();
+        let t0 = Time::from_secs(1000);
         assert_eq!(c.due(t0, 10, -1), None);
         assert_eq!(c.due(t0 + Duration::from_secs(50), 500, -1), None);
         assert_eq!(c.due(t0 + Duration::from_secs(100), 900, -1), Some(10));

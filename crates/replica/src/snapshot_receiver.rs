@@ -16,8 +16,9 @@
 //!   no piece arrived for `SNAPSHOT_STALL_TIMEOUT`, when its sender is no longer the leader,
 //!   when a piece does not follow the last one, and when another transfer starts.
 
+use crate::Time;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use synod_paxos::{NodeId, Slot, SnapshotChunk};
@@ -25,12 +26,12 @@ use synod_paxos::{NodeId, Slot, SnapshotChunk};
 /// Largest snapshot accepted from a peer, in bytes. It is held whole before it is decoded,
 /// so this bounds the memory a transfer can take. The same as the largest database etcd
 /// suggests (`--quota-backend-bytes`, 8 GiB).
-pub(crate) const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
+pub const SNAPSHOT_BYTES_MAX: u64 = 8 << 30;
 
 /// A transfer that made no progress for this long is abandoned. Pieces follow each other
 /// as fast as the connection carries them; the transport itself gives up on a connection
 /// that accepts nothing for 10 s (`TransportTuning::write_timeout`).
-pub(crate) const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Refused pieces come by the thousand (one per MiB): a refusal is logged at warn level at
 /// most this often, at debug level in between.
@@ -89,7 +90,7 @@ struct Incoming {
     connection: Option<u64>,
     data: Vec<u8>,
     /// When the last non-empty piece arrived.
-    progress_at: Instant,
+    progress_at: Time,
 }
 
 impl Incoming {
@@ -114,7 +115,7 @@ pub(crate) struct SnapshotReceiver {
     bytes_max: u64,
     stall_timeout: Duration,
     incoming: Option<Incoming>,
-    refusal_logged: Option<Instant>,
+    refusal_logged: Option<Time>,
 }
 
 impl Default for SnapshotReceiver {
@@ -134,14 +135,14 @@ impl SnapshotReceiver {
     }
 
     /// Takes a piece, given the leader the engine knows and the connection the sender's
-    /// messages arrive on now (`Network::inbound_connection`). Returns the snapshot once
+    /// messages arrive on now (as the shell reports it). Returns the snapshot once
     /// its last piece arrived.
     pub(crate) fn receive(
         &mut self,
         piece: SnapshotChunk,
         leader: Option<NodeId>,
         connection: Option<u64>,
-        now: Instant,
+        now: Time,
     ) -> Option<Received> {
         let from = piece.from;
         match self.take(piece, leader, connection, now) {
@@ -158,7 +159,7 @@ impl SnapshotReceiver {
         c: SnapshotChunk,
         leader: Option<NodeId>,
         connection: Option<u64>,
-        now: Instant,
+        now: Time,
     ) -> Result<Option<Received>, Discard> {
         if leader.is_some_and(|l| l != c.from) {
             return Err(Discard::NotLeader);
@@ -228,12 +229,12 @@ impl SnapshotReceiver {
 
     /// Drops the partial snapshot if its sender is no longer the leader, its connection is
     /// gone (`connection_of` says which one the sender's messages arrive on now), or it made
-    /// no progress for the stall timeout. Call it now and then (the core: every tick).
+    /// no progress for the stall timeout. Call it now and then (the replica: on every timer check).
     pub(crate) fn check(
         &mut self,
         leader: Option<NodeId>,
         connection_of: impl FnOnce(NodeId) -> Option<u64>,
-        now: Instant,
+        now: Time,
     ) {
         let Some(inc) = &self.incoming else {
             return;
@@ -242,7 +243,7 @@ impl SnapshotReceiver {
             Discard::LeaderChanged
         } else if connection_of(inc.from) != inc.connection {
             Discard::Disconnected
-        } else if now.saturating_duration_since(inc.progress_at) >= self.stall_timeout {
+        } else if now.saturating_sub(inc.progress_at) >= self.stall_timeout {
             Discard::Stalled
         } else {
             return;
@@ -274,10 +275,10 @@ impl SnapshotReceiver {
         }
     }
 
-    fn log_refusal(&mut self, from: NodeId, why: Discard, now: Instant) {
+    fn log_refusal(&mut self, from: NodeId, why: Discard, now: Time) {
         let due = self
             .refusal_logged
-            .is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_INTERVAL);
+            .is_none_or(|at| now.saturating_sub(at) >= REFUSAL_LOG_INTERVAL);
         if due {
             self.refusal_logged = Some(now);
             tracing::warn!(from, "refusing a snapshot piece: {why}");
@@ -315,7 +316,7 @@ mod tests {
         from: NodeId,
         total: u64,
         step: u64,
-        now: Instant,
+        now: Time,
     ) -> Option<Received> {
         let mut done = None;
         let mut offset = 0;
@@ -334,7 +335,7 @@ mod tests {
 
     #[test]
     fn pieces_in_order_from_the_leader_make_a_snapshot() {
-        let now = Instant::now();
+        let now = Time::from_secs(100);
         let mut r = receiver();
         let got = feed(&mut r, LEADER, 1000, 300, now).expect("complete");
         assert_eq!((got.from, got.slot, got.data.len()), (LEADER, 9, 1000));
@@ -344,7 +345,7 @@ mod tests {
 
     #[test]
     fn only_the_leader_may_send_one_and_anyone_while_none_is_known() {
-        let now = Instant::now();
+        let now = Time::from_secs(100);
         let mut r = receiver();
         assert!(r
             .receive(piece(OTHER, 9, 10, 0, 10), Some(LEADER), CONN, now)
@@ -359,7 +360,7 @@ mod tests {
 
     #[test]
     fn the_announced_size_is_bounded_and_never_allocated_up_front() {
-        let now = Instant::now();
+        let now = Time::from_secs(100);
         let mut r = receiver();
         for total in [0, 1001, u64::MAX] {
             r.receive(piece(LEADER, 9, total, 0, 1), Some(LEADER), CONN, now);
@@ -379,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_partial_snapshot_is_dropped_when_its_connection_goes() {
-        let now = Instant::now();
+        let now = Time::from_secs(100);
         let mut r = receiver();
         r.receive(piece(LEADER, 9, 1000, 0, 100), Some(LEADER), CONN, now);
         assert!(r.bytes_held() >= 100);
@@ -404,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_stalled_transfer_is_dropped() {
-        let start = Instant::now();
+        let start = Time::from_secs(100);
         let mut r = receiver();
         r.receive(piece(LEADER, 9, 1000, 0, 100), Some(LEADER), CONN, start);
         r.check(Some(LEADER), |_| CONN, start + Duration::from_secs(9));
@@ -430,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_leader_change_or_another_transfer_drops_the_partial_one() {
-        let now = Instant::now();
+        let now = Time::from_secs(100);
         let mut r = receiver();
         r.receive(piece(LEADER, 9, 1000, 0, 100), Some(LEADER), CONN, now);
         r.check(None, |_| CONN, now);
@@ -457,7 +458,7 @@ mod tests {
 
     #[test]
     fn pieces_out_of_order_or_past_the_end_drop_the_transfer() {
-        let now = Instant::now();
+        let now = Time::from_secs(100);
         let mut r = receiver();
         for bad in [
             piece(LEADER, 9, 1000, 200, 100), // a gap

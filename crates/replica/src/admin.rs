@@ -1,4 +1,4 @@
-//! Membership requests (etcd's Cluster API) and leader moves, on the core thread.
+//! Membership requests (etcd's Cluster API) and leader moves, inside the replica's turn.
 //!
 //! A request travels as a command (`members::encode_request`), so any member can take it:
 //! every replica judges it against the member table in force at its slot (same table, same
@@ -6,13 +6,12 @@
 //! took it answers its client when the membership naming its request is applied (or when
 //! the verdict is a refusal). See docs/SERVER.md, "Membership changes".
 
-use super::Reply;
-use crate::error::ServerError;
+use crate::effects::Answer;
+use crate::error::ReplicaError;
 use crate::members::{AdminRequest, MemberTable};
-use crate::status::Shared;
+use crate::Time;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use synod_paxos::{Engine, Membership, NodeId, ProposeError, Role, Slot, TransferError};
 
 /// How often a member whose name or client URLs the table does not show yet asks to
@@ -25,35 +24,38 @@ const QUEUE_MAX: usize = 256;
 /// A learner this far behind the leader (in slots) is not promoted (etcd: "in sync").
 const PROMOTE_LAG_SLOTS_MAX: Slot = 1_000;
 
-pub(super) struct Admin {
+#[derive(Debug)]
+pub(crate) struct Admin<W> {
     cluster_id: u64,
     me: NodeId,
     name: String,
     client_urls: Vec<String>,
     /// The table of the newest applied membership.
-    pub(super) table: MemberTable,
+    pub(crate) table: MemberTable,
     /// Requests this member put in the log, by sequence: whom to answer (a publish has
     /// nobody), and when it gives up.
-    waiting: BTreeMap<u64, (Option<Reply<MemberTable>>, Instant)>,
+    waiting: BTreeMap<u64, (Option<W>, Time)>,
     /// At the leader: valid requests waiting for their turn, with their origin.
     queue: VecDeque<((u64, u64), AdminRequest)>,
     /// Leader moves waiting for the target to lead.
-    moves: Vec<(NodeId, Reply<()>, Instant)>,
-    last_publish: Option<Instant>,
+    moves: Vec<(NodeId, W, Time)>,
+    last_publish: Option<Time>,
     /// Every peer of this run, removed ones too: the transport keeps them, so that a removed
     /// member that missed its removal (down or cut off then) can still be brought up to date
     /// by the leader and learn that it may stop (`Engine::retired`).
     all_peers: BTreeMap<NodeId, String>,
+    /// Answers due, taken by the replica at the end of its turn.
+    pub(crate) answers: Vec<(W, Result<Answer, ReplicaError>)>,
 }
 
-impl Admin {
-    pub(super) fn new(
+impl<W> Admin<W> {
+    pub(crate) fn new(
         cluster_id: u64,
         me: NodeId,
         name: String,
         client_urls: Vec<String>,
         engine: &Engine,
-    ) -> Admin {
+    ) -> Admin<W> {
         let table = engine
             .status()
             .members
@@ -71,20 +73,21 @@ impl Admin {
             moves: Vec::new(),
             last_publish: None,
             all_peers: BTreeMap::new(),
+            answers: Vec::new(),
         }
     }
 
     /// A client's request arrived here: check what only the leader can, then put it in the
     /// log under `seq` of this member's client id.
-    pub(super) fn submit(
+    pub(crate) fn submit(
         &mut self,
         engine: &mut Engine,
         client_id: u64,
         seq: u64,
         request: AdminRequest,
-        reply: Option<Reply<MemberTable>>,
-        deadline: Instant,
-    ) -> Result<(), (ServerError, Option<Reply<MemberTable>>)> {
+        reply: Option<W>,
+        deadline: Time,
+    ) -> Result<(), (ReplicaError, Option<W>)> {
         if let AdminRequest::Promote { id } = request {
             // Only the leader knows how far a learner got; elsewhere the check is skipped
             // (promotion is safe either way; a lagging voter only slows the cluster).
@@ -96,7 +99,7 @@ impl Admin {
                 .map(|(_, c)| commit.saturating_sub(c));
             if lag.is_some_and(|l| l > PROMOTE_LAG_SLOTS_MAX) {
                 return Err((
-                    ServerError::Precondition(
+                    ReplicaError::Precondition(
                         "etcdserver: can only promote a learner member which is in sync with \
                          leader"
                             .into(),
@@ -115,28 +118,28 @@ impl Admin {
                 self.waiting.insert(seq, (reply, deadline));
                 Ok(())
             }
-            Err(ProposeError::Busy) => Err((ServerError::TooManyRequests, reply)),
-            Err(_) => Err((ServerError::NoLeader, reply)),
+            Err(ProposeError::Busy) => Err((ReplicaError::TooManyRequests, reply)),
+            Err(_) => Err((ReplicaError::NoLeader, reply)),
         }
     }
 
     /// An admin command was chosen: judge it against the table in force here (every
     /// replica reaches the same verdict); the leader queues a valid one for proposal.
-    pub(super) fn on_command(
+    pub(crate) fn on_command(
         &mut self,
         engine: &Engine,
         our_client_id: u64,
         origin: (u64, u64),
-        request: Result<AdminRequest, String>,
+        request: Result<AdminRequest, crate::members::DecodeError>,
     ) {
         let verdict = request
-            .map_err(|e| ServerError::InvalidArgument(format!("bad admin request: {e}")))
+            .map_err(|e| ReplicaError::InvalidArgument(format!("bad admin request: {e}")))
             .and_then(|r| self.table.apply(self.cluster_id, &r, origin).map(|_| r));
         match verdict {
             Err(e) => {
                 if origin.0 == our_client_id {
                     if let Some((Some(reply), _)) = self.waiting.remove(&origin.1) {
-                        let _ = reply.send(Err(e));
+                        self.answers.push((reply, Err(e)));
                     }
                 }
             }
@@ -150,7 +153,7 @@ impl Admin {
 
     /// At the leader, proposes the next queued change once the previous one is in force.
     /// It is judged again against the newest table (the one it will replace).
-    pub(super) fn propose_next(&mut self, engine: &mut Engine) {
+    pub(crate) fn propose_next(&mut self, engine: &mut Engine) {
         if engine.status().role != Role::Leader {
             self.queue.clear();
             return;
@@ -164,7 +167,10 @@ impl Admin {
                 .unwrap_or_else(|| self.table.clone());
             let next = latest
                 .apply(self.cluster_id, &request, origin)
-                .and_then(|t| t.to_membership().map_err(ServerError::Precondition));
+                .and_then(|t| {
+                    t.to_membership()
+                        .map_err(|e| ReplicaError::Precondition(e.to_string()))
+                });
             let membership: Membership = match next {
                 Ok(m) => m,
                 Err(e) => {
@@ -190,12 +196,11 @@ impl Admin {
 
     /// A membership was applied at `slot`: it becomes the table; answers the request that
     /// made it if it was taken here. Returns the table's peers for the transport.
-    pub(super) fn on_membership(
+    pub(crate) fn on_membership(
         &mut self,
         m: &Membership,
         slot: Slot,
         our_client_id: u64,
-        shared: &Arc<Shared>,
     ) -> Option<BTreeMap<NodeId, String>> {
         let table = match MemberTable::from_membership(m) {
             Ok(t) => t,
@@ -208,7 +213,8 @@ impl Admin {
         if let Some((client, seq)) = table.request {
             if client == our_client_id {
                 if let Some((Some(reply), _)) = self.waiting.remove(&seq) {
-                    let _ = reply.send(Ok(table.clone()));
+                    self.answers
+                        .push((reply, Ok(Answer::Members(table.clone()))));
                 }
             }
         }
@@ -223,7 +229,6 @@ impl Admin {
         // that missed the change must still hear it (see `all_peers`).
         self.all_peers.extend(self.table.peer_addrs(self.me));
         self.all_peers.extend(table.peer_addrs(self.me));
-        shared.set_members(table.clone());
         self.table = table;
         Some(self.all_peers.clone())
     }
@@ -231,63 +236,60 @@ impl Admin {
     /// A snapshot from a peer replaced the state: its newest membership becomes the table
     /// (the membership values it covers are never applied here). Returns the transport's
     /// peers.
-    pub(super) fn on_snapshot(
-        &mut self,
-        engine: &Engine,
-        shared: &Arc<Shared>,
-    ) -> Option<BTreeMap<NodeId, String>> {
+    pub(crate) fn on_snapshot(&mut self, engine: &Engine) -> Option<BTreeMap<NodeId, String>> {
         let m = engine.status().members?;
         let table = MemberTable::from_membership(&m).ok()?;
         if table.removed.contains(&self.me) && !self.table.removed.contains(&self.me) {
             tracing::warn!("this member was removed from the cluster (learned from a snapshot)");
         }
         self.all_peers.extend(table.peer_addrs(self.me));
-        shared.set_members(table.clone());
         self.table = table;
         Some(self.all_peers.clone())
     }
 
     /// Starts moving leadership to `to`; answered when `to` leads (see `poll`).
-    pub(super) fn move_leader(
+    pub(crate) fn move_leader(
         &mut self,
         engine: &mut Engine,
         to: NodeId,
-        reply: Reply<()>,
-        deadline: Instant,
+        reply: W,
+        deadline: Time,
     ) {
         match engine.transfer_leadership(to) {
-            Ok(()) if to == self.me => {
-                let _ = reply.send(Ok(()));
-            }
+            Ok(()) if to == self.me => self.answers.push((reply, Ok(Answer::LeaderMoved))),
             Ok(()) => self.moves.push((to, reply, deadline)),
             Err(TransferError::NotLeader) => {
-                let _ = reply.send(Err(ServerError::NotLeader));
+                self.answers.push((reply, Err(ReplicaError::NotLeader)))
             }
-            Err(TransferError::NotAVoter) => {
-                let _ = reply.send(Err(ServerError::Precondition(
+            Err(TransferError::NotAVoter) => self.answers.push((
+                reply,
+                Err(ReplicaError::Precondition(
                     "etcdserver: bad leader transferee".into(),
-                )));
-            }
+                )),
+            )),
         }
     }
 
     /// Answers finished or expired leader moves, expires requests, and publishes this
     /// member's name and client URLs until the table shows them.
-    pub(super) fn poll(
+    pub(crate) fn poll(
         &mut self,
         engine: &mut Engine,
         client_id: u64,
         next_seq: &mut u64,
-        now: Instant,
+        now: Time,
     ) {
         let leader = engine.status().leader;
         for (to, reply, deadline) in std::mem::take(&mut self.moves) {
             if leader == Some(to) {
-                let _ = reply.send(Ok(()));
+                self.answers.push((reply, Ok(Answer::LeaderMoved)));
             } else if now >= deadline {
-                let _ = reply.send(Err(ServerError::Precondition(
-                    "etcdserver: request timed out, leader transfer took too long".into(),
-                )));
+                self.answers.push((
+                    reply,
+                    Err(ReplicaError::Precondition(
+                        "etcdserver: request timed out, leader transfer took too long".into(),
+                    )),
+                ));
             } else {
                 self.moves.push((to, reply, deadline));
             }
@@ -300,7 +302,7 @@ impl Admin {
             .collect();
         for seq in expired {
             if let Some((Some(reply), _)) = self.waiting.remove(&seq) {
-                let _ = reply.send(Err(ServerError::Timeout));
+                self.answers.push((reply, Err(ReplicaError::Timeout)));
             }
         }
         self.propose_next(engine);
@@ -310,7 +312,7 @@ impl Admin {
         let published = mine.name == self.name && mine.client_urls == self.client_urls;
         let due = self
             .last_publish
-            .is_none_or(|t| now.duration_since(t) >= PUBLISH_RETRY);
+            .is_none_or(|t| now.saturating_sub(t) >= PUBLISH_RETRY);
         if published || !due || leader.is_none() {
             return;
         }
@@ -327,5 +329,19 @@ impl Admin {
         {
             *next_seq += 1;
         }
+    }
+}
+
+impl<W> Admin<W> {
+    /// Everyone still waiting here (the replica is stopping): membership requests and leader
+    /// moves alike.
+    pub(crate) fn take_waiters(&mut self) -> Vec<W> {
+        let waiting = std::mem::take(&mut self.waiting);
+        let moves = std::mem::take(&mut self.moves);
+        waiting
+            .into_values()
+            .filter_map(|(w, _)| w)
+            .chain(moves.into_iter().map(|(_, w, _)| w))
+            .collect()
     }
 }

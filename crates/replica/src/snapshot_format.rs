@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes};
 use synod_paxos::codec::{decode_snapshot_info, encode_snapshot_info};
-use synod_paxos::SnapshotInfo;
+use synod_paxos::{Slot, SnapshotInfo};
 
 const MAGIC: &[u8; 8] = b"SYNSNAP2";
 
@@ -42,21 +42,57 @@ fn encode(info: &SnapshotInfo, kv: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Why bytes are not a snapshot this replica can install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    BadMagic,
+    Truncated,
+    /// The header names more membership bytes than there are, or than any snapshot holds.
+    InfoLength(u32),
+    Info(synod_paxos::codec::DecodeError),
+    /// Announced (by its sender) for one slot, it holds another.
+    SlotMismatch {
+        announced: Slot,
+        held: Slot,
+    },
+    /// The store's part does not decode.
+    Store(synod_kv::DecodeError),
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::BadMagic => f.write_str("not a Synod snapshot (bad magic)"),
+            FormatError::Truncated => f.write_str("snapshot truncated in its header"),
+            FormatError::InfoLength(n) => {
+                write!(f, "snapshot header names {n} bytes of membership")
+            }
+            FormatError::Info(e) => write!(f, "snapshot membership: {e}"),
+            FormatError::SlotMismatch { announced, held } => {
+                write!(f, "announced slot {announced} but holds slot {held}")
+            }
+            FormatError::Store(e) => write!(f, "snapshot store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
 /// The engine's snapshot info and the key-value store's own snapshot bytes.
-pub fn decode(data: &Bytes) -> Result<(SnapshotInfo, Bytes), String> {
+pub fn decode(data: &Bytes) -> Result<(SnapshotInfo, Bytes), FormatError> {
     let rest = data
         .strip_prefix(MAGIC.as_slice())
-        .ok_or("not a Synod snapshot (bad magic)")?;
+        .ok_or(FormatError::BadMagic)?;
     let (len, rest) = rest
         .split_first_chunk::<4>()
         .map(|(c, r)| (u32::from_le_bytes(*c), r))
-        .ok_or("snapshot truncated in its header")?;
+        .ok_or(FormatError::Truncated)?;
     if len > INFO_BYTES_MAX || len as usize > rest.len() {
-        return Err(format!("snapshot header names {len} bytes of membership"));
+        return Err(FormatError::InfoLength(len));
     }
     let start = MAGIC.len() + 4;
-    let info = decode_snapshot_info(data.slice(start..start + len as usize))
-        .map_err(|e| format!("snapshot membership: {e}"))?;
+    let info =
+        decode_snapshot_info(data.slice(start..start + len as usize)).map_err(FormatError::Info)?;
     Ok((info, data.slice(start + len as usize..)))
 }
 

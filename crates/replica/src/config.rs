@@ -1,0 +1,60 @@
+//! How a replica is set up.
+
+use crate::compactor::Retention;
+use std::fmt;
+use std::time::Duration;
+use synod_paxos::{Config, ConfigError, NodeId};
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub engine: Config,
+    /// Time per engine tick.
+    pub tick: Duration,
+    /// A client's write or membership request fails with "request timed out" after this.
+    pub request_timeout: Duration,
+    /// Take a snapshot (and drop the log below it) after this many applied commands (etcd's
+    /// `--snapshot-count`), and once they add up to half the bytes of the last snapshot.
+    pub snapshot_every_commands: u64,
+    pub cluster_id: u64,
+    pub member_id: NodeId,
+    /// This member's name and advertised client URLs, published in the member table.
+    pub name: String,
+    pub client_urls: Vec<String>,
+    /// Automatic compaction of the store's history (`--auto-compaction-*`); `None`: off.
+    pub auto_compaction: Option<Retention>,
+    /// This incarnation's client id for the store's dedup table: proposals of earlier
+    /// incarnations may still be applied, but nobody here waits for them. Must differ
+    /// between a member's starts.
+    pub incarnation: u64,
+    /// A deliberately broken variant (tests of the checkers only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<ReplicaBug>,
+}
+
+/// Deliberately broken variants of the replica, to show the checkers catch them.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaBug {
+    /// Linearizable reads are served from local state, with no read barrier.
+    LinearizableReadsServedLocally,
+    /// A write is acknowledged when it is proposed, with the answer applying it to the local
+    /// store would give, not once its slot is chosen (durable at a quorum) and applied.
+    AcknowledgesWritesWhenProposed,
+}
+
+/// Why a replica could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The engine refused its configuration or durable state.
+    Engine(ConfigError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Engine(e) => write!(f, "engine: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
