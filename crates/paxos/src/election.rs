@@ -108,7 +108,7 @@ impl Engine {
             // A membership whose majority refused can no longer grant: end this pre-vote now
             // rather than wait out its deadline (the refusers hear a leader, or are ahead).
             let hopeless = self.active_configs().any(|m| {
-                let refused = refusals.iter().filter(|&&n| m.contains(n)).count();
+                let refused = refusals.iter().filter(|&&n| m.is_voter(n)).count();
                 refused > m.voters().len() - m.quorum()
             });
             if hopeless {

@@ -199,7 +199,7 @@ impl Engine {
             .log
             .configs()
             .latest()
-            .is_some_and(|c| c.membership.contains(to));
+            .is_some_and(|c| c.membership.is_voter(to));
         if !voter {
             return Err(TransferError::NotAVoter);
         }
@@ -440,7 +440,7 @@ impl Engine {
             || (transition
                 && configs
                     .for_slot(commit)
-                    .is_some_and(|m| m.contains(self.id)))
+                    .is_some_and(|m| m.is_voter(self.id)))
     }
 
     /// Whether this replica is a voter of the newest chosen membership.
@@ -448,7 +448,7 @@ impl Engine {
         self.log
             .configs()
             .latest()
-            .is_some_and(|c| c.membership.contains(self.id))
+            .is_some_and(|c| c.membership.is_voter(self.id))
     }
 
     /// Whether this replica was removed and is no longer needed, so its process may stop:

@@ -290,7 +290,7 @@ impl Simulation {
         }
         let fresh_voters_run = voters
             .iter()
-            .filter(|v| !current.contains(**v))
+            .filter(|v| !current.is_voter(**v))
             .all(|&v| self.node_ref(v).is_running());
         let healthy = voters.iter().filter(|&&v| self.is_healthy(v)).count();
         let reused = next
