@@ -175,7 +175,7 @@ impl Engine {
     fn recovery_voters(&self) -> Vec<NodeId> {
         let mut voters: Vec<NodeId> = self
             .log
-            .configs()
+            .memberships()
             .governing_from(self.log.commit() + 1)
             .flat_map(|m| m.voters().iter().copied())
             .collect();
@@ -197,7 +197,7 @@ impl Engine {
         }
         let voters = self
             .log
-            .configs()
+            .memberships()
             .latest()
             .map_or_else(Vec::new, |c| c.membership.voters().to_vec());
         let leader = match &self.role {
@@ -262,7 +262,7 @@ impl Engine {
             return;
         };
         let answered: Vec<NodeId> = r.promises.keys().copied().collect();
-        let known = self.log.configs().governing_from(commit + 1);
+        let known = self.log.memberships().governing_from(commit + 1);
         let mut memberships = known.chain(r.reported.iter()).peekable();
         if memberships.peek().is_none() {
             return; // no membership known at all: nobody to count
