@@ -68,7 +68,10 @@ impl Engine {
     }
 
     fn next_ballot(&self) -> Ballot {
-        Ballot::new(self.promised.round.max(self.max_round_seen) + 1, self.id)
+        Ballot::new(
+            self.promised.round.max(self.highest_round_seen) + 1,
+            self.id,
+        )
     }
 
     fn start_pre_vote(&mut self) {

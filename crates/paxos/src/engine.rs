@@ -57,7 +57,7 @@ pub struct Engine {
     /// The acceptor's promise: it accepts nothing below it. Never decreases.
     pub(crate) promised: Ballot,
     /// The highest round seen in any ballot, so a new campaign outbids everyone it heard of.
-    pub(crate) max_round_seen: u64,
+    pub(crate) highest_round_seen: u64,
     pub(crate) log: Log,
     /// Slots handed to the driver in `Ready::committed`.
     pub(crate) delivered: Slot,
@@ -118,7 +118,7 @@ impl Engine {
             id,
             now: 0,
             promised,
-            max_round_seen: promised.round,
+            highest_round_seen: promised.round,
             log,
             // The driver restored its state machine from the snapshot.
             delivered: compacted,
@@ -488,7 +488,7 @@ impl Engine {
     }
 
     pub(crate) fn note_round(&mut self, ballot: Ballot) {
-        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        self.highest_round_seen = self.highest_round_seen.max(ballot.round);
     }
 
     /// Raises the promise. Promises only ever grow; the new one reaches disk before any
