@@ -1,4 +1,4 @@
-//! End-to-end: request limits and error codes as etcd's (issue 12, item 5), and hostile
+//! End-to-end: request limits and error codes as etcd's, and hostile
 //! input on the client port answered, never fatal.
 
 mod support;

@@ -1,4 +1,4 @@
-//! `synod-bench restart` (issue 7): how long a member takes to come back after many writes,
+//! `synod-bench restart`: how long a member takes to come back after many writes,
 //! and whether the data directories stay bounded while the writes go on.
 //!
 //! 1. Starts a 3-member Synod cluster on loopback ([`Cluster`], as `compare` does).
