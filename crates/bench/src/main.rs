@@ -1,4 +1,4 @@
-//! `synod-bench`: load generation over the etcd v3 API (issue 6). See docs/BENCHMARKS.md.
+//! `synod-bench`: load generation over the etcd v3 API. See docs/BENCHMARKS.md.
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -75,7 +75,7 @@ async fn restarts_recover_from_snapshot_and_suffix() {
     }
     assert_eq!(report.sizes.len(), 3);
     for s in &report.sizes {
-        assert!(s.max_bytes >= s.final_bytes && s.final_bytes > 0, "{s:?}");
+        assert!(s.peak_bytes >= s.final_bytes && s.final_bytes > 0, "{s:?}");
     }
     assert!(report.samples.len() >= 5);
     assert!(!report.write.compactions.is_empty() || report.write.seconds < 1.0);

@@ -1,4 +1,4 @@
-//! Members whose write-ahead log lost its synced tail (issue 12): again and again a member is
+//! Members whose write-ahead log lost its synced tail: again and again a member is
 //! killed, its newest segment holding data is truncated, deleted or has a bit flipped near the
 //! end of its data, and it is restarted. It must recover from a quorum of its peers before it
 //! votes or serves (docs/PROTOCOL.md, "Recovery from a lost log tail"), so the history stays

@@ -1,8 +1,8 @@
-//! Membership changes under the workloads and checks of every run (issue 7, done when: "grow
-//! a 3-node cluster to 5 and shrink it back to 3 while clients write, with no acknowledged
-//! write lost and the history linearizable"): learners added and promoted, voters added,
-//! members removed (the leader too) and replaced, the leader moved, with kills, pauses and
-//! partitions in force during half the changes; the cluster ends at 3 members again.
+//! Membership changes under the workloads and checks of every run: a 3-node cluster grows to
+//! 5 and shrinks back to 3 while clients write, and no acknowledged write may be lost and the
+//! history must stay linearizable. Learners are added and promoted, voters added, members
+//! removed (the leader too) and replaced, the leader moved, with kills, pauses and partitions
+//! in force during half the changes; the cluster ends at 3 members again.
 
 mod support;
 

@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn evicted_clients_are_forgotten_deterministically() {
-        let mut s = KvStore::with_max_clients(2);
+        let mut s = KvStore::with_clients_max(2);
         let req = |k: &str| Request::Put(PutRequest::new(k.to_owned(), "v"));
         s.apply(1, 1, &req("a")).unwrap();
         s.apply(2, 1, &req("b")).unwrap();
@@ -218,15 +218,15 @@ mod tests {
         /// including on a replica restored from a snapshot taken midway.
         #[test]
         fn replicas_agree(cmds in prop::collection::vec(command(), 0..60), cut in any::<prop::sample::Index>()) {
-            let mut a = KvStore::with_max_clients(2);
-            let mut b = KvStore::with_max_clients(2);
+            let mut a = KvStore::with_clients_max(2);
+            let mut b = KvStore::with_clients_max(2);
             let ra = run(&mut a, &cmds);
             let rb = run(&mut b, &cmds);
             prop_assert_eq!(&ra, &rb);
             prop_assert_eq!(a.snapshot(), b.snapshot());
 
             let split = cut.index(cmds.len() + 1);
-            let mut c = KvStore::with_max_clients(2);
+            let mut c = KvStore::with_clients_max(2);
             let mut rc = run(&mut c, &cmds[..split]);
             let mut c = KvStore::restore(&c.snapshot()).unwrap();
             rc.extend(run(&mut c, &cmds[split..]));

@@ -24,7 +24,7 @@ pub const REQUEST_FORMAT_VERSION: u8 = 1;
 
 /// Nested txns deeper than this are refused while decoding, so hostile input cannot exhaust
 /// the stack. The txn op budget already limits valid requests to about this depth.
-const MAX_DEPTH: usize = 130;
+const DEPTH_MAX: usize = 130;
 
 const KIND_RANGE: u8 = 1;
 const KIND_PUT: u8 = 2;
@@ -215,7 +215,7 @@ const MIN_COMPARE_SIZE: usize = 5;
 const MIN_OP_SIZE: usize = 4;
 
 fn read_txn(r: &mut Reader<'_>, depth: usize) -> Result<TxnRequest> {
-    if depth >= MAX_DEPTH {
+    if depth >= DEPTH_MAX {
         return Err(DecodeError("txn nested too deeply"));
     }
     let n = r.len(MIN_COMPARE_SIZE)?;
@@ -578,7 +578,7 @@ fn put_txn_response(buf: &mut Vec<u8>, t: &TxnResponse) {
 const MIN_RESPONSE_OP_SIZE: usize = 3;
 
 fn read_txn_response(r: &mut Reader<'_>, depth: usize) -> Result<TxnResponse> {
-    if depth >= MAX_DEPTH {
+    if depth >= DEPTH_MAX {
         return Err(DecodeError("txn response nested too deeply"));
     }
     let header = read_header(r)?;
@@ -779,7 +779,7 @@ pub(crate) mod tests {
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
         let mut t = TxnRequest::default();
-        for _ in 0..MAX_DEPTH + 5 {
+        for _ in 0..DEPTH_MAX + 5 {
             t = TxnRequest {
                 compare: vec![],
                 success: vec![RequestOp::Txn(t)],

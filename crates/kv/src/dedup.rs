@@ -17,7 +17,7 @@
 //!   results, no `prev_kv`s. A txn whose stripped response would still take more than
 //!   [`KEPT_OUTCOME_BYTES_MAX`] keeps its header and `succeeded` only.
 //!
-//! The table is bounded in clients (`max_clients`) and in the bytes it keeps
+//! The table is bounded in clients (`clients_max`) and in the bytes it keeps
 //! (`kept_bytes_max`, accounted as [`kept_bytes`] says). When over either, the client least
 //! recently applied is forgotten; "recent" counts applied commands (a logical clock advanced
 //! identically on every replica), never wall time, so every replica evicts the same client.
@@ -171,7 +171,7 @@ pub(crate) enum Replay {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ClientTable {
-    pub(crate) max_clients: usize,
+    pub(crate) clients_max: usize,
     pub(crate) kept_bytes_max: u64,
     /// Advances on every command recorded or replayed.
     pub(crate) clock: u64,
@@ -184,11 +184,11 @@ pub(crate) struct ClientTable {
 }
 
 impl ClientTable {
-    /// A table of at most `max_clients` (at least 1) keeping at most `kept_bytes_max` bytes
+    /// A table of at most `clients_max` (at least 1) keeping at most `kept_bytes_max` bytes
     /// (at least one client's [`KEPT_OUTCOME_BYTES_MAX`]).
-    pub(crate) fn new(max_clients: usize, kept_bytes_max: u64) -> ClientTable {
+    pub(crate) fn new(clients_max: usize, kept_bytes_max: u64) -> ClientTable {
         ClientTable {
-            max_clients: max_clients.max(1),
+            clients_max: clients_max.max(1),
             kept_bytes_max: kept_bytes_max.max(KEPT_OUTCOME_BYTES_MAX),
             clock: 0,
             clients: OrdMap::new(),
@@ -251,7 +251,7 @@ impl ClientTable {
     /// Forgets the least recently used clients while over a bound. The newest client stays:
     /// it alone is within both bounds.
     pub(crate) fn evict(&mut self) {
-        while self.clients.len() > self.max_clients || self.kept_bytes > self.kept_bytes_max {
+        while self.clients.len() > self.clients_max || self.kept_bytes > self.kept_bytes_max {
             let Some((_, evicted)) = self.by_use.pop_first() else {
                 break;
             };

@@ -30,7 +30,7 @@ pub enum KvError {
     KeyNotFound,
     /// A Txn branch that writes the same key twice (put/put or put/delete).
     DuplicateKey,
-    /// A Txn with more than [`crate::MAX_TXN_OPS`] compares or ops in a branch.
+    /// A Txn with more than [`crate::TXN_OPS_MAX`] compares or ops in a branch.
     TooManyOps,
     /// A read or compaction at a revision that compaction already dropped.
     Compacted,

@@ -45,4 +45,4 @@ pub use response::{
     ResponseHeader, ResponseOp, TxnResponse,
 };
 pub use snapshot::{SnapshotView, SNAPSHOT_FORMAT_VERSION};
-pub use store::{KvStore, DEFAULT_MAX_CLIENTS, MAX_TXN_OPS};
+pub use store::{KvStore, DEFAULT_CLIENTS_MAX, TXN_OPS_MAX};

@@ -44,7 +44,7 @@ pub struct SnapshotView {
     revision: i64,
     compact_revision: i64,
     keys: OrdMap<Bytes, KeyHistory>,
-    max_clients: usize,
+    clients_max: usize,
     kept_bytes_max: u64,
     clock: u64,
     clients: OrdMap<u64, ClientEntry>,
@@ -125,7 +125,7 @@ impl SnapshotView {
                 }
             }
         }
-        put_varint(buf, self.max_clients as u64);
+        put_varint(buf, self.clients_max as u64);
         put_varint(buf, self.kept_bytes_max);
         put_varint(buf, self.clock);
         put_len(buf, self.clients.len());
@@ -151,7 +151,7 @@ impl KvStore {
             revision: self.revision,
             compact_revision: self.compact_revision,
             keys: self.keys.clone(),
-            max_clients: self.clients.max_clients,
+            clients_max: self.clients.clients_max,
             kept_bytes_max: self.clients.kept_bytes_max,
             clock: self.clients.clock,
             clients: self.clients.clients.clone(),
@@ -258,7 +258,7 @@ fn read_keys(r: &mut Reader<'_>, revision: i64) -> Result<OrdMap<Bytes, KeyHisto
 }
 
 fn read_clients(r: &mut Reader<'_>, version: u8) -> Result<ClientTable, DecodeError> {
-    let max_clients = usize::try_from(r.varint()?)
+    let clients_max = usize::try_from(r.varint()?)
         .ok()
         .filter(|&m| m >= 1)
         .ok_or(DecodeError("snapshot client bound out of range"))?;
@@ -272,10 +272,10 @@ fn read_clients(r: &mut Reader<'_>, version: u8) -> Result<ClientTable, DecodeEr
     let clock = r.varint()?;
     // id, seq, last use, outcome tag.
     let n = r.len(4)?;
-    if n > max_clients {
+    if n > clients_max {
         return Err(DecodeError("snapshot holds more clients than its bound"));
     }
-    let mut table = ClientTable::new(max_clients, kept_bytes_max);
+    let mut table = ClientTable::new(clients_max, kept_bytes_max);
     table.clock = clock;
     let mut last_id = 0u64;
     for _ in 0..n {
@@ -343,7 +343,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> KvStore {
-        let mut s = KvStore::with_max_clients(3);
+        let mut s = KvStore::with_clients_max(3);
         let reqs = [
             Request::Put(PutRequest::new("a", "1")),
             Request::Put(PutRequest::new("b", "2")),
@@ -462,7 +462,7 @@ mod tests {
         put_i64(&mut body, 3);
         put_i64(&mut body, -1);
         put_len(&mut body, 0);
-        put_varint(&mut body, 10); // max_clients
+        put_varint(&mut body, 10); // clients_max
         put_varint(&mut body, 2); // clock
         put_len(&mut body, 2);
         for (id, outcome) in [(1, Response::Range(range)), (2, Response::Txn(txn))] {

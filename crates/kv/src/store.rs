@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 /// The most compares, or ops in one branch, a Txn may have (etcd's default `--max-txn-ops`).
 /// Every replica must use the same bound, so it is a constant rather than a setting.
-pub const MAX_TXN_OPS: usize = 128;
+pub const TXN_OPS_MAX: usize = 128;
 
 /// The most clients whose last response the dedup table remembers by default.
-pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+pub const DEFAULT_CLIENTS_MAX: usize = 10_000;
 
 /// `size_bytes` accounting: an empty etcd database is not zero bytes (clients divide by it,
 /// and Maintenance.Status reports it), so count a base page plus rough per-item overheads.
@@ -335,27 +335,27 @@ impl Default for KvStore {
 impl KvStore {
     /// An empty store at revision 1.
     pub fn new() -> KvStore {
-        KvStore::with_max_clients(DEFAULT_MAX_CLIENTS)
+        KvStore::with_clients_max(DEFAULT_CLIENTS_MAX)
     }
 
-    /// An empty store whose dedup table remembers at most `max_clients` clients (at least 1).
+    /// An empty store whose dedup table remembers at most `clients_max` clients (at least 1).
     /// All replicas must use the same value; it is carried in snapshots.
-    pub fn with_max_clients(max_clients: usize) -> KvStore {
-        KvStore::with_dedup_bounds(max_clients, DEFAULT_KEPT_BYTES_MAX)
+    pub fn with_clients_max(clients_max: usize) -> KvStore {
+        KvStore::with_dedup_bounds(clients_max, DEFAULT_KEPT_BYTES_MAX)
     }
 
-    /// An empty store whose dedup table remembers at most `max_clients` clients (at least 1)
+    /// An empty store whose dedup table remembers at most `clients_max` clients (at least 1)
     /// and keeps at most `kept_bytes_max` bytes of their outcomes (at least
     /// [`crate::KEPT_OUTCOME_BYTES_MAX`]; see docs/KV.md, "Deduplication"). All replicas
     /// must use the same values; they are carried in snapshots.
-    pub fn with_dedup_bounds(max_clients: usize, kept_bytes_max: u64) -> KvStore {
+    pub fn with_dedup_bounds(clients_max: usize, kept_bytes_max: u64) -> KvStore {
         KvStore {
             keys: OrdMap::new(),
             revision: 1,
             compact_revision: -1,
             live_keys: 0,
             size: BASE_SIZE,
-            clients: ClientTable::new(max_clients, kept_bytes_max),
+            clients: ClientTable::new(clients_max, kept_bytes_max),
             trim_from: None,
         }
     }

@@ -6,7 +6,7 @@ use crate::error::KvError;
 use crate::request::{
     DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
-use crate::store::MAX_TXN_OPS;
+use crate::store::TXN_OPS_MAX;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 
@@ -21,7 +21,7 @@ pub(crate) fn check_request(req: &Request) -> Result<(), KvError> {
 }
 
 pub(crate) fn check_txn(t: &TxnRequest) -> Result<(), KvError> {
-    check_txn_request(t, MAX_TXN_OPS)?;
+    check_txn_request(t, TXN_OPS_MAX)?;
     // After the cheap checks, as etcd does, so a huge txn fails on size first.
     check_intervals(&t.success)?;
     check_intervals(&t.failure)?;
@@ -55,11 +55,11 @@ fn check_delete_request(d: &DeleteRangeRequest) -> Result<(), KvError> {
     Ok(())
 }
 
-/// Nested txns share the op budget: each level leaves its children `max_ops` minus its own
+/// Nested txns share the op budget: each level leaves its children `ops_max` minus its own
 /// width. This also bounds the nesting depth, which keeps every recursion over a txn shallow.
-fn check_txn_request(t: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
+fn check_txn_request(t: &TxnRequest, ops_max: usize) -> Result<(), KvError> {
     let width = t.compare.len().max(t.success.len()).max(t.failure.len());
-    if width > max_ops {
+    if width > ops_max {
         return Err(KvError::TooManyOps);
     }
     if t.compare.iter().any(|c| c.key.is_empty()) {
@@ -70,7 +70,7 @@ fn check_txn_request(t: &TxnRequest, max_ops: usize) -> Result<(), KvError> {
             RequestOp::Range(r) => check_range_request(r)?,
             RequestOp::Put(p) => check_put_request(p)?,
             RequestOp::DeleteRange(d) => check_delete_request(d)?,
-            RequestOp::Txn(t) => check_txn_request(t, max_ops - width)?,
+            RequestOp::Txn(t) => check_txn_request(t, ops_max - width)?,
         }
     }
     Ok(())
@@ -259,8 +259,8 @@ mod tests {
                 .map(|_| RequestOp::Range(RangeRequest::key("k")))
                 .collect()
         };
-        assert_eq!(check(wide(MAX_TXN_OPS)), Ok(()));
-        assert_eq!(check(wide(MAX_TXN_OPS + 1)), Err(KvError::TooManyOps));
+        assert_eq!(check(wide(TXN_OPS_MAX)), Ok(()));
+        assert_eq!(check(wide(TXN_OPS_MAX + 1)), Err(KvError::TooManyOps));
         // 100 ops here leave 28 for the nested txn.
         let mut ops: Vec<RequestOp> = wide(99);
         ops.push(txn(wide(28), vec![]));

@@ -323,9 +323,9 @@ fn value() -> impl Strategy<Value = Bytes> {
     prop::sample::select(vec!["", "x", "y", "zz"]).prop_map(Bytes::from)
 }
 
-fn range_req(max_rev: i64) -> impl Strategy<Value = RangeRequest> {
+fn range_req(rev_max: i64) -> impl Strategy<Value = RangeRequest> {
     (
-        (key(), range_end(), -1i64..4, 0..max_rev),
+        (key(), range_end(), -1i64..4, 0..rev_max),
         (0usize..3, 0usize..5, any::<bool>(), any::<bool>()),
         prop::collection::vec(0i64..8, 4),
         any::<bool>(),
@@ -471,15 +471,15 @@ proptest! {
         let apply = |s: &mut KvStore, i: usize, req: &Request| {
             let _ = s.apply(1 + i as u64 % 5, i as u64, req);
         };
-        let mut store = KvStore::with_max_clients(3);
-        let mut as_of_cut = KvStore::with_max_clients(3);
+        let mut store = KvStore::with_clients_max(3);
+        let mut as_of_cut = KvStore::with_clients_max(3);
         for (i, req) in reqs[..cut].iter().enumerate() {
             apply(&mut store, i, req);
             apply(&mut as_of_cut, i, req);
         }
         let view = store.snapshot_view();
         prop_assert_eq!(view.revision(), as_of_cut.revision());
-        let mut untouched = KvStore::with_max_clients(3);
+        let mut untouched = KvStore::with_clients_max(3);
         for (i, req) in reqs.iter().enumerate() {
             if i >= cut {
                 apply(&mut store, i, req);
@@ -503,9 +503,9 @@ proptest! {
         reqs in prop::collection::vec(request(), 1..80),
         budget in 0u64..8,
     ) {
-        let mut store = KvStore::with_max_clients(3);
-        let mut skipping = KvStore::with_max_clients(3);
-        let mut full = KvStore::with_max_clients(3);
+        let mut store = KvStore::with_clients_max(3);
+        let mut skipping = KvStore::with_clients_max(3);
+        let mut full = KvStore::with_clients_max(3);
         let mut model = Model::new();
         let mut pending: Option<(usize, Applied, Result<Response, KvError>)> = None;
         for (i, req) in reqs.iter().enumerate() {

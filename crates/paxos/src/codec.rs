@@ -3,7 +3,7 @@
 //! Decoding never panics and never allocates more than the input could describe: every
 //! length is checked against the bytes that remain.
 
-use crate::configs::MembershipChange;
+use crate::memberships::MembershipChange;
 use crate::message::{Body, Message, PromisedSlot};
 use crate::ready::{HardState, LogRecord, SnapshotInfo};
 use crate::types::{Ballot, Command, Membership, SharedValue, Value};

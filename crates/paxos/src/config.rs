@@ -70,7 +70,7 @@ pub struct Config {
     pub read_mode: ReadMode,
     /// Upper bound on the rate difference of any node's clock from real time, in parts per
     /// million. Leases are shortened by it; if real drift exceeds it, lease reads may be stale.
-    pub clock_drift_max_ppm: u64,
+    pub clock_drift_ppm_max: u64,
     /// Seed for election-timeout randomization and for the numbering of this incarnation's
     /// read requests. Give each replica a different one, and a fresh one on every process
     /// start: a reply to a read request sent before a restart must not match a request sent
@@ -95,7 +95,7 @@ impl Config {
             accept_bytes_max: 8 << 20,
             pending_reads_max: 65_536,
             read_mode: ReadMode::Lease,
-            clock_drift_max_ppm: 50_000,
+            clock_drift_ppm_max: 50_000,
             seed: id,
             planted_bug: None,
         }
@@ -129,8 +129,8 @@ impl Config {
         if self.catchup_bytes_max == 0 || self.accept_bytes_max == 0 {
             return fail("catchup_bytes_max and accept_bytes_max must be positive");
         }
-        if self.clock_drift_max_ppm >= 500_000 {
-            return fail("clock_drift_max_ppm must be below 500000 (50%)");
+        if self.clock_drift_ppm_max >= 500_000 {
+            return fail("clock_drift_ppm_max must be below 500000 (50%)");
         }
         if self.planted_bug.is_some() && !cfg!(feature = "planted-bugs") {
             return fail("planted bugs need the planted-bugs feature (test builds only)");
@@ -148,7 +148,7 @@ impl Config {
             return self.election_timeout_ticks + 1;
         }
         let t = u128::from(self.election_timeout_ticks - 1);
-        let d = u128::from(self.clock_drift_max_ppm);
+        let d = u128::from(self.clock_drift_ppm_max);
         let l = t * (1_000_000 - d) / (1_000_000 + d);
         (l as u64).saturating_sub(1)
     }

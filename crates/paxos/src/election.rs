@@ -68,7 +68,10 @@ impl Engine {
     }
 
     fn next_ballot(&self) -> Ballot {
-        Ballot::new(self.promised.round.max(self.max_round_seen) + 1, self.id)
+        Ballot::new(
+            self.promised.round.max(self.highest_round_seen) + 1,
+            self.id,
+        )
     }
 
     fn start_pre_vote(&mut self) {
@@ -107,8 +110,8 @@ impl Engine {
             let refusals = c.refusals.clone();
             // A membership whose majority refused can no longer grant: end this pre-vote now
             // rather than wait out its deadline (the refusers hear a leader, or are ahead).
-            let hopeless = self.active_configs().any(|m| {
-                let refused = refusals.iter().filter(|&&n| m.contains(n)).count();
+            let hopeless = self.active_memberships().any(|m| {
+                let refused = refusals.iter().filter(|&&n| m.is_voter(n)).count();
                 refused > m.voters().len() - m.quorum()
             });
             if hopeless {
@@ -211,24 +214,28 @@ impl Engine {
         };
         let best = self.recovered_values(c);
         let promised: Vec<NodeId> = c.votes.keys().copied().collect();
-        let mut configs: Vec<Membership> = self
+        let mut memberships: Vec<Membership> = self
             .log
-            .configs()
+            .memberships()
             .governing_from(c.first_slot)
             .cloned()
             .collect();
-        configs.extend(best.values().filter_map(|(_, _, v)| match &**v {
+        memberships.extend(best.values().filter_map(|(_, _, v)| match &**v {
             Value::Membership(m) => Some(m.clone()),
             _ => None,
         }));
-        if configs.is_empty() {
+        if memberships.is_empty() {
             return; // knows no membership: cannot lead (start_pre_vote prevents this)
         }
-        if configs.iter().all(|m| m.is_quorum(&promised)) {
+        if memberships.iter().all(|m| m.is_quorum(&promised)) {
             self.become_leader(best);
             return;
         }
-        let mut voters: Vec<NodeId> = configs.iter().flat_map(|m| m.voters()).copied().collect();
+        let mut voters: Vec<NodeId> = memberships
+            .iter()
+            .flat_map(|m| m.voters())
+            .copied()
+            .collect();
         voters.sort_unstable();
         voters.dedup();
         self.ask_promises(&voters);
@@ -299,9 +306,9 @@ impl Engine {
         // them must be chosen before the slots it governs are proposed).
         let pad_until = self
             .log
-            .configs()
+            .memberships()
             .latest()
-            .map_or(0, |l| self.log.configs().effective_slot(l.slot) + 1);
+            .map_or(0, |l| self.log.memberships().effective_slot(l.slot) + 1);
         leader.recover(c.first_slot, values, pad_until);
         self.role = RoleState::Leader(Box::new(leader));
         self.pack_proposals();

@@ -57,7 +57,7 @@ pub struct Engine {
     /// The acceptor's promise: it accepts nothing below it. Never decreases.
     pub(crate) promised: Ballot,
     /// The highest round seen in any ballot, so a new campaign outbids everyone it heard of.
-    pub(crate) max_round_seen: u64,
+    pub(crate) highest_round_seen: u64,
     pub(crate) log: Log,
     /// Slots handed to the driver in `Ready::committed`.
     pub(crate) delivered: Slot,
@@ -88,12 +88,12 @@ impl Engine {
     pub fn new(config: Config, durable: DurableState) -> Result<Engine, ConfigError> {
         config.validate()?;
         let compacted = durable.snapshot.as_ref().map_or(0, |s| s.slot);
-        let snapshot_configs = durable
+        let snapshot_memberships = durable
             .snapshot
             .as_ref()
             .map(|s| s.memberships.clone())
             .unwrap_or_default();
-        if durable.snapshot.is_some() && snapshot_configs.is_empty() {
+        if durable.snapshot.is_some() && snapshot_memberships.is_empty() {
             return Err(ConfigError("the snapshot names no membership".into()));
         }
         // An acceptor's promise covers every ballot it accepted; if a crash kept a record but
@@ -107,7 +107,7 @@ impl Engine {
             &durable.records,
             durable.hard_state.commit,
             compacted,
-            snapshot_configs,
+            snapshot_memberships,
         );
         if config.bug(PlantedBug::MembershipWithoutDelay) {
             log.plant_membership_delay_bug();
@@ -118,7 +118,7 @@ impl Engine {
             id,
             now: 0,
             promised,
-            max_round_seen: promised.round,
+            highest_round_seen: promised.round,
             log,
             // The driver restored its state machine from the snapshot.
             delivered: compacted,
@@ -197,9 +197,9 @@ impl Engine {
         }
         let voter = self
             .log
-            .configs()
+            .memberships()
             .latest()
-            .is_some_and(|c| c.membership.contains(to));
+            .is_some_and(|c| c.membership.is_voter(to));
         if !voter {
             return Err(TransferError::NotAVoter);
         }
@@ -352,7 +352,11 @@ impl Engine {
             commit: self.log.commit(),
             applied: self.applied,
             compacted: self.log.compacted(),
-            members: self.log.configs().latest().map(|c| c.membership.clone()),
+            members: self
+                .log
+                .memberships()
+                .latest()
+                .map(|c| c.membership.clone()),
             lease_held: self.lease_held(),
             retired: self.retired(),
             recovery: self.recovery_phase(),
@@ -400,7 +404,7 @@ impl Engine {
     /// above the commit point, sorted, each once.
     pub(crate) fn active_members(&self, learners: bool) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = Vec::new();
-        for m in self.log.configs().governing_from(self.log.commit() + 1) {
+        for m in self.log.memberships().governing_from(self.log.commit() + 1) {
             nodes.extend(m.voters());
             if learners {
                 nodes.extend(m.learners());
@@ -414,13 +418,13 @@ impl Engine {
     /// The memberships governing slots above the commit point. Anything that must hold for
     /// "the cluster from now on" (a lease, a read's confirmation, check-quorum, a pre-vote)
     /// needs a quorum in each.
-    pub(crate) fn active_configs(&self) -> impl Iterator<Item = &Membership> + '_ {
-        self.log.configs().governing_from(self.log.commit() + 1)
+    pub(crate) fn active_memberships(&self) -> impl Iterator<Item = &Membership> + '_ {
+        self.log.memberships().governing_from(self.log.commit() + 1)
     }
 
     /// Whether `nodes` hold a quorum of every active membership.
     pub(crate) fn is_active_quorum(&self, nodes: &[NodeId]) -> bool {
-        self.active_configs().all(|m| m.is_quorum(nodes))
+        self.active_memberships().all(|m| m.is_quorum(nodes))
     }
 
     /// Whether this replica may campaign: a voter of the newest chosen membership, or,
@@ -428,27 +432,27 @@ impl Engine {
     /// the commit point (a removed member may have to lead the new voters, say new ones
     /// with empty disks, through the change; it hands over once they caught up).
     pub(crate) fn may_campaign(&self) -> bool {
-        let configs = self.log.configs();
+        let memberships = self.log.memberships();
         let commit = self.log.commit();
-        let transition = configs
+        let transition = memberships
             .latest()
-            .is_some_and(|c| configs.effective_slot(c.slot) > commit);
+            .is_some_and(|c| memberships.effective_slot(c.slot) > commit);
         if self.is_recovering() {
             return false; // no votes of its own until it recovered what it may have cast
         }
         self.is_voter()
             || (transition
-                && configs
+                && memberships
                     .for_slot(commit)
-                    .is_some_and(|m| m.contains(self.id)))
+                    .is_some_and(|m| m.is_voter(self.id)))
     }
 
     /// Whether this replica is a voter of the newest chosen membership.
     pub(crate) fn is_voter(&self) -> bool {
         self.log
-            .configs()
+            .memberships()
             .latest()
-            .is_some_and(|c| c.membership.contains(self.id))
+            .is_some_and(|c| c.membership.is_voter(self.id))
     }
 
     /// Whether this replica was removed and is no longer needed, so its process may stop:
@@ -460,11 +464,11 @@ impl Engine {
     /// later sees memberships without it while it replays the log (the simulator checks
     /// that it was ever a member, the server that its member table lists it as removed).
     pub fn retired(&self) -> bool {
-        let Some(latest) = self.log.configs().latest() else {
+        let Some(latest) = self.log.memberships().latest() else {
             return false;
         };
         !latest.membership.is_member(self.id)
-            && self.log.configs().effective_slot(latest.slot) <= self.log.commit()
+            && self.log.memberships().effective_slot(latest.slot) <= self.log.commit()
             && !matches!(self.role, RoleState::Leader(_))
     }
 
@@ -479,12 +483,12 @@ impl Engine {
         );
         SnapshotInfo {
             slot,
-            memberships: self.log.configs().for_snapshot(slot),
+            memberships: self.log.memberships().for_snapshot(slot),
         }
     }
 
     pub(crate) fn note_round(&mut self, ballot: Ballot) {
-        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        self.highest_round_seen = self.highest_round_seen.max(ballot.round);
     }
 
     /// Raises the promise. Promises only ever grow; the new one reaches disk before any

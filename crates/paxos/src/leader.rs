@@ -225,9 +225,9 @@ impl LeaderState {
     /// voters (this leader counted with its own commit point) has not reported holding
     /// every slot before it.
     fn held_from(&self, log: &Log, id: NodeId) -> Option<Slot> {
-        let configs = log.configs();
-        let latest = configs.latest().filter(|c| c.slot > 1)?;
-        let first = configs.effective_slot(latest.slot);
+        let memberships = log.memberships();
+        let latest = memberships.latest().filter(|c| c.slot > 1)?;
+        let first = memberships.effective_slot(latest.slot);
         if first <= log.commit() {
             return None;
         }
@@ -290,7 +290,7 @@ impl Engine {
     /// membership into force. Called when the driver takes a `Ready`, so everything
     /// proposed since the last one shares slots (batching).
     pub(crate) fn pack_proposals(&mut self) {
-        let configs = self.log.configs();
+        let memberships = self.log.memberships();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -313,7 +313,7 @@ impl Engine {
             if let Value::Membership(_) = *value {
                 // Through the first slot it governs: once that one is chosen the members
                 // it removed know they may retire.
-                l.pad_until = l.pad_until.max(configs.effective_slot(next) + 1);
+                l.pad_until = l.pad_until.max(memberships.effective_slot(next) + 1);
             }
             values.push(value);
             next += 1;
@@ -380,8 +380,10 @@ impl Engine {
     /// when this leader is not a voter of the membership in force (it was removed).
     pub(crate) fn refresh_peers(&mut self) {
         let members = self.active_members(true);
-        let configs = self.log.configs();
-        let latest_effective = configs.latest().map(|c| configs.effective_slot(c.slot));
+        let memberships = self.log.memberships();
+        let latest_effective = memberships
+            .latest()
+            .map(|c| memberships.effective_slot(c.slot));
         let removed =
             !self.is_voter() && latest_effective.is_some_and(|e| e <= self.log.commit() + 1);
         let id = self.id;
@@ -395,7 +397,11 @@ impl Engine {
         }
         if removed && l.transfer.is_none() {
             // Hand over to the voter furthest along.
-            let latest = self.log.configs().latest().map(|c| c.membership.clone());
+            let latest = self
+                .log
+                .memberships()
+                .latest()
+                .map(|c| c.membership.clone());
             let target = latest.and_then(|m| {
                 m.voters()
                     .iter()
@@ -492,12 +498,12 @@ impl Engine {
         if l.ballot != ballot {
             return;
         }
-        let configs = self.log.configs();
+        let memberships = self.log.memberships();
         let mut chosen = Vec::new();
         for (&slot, p) in l.proposals.range_mut(first..=last.max(first)) {
             if !p.votes.contains(&from) {
                 p.votes.push(from);
-                let membership = configs
+                let membership = memberships
                     .for_slot(slot)
                     .expect("a leader proposes only slots whose membership it knows");
                 if membership.is_quorum(&p.votes) {
@@ -625,7 +631,7 @@ impl Engine {
         };
         // The newest round a quorum of every membership governing open slots acknowledged.
         let mut confirmed = u64::MAX;
-        for m in self.log.configs().governing_from(self.log.commit() + 1) {
+        for m in self.log.memberships().governing_from(self.log.commit() + 1) {
             let mut acked: Vec<u64> = m
                 .voters()
                 .iter()

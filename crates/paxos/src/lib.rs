@@ -11,11 +11,11 @@
 mod acceptor;
 pub mod codec;
 mod config;
-mod configs;
 mod election;
 mod engine;
 mod leader;
 mod log;
+mod memberships;
 mod message;
 mod outbox;
 mod reads;
@@ -25,8 +25,8 @@ mod rng;
 mod types;
 
 pub use config::{Config, ConfigError, PlantedBug, ReadMode};
-pub use configs::MembershipChange;
 pub use engine::{Engine, TransferError};
+pub use memberships::MembershipChange;
 pub use message::{Body, Message, PromisedSlot};
 pub use ready::{
     Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,

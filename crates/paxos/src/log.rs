@@ -1,7 +1,7 @@
 //! The acceptor's log: per slot, the value accepted under the highest ballot so far, or the
 //! value known to be chosen; and the commit point, below which every slot is chosen.
 
-use crate::configs::{Configs, MembershipChange};
+use crate::memberships::{MembershipChange, Memberships};
 use crate::ready::LogRecord;
 use crate::types::{Ballot, SharedValue, Slot, Value};
 use std::collections::BTreeMap;
@@ -27,7 +27,7 @@ pub(crate) struct Log {
     compacted: Slot,
     /// Memberships chosen at or below the commit point that still govern open slots. Noted
     /// as the commit point passes them (`commit_to`), the only place it moves.
-    configs: Configs,
+    memberships: Memberships,
 }
 
 impl Log {
@@ -37,7 +37,7 @@ impl Log {
         records: &[LogRecord],
         commit: Slot,
         compacted: Slot,
-        snapshot_configs: Vec<MembershipChange>,
+        snapshot_memberships: Vec<MembershipChange>,
     ) -> Log {
         let mut entries = BTreeMap::new();
         for r in records.iter().filter(|r| r.slot > compacted) {
@@ -54,7 +54,7 @@ impl Log {
             entries,
             commit: compacted,
             compacted,
-            configs: Configs::from_changes(snapshot_configs),
+            memberships: Memberships::from_changes(snapshot_memberships),
         };
         while log.commit < commit && log.entries.contains_key(&(log.commit + 1)) {
             log.commit_to(log.commit + 1);
@@ -82,12 +82,12 @@ impl Log {
             .max(self.commit)
     }
 
-    pub(crate) fn configs(&self) -> &Configs {
-        &self.configs
+    pub(crate) fn memberships(&self) -> &Memberships {
+        &self.memberships
     }
 
     pub(crate) fn plant_membership_delay_bug(&mut self) {
-        self.configs.plant_immediate_bug();
+        self.memberships.plant_immediate_bug();
     }
 
     /// Moves the commit point to `slot` (the next one), noting a membership chosen there.
@@ -99,7 +99,7 @@ impl Log {
         );
         if let Some(e) = self.entries.get(&slot) {
             if let Value::Membership(m) = &*e.value {
-                self.configs.note_chosen(slot, m);
+                self.memberships.note_chosen(slot, m);
             }
         }
         self.commit = slot;
@@ -118,12 +118,12 @@ impl Log {
         }
         self.entries = self.entries.split_off(&(upto + 1));
         self.compacted = upto;
-        self.configs.prune(upto);
+        self.memberships.prune(upto);
     }
 
     /// Installs a snapshot covering `1..=upto` from another replica: every slot up to it is
     /// chosen, and what this log held for them is superseded.
-    pub(crate) fn install_snapshot(&mut self, upto: Slot, configs: Vec<MembershipChange>) {
+    pub(crate) fn install_snapshot(&mut self, upto: Slot, memberships: Vec<MembershipChange>) {
         assert!(
             upto > self.commit,
             "a snapshot that is not ahead is not installed"
@@ -131,7 +131,7 @@ impl Log {
         self.entries = self.entries.split_off(&(upto + 1));
         self.compacted = upto;
         self.commit = upto;
-        self.configs.replace(configs);
+        self.memberships.replace(memberships);
         self.absorb_chosen();
     }
 

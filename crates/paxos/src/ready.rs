@@ -1,6 +1,6 @@
 //! What the engine hands its driver, and what the driver hands back after a restart.
 
-use crate::configs::MembershipChange;
+use crate::memberships::MembershipChange;
 use crate::message::Message;
 use crate::types::{Ballot, Membership, NodeId, SharedValue, Slot, Value};
 use std::fmt;

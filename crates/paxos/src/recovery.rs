@@ -89,7 +89,7 @@ impl Engine {
         if self.cfg.bug(PlantedBug::SkipsPeerRecovery) {
             return; // the planted bug: answer as if nothing was lost
         }
-        let quiet = self.campaign_ticks_max_with_drift();
+        let quiet = self.drifted_campaign_ticks_max();
         self.recovery = Some(Recovery {
             nonce: self.rng.next_u64() | 1,
             quiet_until: self.now + quiet,
@@ -148,9 +148,9 @@ impl Engine {
     /// The longest a campaign started before this replica's crash can still count one of its
     /// promises, in this replica's ticks: a candidate's phase 1 ends at its election deadline
     /// (at most `campaign_ticks_max` of its ticks); its clock may run slow and ours fast.
-    fn campaign_ticks_max_with_drift(&self) -> u64 {
+    fn drifted_campaign_ticks_max(&self) -> u64 {
         let ticks = u128::from(self.campaign_ticks_max());
-        let d = u128::from(self.cfg.clock_drift_max_ppm);
+        let d = u128::from(self.cfg.clock_drift_ppm_max);
         let widened = (ticks * (1_000_000 + d)).div_ceil(1_000_000 - d);
         u64::try_from(widened).unwrap_or(u64::MAX).saturating_add(1)
     }
@@ -175,7 +175,7 @@ impl Engine {
     fn recovery_voters(&self) -> Vec<NodeId> {
         let mut voters: Vec<NodeId> = self
             .log
-            .configs()
+            .memberships()
             .governing_from(self.log.commit() + 1)
             .flat_map(|m| m.voters().iter().copied())
             .collect();
@@ -197,7 +197,7 @@ impl Engine {
         }
         let voters = self
             .log
-            .configs()
+            .memberships()
             .latest()
             .map_or_else(Vec::new, |c| c.membership.voters().to_vec());
         let leader = match &self.role {
@@ -230,7 +230,7 @@ impl Engine {
         if nonce != r.nonce || now < r.quiet_until {
             return; // an answer to another recovery, or sent before campaigns ended
         }
-        self.max_round_seen = self.max_round_seen.max(promised.round);
+        self.highest_round_seen = self.highest_round_seen.max(promised.round);
         if r.fence.is_none() {
             let entry = r.promises.entry(from).or_insert(promised);
             *entry = (*entry).max(promised);
@@ -262,7 +262,7 @@ impl Engine {
             return;
         };
         let answered: Vec<NodeId> = r.promises.keys().copied().collect();
-        let known = self.log.configs().governing_from(commit + 1);
+        let known = self.log.memberships().governing_from(commit + 1);
         let mut memberships = known.chain(r.reported.iter()).peekable();
         if memberships.peek().is_none() {
             return; // no membership known at all: nobody to count

@@ -127,13 +127,13 @@ impl Membership {
     }
 
     /// Whether `node` is a voter.
-    pub fn contains(&self, node: NodeId) -> bool {
+    pub fn is_voter(&self, node: NodeId) -> bool {
         self.voters.binary_search(&node).is_ok()
     }
 
     /// Whether `node` is a voter or a learner.
     pub fn is_member(&self, node: NodeId) -> bool {
-        self.contains(node) || self.learners.binary_search(&node).is_ok()
+        self.is_voter(node) || self.learners.binary_search(&node).is_ok()
     }
 
     /// Voters and learners, voters first.
@@ -148,7 +148,7 @@ impl Membership {
 
     /// Whether the voters among `nodes` make a quorum (non-voters are not counted).
     pub fn is_quorum<'a>(&self, nodes: impl IntoIterator<Item = &'a NodeId>) -> bool {
-        nodes.into_iter().filter(|&&n| self.contains(n)).count() >= self.quorum()
+        nodes.into_iter().filter(|&&n| self.is_voter(n)).count() >= self.quorum()
     }
 }
 

@@ -4,7 +4,7 @@
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+pub const DEFAULT_REQUEST_BYTES_MAX: usize = 1536 * 1024;
 
 /// What the gRPC receive limit allows beyond `--max-request-bytes`, as etcd's
 /// (`grpcOverheadBytes`): a read may be a little larger than a write.
@@ -12,7 +12,7 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The largest `--max-request-bytes` accepted: one request must fit one peer frame with room
 /// for the rest of its slot.
-pub const MAX_REQUEST_BYTES_LIMIT: usize = crate::transport::DEFAULT_FRAME_BYTES_MAX / 2;
+pub const REQUEST_BYTES_FLAG_MAX: usize = crate::transport::DEFAULT_FRAME_BYTES_MAX / 2;
 
 /// Descriptors kept back from clients for the member's own files and sockets: the log's
 /// open segment and the next one it prepares, its directory, snapshot files being written,
@@ -25,16 +25,16 @@ pub const DESCRIPTORS_RESERVED: u64 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     /// `--max-request-bytes`: the largest write request (etcd's).
-    pub max_request_bytes: usize,
+    pub request_bytes_max: usize,
     /// `--max-client-connections`; `None`: the open-file limit less the reserve.
-    pub max_client_connections: Option<usize>,
+    pub client_connections_max: Option<usize>,
 }
 
 impl Default for ClientLimits {
     fn default() -> Self {
         ClientLimits {
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_client_connections: None,
+            request_bytes_max: DEFAULT_REQUEST_BYTES_MAX,
+            client_connections_max: None,
         }
     }
 }
@@ -42,7 +42,7 @@ impl Default for ClientLimits {
 impl ClientLimits {
     /// The gRPC receive limit: larger messages are refused before they are read whole.
     pub fn grpc_receive_bytes_max(&self) -> usize {
-        self.max_request_bytes + GRPC_OVERHEAD_BYTES
+        self.request_bytes_max + GRPC_OVERHEAD_BYTES
     }
 
     /// Client connections allowed now: the flag, but never more than the open-file limit
@@ -52,7 +52,7 @@ impl ClientLimits {
         let by_descriptors = open_file_limit().map_or(usize::MAX, |n| {
             n.saturating_sub(DESCRIPTORS_RESERVED) as usize
         });
-        self.max_client_connections
+        self.client_connections_max
             .unwrap_or(usize::MAX)
             .min(by_descriptors)
     }
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn the_connection_cap_stays_below_the_descriptor_limit() {
         let limits = ClientLimits {
-            max_client_connections: Some(usize::MAX),
+            client_connections_max: Some(usize::MAX),
             ..ClientLimits::default()
         };
         if let Some(n) = open_file_limit() {
@@ -142,7 +142,7 @@ mod tests {
             );
         }
         let small = ClientLimits {
-            max_client_connections: Some(3),
+            client_connections_max: Some(3),
             ..ClientLimits::default()
         };
         assert!(small.client_connections_max() <= 3);

@@ -1,4 +1,4 @@
-//! End-to-end (issue 12): compacting a long history must not stall the other clients.
+//! End-to-end: compacting a long history must not stall the other clients.
 //!
 //! A Compact used to drop all the history it made unreachable at once, on the thread that
 //! answers every client and keeps heartbeats going: with hundreds of thousands of records

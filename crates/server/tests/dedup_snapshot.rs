@@ -1,4 +1,4 @@
-//! End-to-end (issue 12): what a Txn read must not be kept in the replicated state.
+//! End-to-end: what a Txn reads must not be kept in the replicated state.
 //!
 //! The deduplication table used to keep every command's whole response, reads included, so
 //! one Txn of 64 ranges over the whole keyspace made every snapshot (and `etcdctl snapshot

@@ -1,5 +1,5 @@
 //! End-to-end: a member under a low open-file limit survives a flood of idle client
-//! connections (issue 12, item 2). It raises its soft limit to the hard one at start, and
+//! connections. It raises its soft limit to the hard one at start, and
 //! caps client connections below the limit so that the write-ahead log, snapshots and peers
 //! always find a descriptor: the excess is accepted and closed at once, and counted.
 //!

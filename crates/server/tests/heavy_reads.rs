@@ -1,4 +1,4 @@
-//! End-to-end (issue 12): one client's heavy reads must not stall everyone else's requests.
+//! End-to-end: one client's heavy reads must not stall everyone else's requests.
 //!
 //! A Txn of 128 value-sorted ranges over every key is a small request that costs a lot of
 //! CPU (every range collects and sorts all the keys). When it was evaluated on the thread

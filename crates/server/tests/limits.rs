@@ -1,4 +1,4 @@
-//! End-to-end: request limits and error codes as etcd's (issue 12, item 5), and hostile
+//! End-to-end: request limits and error codes as etcd's, and hostile
 //! input on the client port answered, never fatal.
 
 mod support;
@@ -11,9 +11,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Code;
 
 /// etcd's default --max-request-bytes.
-const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+const REQUEST_BYTES_MAX: usize = 1536 * 1024;
 /// etcd's gRPC receive limit: --max-request-bytes plus 512 KiB of gRPC overhead.
-const GRPC_RECEIVE_BYTES_MAX: usize = MAX_REQUEST_BYTES + 512 * 1024;
+const GRPC_RECEIVE_BYTES_MAX: usize = REQUEST_BYTES_MAX + 512 * 1024;
 
 /// Sends and receives raw protobuf bytes, so tests can send what no client library would.
 #[derive(Debug, Clone, Default)]
@@ -139,10 +139,10 @@ async fn one_member() -> (Cluster, Client) {
 async fn request_size_limits_answer_as_etcd() {
     let (cluster, mut c) = one_member().await;
     // At the limit (the whole PutRequest, key and field tags included): stored.
-    put_retry(&mut c, "k".into(), "a".repeat(MAX_REQUEST_BYTES - 16)).await;
+    put_retry(&mut c, "k".into(), "a".repeat(REQUEST_BYTES_MAX - 16)).await;
     // Above --max-request-bytes, within the gRPC limit: etcd's "request is too large".
     let e = c
-        .put("k", "a".repeat(MAX_REQUEST_BYTES + 1024), None)
+        .put("k", "a".repeat(REQUEST_BYTES_MAX + 1024), None)
         .await
         .expect_err("a 1.5 MiB + 1 KiB put is refused");
     let s = status_of(e);

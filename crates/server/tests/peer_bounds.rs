@@ -1,4 +1,4 @@
-//! End-to-end (issue 12, item 6): what a peer can make a `synod` process hold or install.
+//! End-to-end: what a peer can make a `synod` process hold or install.
 //! The test plays a member that was killed (with its ids and incarnation, read from its
 //! data directory) and speaks the peer protocol by hand (`peer_wire`).
 //!

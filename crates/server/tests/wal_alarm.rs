@@ -1,6 +1,6 @@
 //! End-to-end: a member whose write-ahead log cannot be written keeps running, raises
 //! etcd's NOSPACE alarm, refuses writes with etcd's error, and hands leadership to a member
-//! that can write (issue 12, item 2). The log is made unwritable by lowering the member's
+//! that can write. The log is made unwritable by lowering the member's
 //! file-size limit (RLIMIT_FSIZE) below the end of its log segment: every write past it
 //! fails with EFBIG, while the member's own log file (smaller) can still be written.
 

@@ -89,7 +89,7 @@ impl Agreement {
     }
 
     /// The highest slot any replica delivered.
-    pub fn max_slot(&self) -> Slot {
+    pub fn highest_slot(&self) -> Slot {
         self.chosen.keys().next_back().copied().unwrap_or(0)
     }
 }
@@ -247,6 +247,6 @@ mod tests {
         assert_eq!(a.observe(2, 5, &Arc::new(Value::Noop)), Ok(false));
         let other = Arc::new(Value::Commands(Vec::new()));
         assert!(a.observe(3, 5, &other).is_err());
-        assert_eq!(a.max_slot(), 5);
+        assert_eq!(a.highest_slot(), 5);
     }
 }

@@ -33,7 +33,7 @@ impl Simulation {
         let gap = self.rng.exponential(self.swarm.fault_mean_ms * 1000).max(1);
         self.schedule(self.now + gap, Event::Fault);
         let kind = self.rng.pick(&self.swarm.faults);
-        let duration = self.rng.range(1_000, self.swarm.fault_len_max_ms * 1000);
+        let duration = self.rng.range(1_000, self.swarm.fault_len_ms_max * 1000);
         self.stats.faults += 1;
         match kind {
             FaultKind::Crash => self.crash_some(duration),

@@ -29,7 +29,7 @@ use synod_paxos::{membership_effective_slot, Membership, NodeId, Slot};
 /// How often the operator's housekeeping runs.
 pub(crate) const CONTROLLER_US: u64 = 3_000;
 /// Longest wait between a removal taking force and the node being stopped.
-const RETIRE_DELAY_MAX_US: u64 = 30_000;
+const RETIRE_DELAY_US_MAX: u64 = 30_000;
 
 /// One change the operator may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Simulation {
         let Some(leader) = self.current_leader() else {
             return;
         };
-        let duration = self.rng.range(1_000, self.swarm.fault_len_max_ms * 1000);
+        let duration = self.rng.range(1_000, self.swarm.fault_len_ms_max * 1000);
         self.stats.faults += 1;
         if self.node_faults() < self.swarm.node_faults_max && self.rng.chance(0.6) {
             self.trace.emit(self.now, "OPER", || {
@@ -290,7 +290,7 @@ impl Simulation {
         }
         let fresh_voters_run = voters
             .iter()
-            .filter(|v| !current.contains(**v))
+            .filter(|v| !current.is_voter(**v))
             .all(|&v| self.node_ref(v).is_running());
         let healthy = voters.iter().filter(|&&v| self.is_healthy(v)).count();
         let reused = next
@@ -320,7 +320,7 @@ impl Simulation {
             if latest.is_member(id) && !n.launched {
                 self.launch(id);
             } else if !latest.is_member(id) && retired && self.ever_member(id) {
-                let delay = self.rng.range(0, RETIRE_DELAY_MAX_US);
+                let delay = self.rng.range(0, RETIRE_DELAY_US_MAX);
                 self.node(id).retired = true; // no restart from here on
                 self.schedule(self.now + delay, Event::Retire(id));
             }

@@ -17,10 +17,10 @@ pub type Link = (NodeId, NodeId);
 pub struct Network {
     drop: f64,
     duplicate: f64,
-    delay_min_us: u64,
-    delay_max_us: u64,
+    delay_us_min: u64,
+    delay_us_max: u64,
     late: f64,
-    late_max_us: u64,
+    late_us_max: u64,
     /// Active partitions by fault id; a link is cut while any of them names it.
     partitions: BTreeMap<u64, BTreeSet<Link>>,
     cut: BTreeSet<Link>,
@@ -31,10 +31,10 @@ impl Network {
         Network {
             drop: swarm.drop,
             duplicate: swarm.duplicate,
-            delay_min_us: swarm.delay_min_us,
-            delay_max_us: swarm.delay_max_us,
+            delay_us_min: swarm.delay_us_min,
+            delay_us_max: swarm.delay_us_max,
             late: swarm.late,
-            late_max_us: swarm.late_max_us,
+            late_us_max: swarm.late_us_max,
             partitions: BTreeMap::new(),
             cut: BTreeSet::new(),
         }
@@ -52,9 +52,9 @@ impl Network {
 
     fn delay(&self, rng: &mut Rng) -> u64 {
         if rng.chance(self.late) {
-            return rng.range(self.delay_max_us, self.late_max_us.max(self.delay_max_us));
+            return rng.range(self.delay_us_max, self.late_us_max.max(self.delay_us_max));
         }
-        rng.range(self.delay_min_us, self.delay_max_us)
+        rng.range(self.delay_us_min, self.delay_us_max)
     }
 
     pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {

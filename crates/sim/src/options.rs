@@ -141,18 +141,18 @@ pub struct Swarm {
     pub catchup_slots_max: u64,
     pub read_mode: ReadMode,
     /// The drift bound the engine is configured with.
-    pub drift_max_ppm: u64,
-    /// Each node's actual clock rate offset, within `±drift_max_ppm`.
+    pub drift_ppm_max: u64,
+    /// Each node's actual clock rate offset, within `±drift_ppm_max`.
     pub drift_ppm: Vec<i64>,
-    pub delay_min_us: u64,
-    pub delay_max_us: u64,
-    /// Probability that a message is very late (up to `late_max_us`): stale messages.
+    pub delay_us_min: u64,
+    pub delay_us_max: u64,
+    /// Probability that a message is very late (up to `late_us_max`): stale messages.
     pub late: f64,
-    pub late_max_us: u64,
+    pub late_us_max: u64,
     pub drop: f64,
     pub duplicate: f64,
-    pub fsync_min_us: u64,
-    pub fsync_max_us: u64,
+    pub fsync_us_min: u64,
+    pub fsync_us_max: u64,
     /// A crash may keep a prefix of the writes not yet synced, and tear the next one.
     pub torn_writes: bool,
     /// Probability that a crash also damages a synced record of the crashed node's log (at
@@ -163,7 +163,7 @@ pub struct Swarm {
     /// Mean time between fault injections.
     pub fault_mean_ms: u64,
     /// Longest a fault lasts before it heals.
-    pub fault_len_max_ms: u64,
+    pub fault_len_ms_max: u64,
     /// Most nodes crashed or paused at once.
     pub node_faults_max: usize,
     pub clients: u64,
@@ -173,7 +173,7 @@ pub struct Swarm {
     pub log_read_pct: u64,
     /// Percent of writes that are compare-and-set.
     pub cas_pct: u64,
-    pub think_max_us: u64,
+    pub think_us_max: u64,
     pub client_timeout_ms: u64,
     /// How long faults are injected and clients run before the liveness phase.
     pub fault_phase_ms: u64,
@@ -215,11 +215,11 @@ impl Swarm {
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let heartbeat_ticks = rng.range(3, 6);
         let election_ticks = rng.range(30, 50).max(2 * heartbeat_ticks + 2);
-        let drift_max_ppm = rng.pick(&[0, 100, 1_000, 10_000, 50_000, 100_000]);
+        let drift_ppm_max = rng.pick(&[0, 100, 1_000, 10_000, 50_000, 100_000]);
         let extreme = rng.chance(0.3);
-        let drift_ppm = draw_drifts(rng, nodes, drift_max_ppm, extreme);
-        let delay_min_us = rng.range(50, 1_000);
-        let delay_max_us = delay_min_us + rng.pick(&[100, 1_000, 3_000, 10_000]);
+        let drift_ppm = draw_drifts(rng, nodes, drift_ppm_max, extreme);
+        let delay_us_min = rng.range(50, 1_000);
+        let delay_us_max = delay_us_min + rng.pick(&[100, 1_000, 3_000, 10_000]);
         let mut faults: Vec<FaultKind> = FaultKind::ALL
             .iter()
             .copied()
@@ -244,16 +244,16 @@ impl Swarm {
             } else {
                 ReadMode::Quorum
             },
-            drift_max_ppm,
+            drift_ppm_max,
             drift_ppm,
-            delay_min_us,
-            delay_max_us,
+            delay_us_min,
+            delay_us_max,
             late: if rng.chance(0.3) {
                 rng.unit() * 0.02
             } else {
                 0.0
             },
-            late_max_us: election_ticks * 1_000 * rng.range(1, 4),
+            late_us_max: election_ticks * 1_000 * rng.range(1, 4),
             drop: if rng.chance(0.25) {
                 0.0
             } else {
@@ -264,13 +264,13 @@ impl Swarm {
             } else {
                 rng.unit() * 0.05
             },
-            fsync_min_us: rng.range(20, 500),
-            fsync_max_us: 0,
+            fsync_us_min: rng.range(20, 500),
+            fsync_us_max: 0,
             torn_writes: rng.chance(0.5),
             corrupt: 0.0,
             faults,
             fault_mean_ms: rng.range(30, 400),
-            fault_len_max_ms: election_ticks * rng.range(1, 6),
+            fault_len_ms_max: election_ticks * rng.range(1, 6),
             node_faults_max: if rng.chance(0.8) {
                 (nodes as usize - 1) / 2
             } else {
@@ -281,7 +281,7 @@ impl Swarm {
             read_pct,
             log_read_pct: rng.range(0, 50),
             cas_pct: rng.range(0, 40),
-            think_max_us: rng.range(0, 3_000),
+            think_us_max: rng.range(0, 3_000),
             client_timeout_ms: election_ticks * rng.range(2, 5),
             fault_phase_ms: rng.range(2_000, 5_000),
             snapshot_every: None,
@@ -293,7 +293,7 @@ impl Swarm {
             turn_us: 0,
             lost_tail_plot: 0.0,
         };
-        swarm.fsync_max_us = swarm.fsync_min_us + rng.pick(&[50, 500, 2_000, 5_000]);
+        swarm.fsync_us_max = swarm.fsync_us_min + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
         // Drawn last, so that it shifts no other parameter. Off in half the seeds (a node lost
         // for good also uses up one node fault of the budget for the rest of its seed), and
@@ -333,7 +333,7 @@ impl Swarm {
                 // the budget (a minority of the voters) allows exactly that.
                 self.nodes = if rng.chance(0.75) { 3 } else { 5 };
                 self.nodes_max = self.nodes;
-                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_max_ppm, false);
+                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_ppm_max, false);
                 self.faults = vec![FaultKind::LostTail];
                 if rng.chance(0.5) {
                     self.faults
@@ -343,10 +343,10 @@ impl Swarm {
                 // Safety must hold with every node down; the interleaving crashes two at once.
                 self.node_faults_max = self.nodes as usize;
                 self.fault_mean_ms = rng.range(60, 250);
-                self.fault_len_max_ms = self.election_ticks * rng.range(2, 6);
+                self.fault_len_ms_max = self.election_ticks * rng.range(2, 6);
                 // A steady stream of writes, so slots are chosen while the third node is cut.
                 self.clients = rng.range(5, 8);
-                self.think_max_us = 300;
+                self.think_us_max = 300;
                 self.read_pct = rng.range(0, 30);
                 self.inflight_slots_max = rng.range(4, 64);
                 self.pending_commands_max = 65_536;
@@ -395,7 +395,7 @@ impl Swarm {
             self.inflight_slots_max = rng.range(32, 64);
             self.batch_commands_max = rng.range(1, 4) as usize;
             self.clients = rng.range(4, 8);
-            self.think_max_us = 300;
+            self.think_us_max = 300;
             self.read_pct = rng.range(0, 40);
             self.faults = vec![FaultKind::Crash, FaultKind::IsolateLeader, FaultKind::Pause];
             if rng.chance(0.5) {
@@ -420,7 +420,7 @@ impl Swarm {
                 self.batch_commands_max = rng.range(1, 4) as usize;
                 self.clients = rng.range(5, 8);
                 self.read_pct = rng.range(0, 30);
-                self.think_max_us = 200;
+                self.think_us_max = 200;
             }
             Focus::StaleLeader => {
                 // Proposers with different ballots active at once: an isolated leader keeps
@@ -430,43 +430,43 @@ impl Swarm {
                 // by measurement: five nodes, isolation + crash, and a longer fault phase
                 // (the engine's pre-vote and leader-contact rules make such overlaps rare).
                 self.nodes = 5;
-                self.drift_max_ppm = rng.pick(&[200_000, 300_000]);
-                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_max_ppm, true);
+                self.drift_ppm_max = rng.pick(&[200_000, 300_000]);
+                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_ppm_max, true);
                 self.faults = vec![FaultKind::IsolateLeader, FaultKind::Crash];
                 self.node_faults_max = 2;
                 self.fault_mean_ms = rng.range(20, 60);
-                self.fault_len_max_ms = self.election_ticks * 2;
-                self.delay_min_us = rng.range(50, 300);
-                self.delay_max_us = self.delay_min_us + rng.range(1_000, 5_000);
-                self.fsync_min_us = 20;
-                self.fsync_max_us = 200;
+                self.fault_len_ms_max = self.election_ticks * 2;
+                self.delay_us_min = rng.range(50, 300);
+                self.delay_us_max = self.delay_us_min + rng.range(1_000, 5_000);
+                self.fsync_us_min = 20;
+                self.fsync_us_max = 200;
                 self.drop = rng.unit() * 0.1;
                 self.late = 0.02 + rng.unit() * 0.05;
                 self.inflight_slots_max = rng.range(8, 64);
                 self.batch_commands_max = rng.range(1, 4) as usize;
                 self.clients = rng.range(5, 8);
                 self.read_pct = rng.range(0, 20);
-                self.think_max_us = 200;
+                self.think_us_max = 200;
                 self.fault_phase_ms = rng.range(8_000, 12_000);
             }
             Focus::Lease => {
                 self.read_mode = ReadMode::Lease;
-                self.drift_max_ppm = rng.pick(&[100_000, 200_000, 300_000]);
-                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_max_ppm, true);
+                self.drift_ppm_max = rng.pick(&[100_000, 200_000, 300_000]);
+                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_ppm_max, true);
                 self.faults = vec![FaultKind::IsolateLeader, FaultKind::Pause];
                 self.fault_mean_ms = rng.range(30, 100);
-                self.fault_len_max_ms = self.election_ticks * 3;
-                self.delay_min_us = rng.range(50, 200);
-                self.delay_max_us = self.delay_min_us + 300;
-                self.fsync_min_us = 20;
-                self.fsync_max_us = 100;
+                self.fault_len_ms_max = self.election_ticks * 3;
+                self.delay_us_min = rng.range(50, 200);
+                self.delay_us_max = self.delay_us_min + 300;
+                self.fsync_us_min = 20;
+                self.fsync_us_max = 100;
                 self.drop = 0.0;
                 self.late = 0.0;
                 self.clients = rng.range(5, 8);
                 self.keys = rng.range(1, 2);
                 self.read_pct = rng.range(50, 70);
                 self.log_read_pct = 0;
-                self.think_max_us = 200;
+                self.think_us_max = 200;
             }
             Focus::Membership | Focus::LostTail | Focus::LostTailMembership => {}
             Focus::Corruption => {
@@ -483,14 +483,14 @@ impl Swarm {
     /// 30 election timeouts of the slowest allowed clock.
     pub fn liveness_bound_us(&self) -> u64 {
         let ticks = 30 * self.election_ticks;
-        ticks * 1_000 * 1_000_000 / (1_000_000 - self.drift_max_ppm)
+        ticks * 1_000 * 1_000_000 / (1_000_000 - self.drift_ppm_max)
     }
 }
 
 /// Per-node clock rate offsets: uniform within the bound, or (extreme) at either edge of it,
 /// where leases are tightest.
-fn draw_drifts(rng: &mut Rng, nodes: u64, max_ppm: u64, extreme: bool) -> Vec<i64> {
-    let max = max_ppm as i64;
+fn draw_drifts(rng: &mut Rng, nodes: u64, drift_ppm_max: u64, extreme: bool) -> Vec<i64> {
+    let max = drift_ppm_max as i64;
     (0..nodes)
         .map(|_| {
             if extreme {
@@ -500,7 +500,7 @@ fn draw_drifts(rng: &mut Rng, nodes: u64, max_ppm: u64, extreme: bool) -> Vec<i6
                     -max
                 }
             } else {
-                rng.range(0, 2 * max_ppm) as i64 - max
+                rng.range(0, 2 * drift_ppm_max) as i64 - max
             }
         })
         .collect()
@@ -527,20 +527,20 @@ impl fmt::Display for Swarm {
             self.pending_reads_max,
             self.catchup_slots_max,
             self.read_mode,
-            self.drift_max_ppm,
+            self.drift_ppm_max,
             self.drift_ppm,
-            self.delay_min_us,
-            self.delay_max_us,
+            self.delay_us_min,
+            self.delay_us_max,
             pct(self.late),
-            self.late_max_us,
+            self.late_us_max,
             pct(self.drop),
             pct(self.duplicate),
-            self.fsync_min_us,
-            self.fsync_max_us,
+            self.fsync_us_min,
+            self.fsync_us_max,
             self.torn_writes,
             faults.join(","),
             self.fault_mean_ms,
-            self.fault_len_max_ms,
+            self.fault_len_ms_max,
             self.node_faults_max,
             pct(self.corrupt),
             self.clients,
@@ -548,7 +548,7 @@ impl fmt::Display for Swarm {
             self.read_pct,
             self.log_read_pct,
             self.cas_pct,
-            self.think_max_us,
+            self.think_us_max,
             self.client_timeout_ms,
             self.fault_phase_ms,
             self.snapshot_every

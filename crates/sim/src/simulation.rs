@@ -226,7 +226,7 @@ impl Simulation {
     pub(crate) fn create_node(&mut self) -> NodeId {
         let id = self.nodes.len() as NodeId + 1;
         let config = engine_config(&self.swarm, self.planted_bug, id, self.seed);
-        let max = self.swarm.drift_max_ppm;
+        let max = self.swarm.drift_ppm_max;
         let drift = self.rng.range(0, 2 * max) as i64 - max as i64;
         let policy = snapshot_policy(&self.swarm);
         let mut node = Node::new(config, DurableState::default(), drift, policy);
@@ -248,7 +248,7 @@ impl Simulation {
     }
 
     pub(crate) fn fsync(&self) -> (u64, u64) {
-        (self.swarm.fsync_min_us, self.swarm.fsync_max_us)
+        (self.swarm.fsync_us_min, self.swarm.fsync_us_max)
     }
 
     pub(crate) fn fail(&mut self, kind: ViolationKind, detail: String) {
@@ -281,7 +281,7 @@ impl Simulation {
             self.poke(id);
         }
         for c in 0..self.clients.len() {
-            let at = self.rng.below(self.swarm.think_max_us + 1);
+            let at = self.rng.below(self.swarm.think_us_max + 1);
             self.schedule(at, Event::ClientWake { client: c });
         }
         let first_fault = self.rng.exponential(self.swarm.fault_mean_ms * 1000);
@@ -626,7 +626,7 @@ fn engine_config(swarm: &Swarm, bug: Option<PlantedBug>, id: NodeId, seed: u64) 
     c.pending_reads_max = swarm.pending_reads_max;
     c.catchup_slots_max = swarm.catchup_slots_max;
     c.read_mode = swarm.read_mode;
-    c.clock_drift_max_ppm = swarm.drift_max_ppm;
+    c.clock_drift_ppm_max = swarm.drift_ppm_max;
     c.seed = seed.wrapping_mul(0x100_0000_01B3) ^ id;
     c.planted_bug = bug;
     c

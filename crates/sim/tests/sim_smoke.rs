@@ -59,7 +59,7 @@ fn every_fault_kind_occurs_across_seeds() {
         assert!(swarm
             .drift_ppm
             .iter()
-            .all(|d| d.unsigned_abs() <= swarm.drift_max_ppm));
+            .all(|d| d.unsigned_abs() <= swarm.drift_ppm_max));
     }
     assert!(FaultKind::ALL.iter().all(|k| seen.contains(k)), "{seen:?}");
     // Drawn apart from the others (so that adding it shifted no other seed's draw).

@@ -25,7 +25,7 @@ pub struct SegmentInfo {
     pub first_seq: u64,
     /// The highest slot of any record in the segment: it may be deleted only once a snapshot
     /// covers this slot.
-    pub max_slot: Slot,
+    pub highest_slot: Slot,
 }
 
 /// What becomes of the segment appended to next.
@@ -251,7 +251,7 @@ pub fn scan(dir: &Path, recovered: &mut Recovered) -> Result<Plan, StorageError>
             index,
             path: path.clone(),
             first_seq: scan.first_seq.unwrap_or(scan.next_seq),
-            max_slot: scan.max_slot,
+            highest_slot: scan.highest_slot,
         });
         expected = Some(scan.next_seq);
         if last {

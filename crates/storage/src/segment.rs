@@ -136,7 +136,7 @@ pub struct Scan {
     /// The seq the next frame must carry.
     pub next_seq: u64,
     /// The highest slot of any record in the good frames.
-    pub max_slot: Slot,
+    pub highest_slot: Slot,
     /// The good frames end with a seal naming this segment index as the next.
     pub seal: Option<u64>,
     pub stop: Stop,
@@ -156,7 +156,7 @@ pub fn scan(
         end: HEADER_LEN as u64,
         first_seq: None,
         next_seq: first_seq.unwrap_or(1),
-        max_slot: 0,
+        highest_slot: 0,
         seal: None,
         stop: Stop::Clean,
     };
@@ -184,7 +184,7 @@ pub fn scan(
         visit(pos as u64, &logged)?;
         out.first_seq.get_or_insert(logged.seq);
         let top = logged.batch.records.iter().map(|r| r.slot).max();
-        out.max_slot = out.max_slot.max(top.unwrap_or(0));
+        out.highest_slot = out.highest_slot.max(top.unwrap_or(0));
         pos += len;
         out.end = pos as u64;
         out.next_seq = logged.seq + 1;

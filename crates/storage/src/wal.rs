@@ -158,7 +158,7 @@ impl Wal {
                 index: plan.active_index,
                 path: active_path,
                 first_seq: plan.next_seq,
-                max_slot: 0,
+                highest_slot: 0,
             });
         }
         let spare_index = plan.active_index + 1;
@@ -280,7 +280,7 @@ impl Wal {
         }
         let top = batch.records.iter().map(|r| r.slot).max().unwrap_or(0);
         if let Some(active) = self.segments.last_mut() {
-            active.max_slot = active.max_slot.max(top);
+            active.highest_slot = active.highest_slot.max(top);
         }
         if self.buf.len() >= BUFFER_BYTES_MAX {
             self.flush()?;
@@ -392,7 +392,7 @@ impl Wal {
             index: next.index,
             path: next.path,
             first_seq: self.next_seq,
-            max_slot: 0,
+            highest_slot: 0,
         });
         self.encode(&carrier)?;
         self.push_frame(&carrier)?;
@@ -408,7 +408,7 @@ impl Wal {
         self.sync()?;
         let deletable = self.segments[..self.segments.len() - 1]
             .iter()
-            .take_while(|s| s.max_slot <= bound)
+            .take_while(|s| s.highest_slot <= bound)
             .count();
         for segment in self.segments.drain(..deletable) {
             fs::remove_file(&segment.path).map_err(StorageError::io(&segment.path, "remove"))?;

@@ -1,4 +1,4 @@
-//! A lost or damaged synced tail (issue 12, item 1): 1,000 batches are written and synced one
+//! A lost or damaged synced tail: 1,000 batches are written and synced one
 //! by one, the member stops, its log files are mutated, and it starts again. Whatever was done,
 //! recovery either refuses to start or reports the loss (`Recovered::lost_tail`); it never cuts
 //! acknowledged batches silently. Before the fix all of these started with batches silently

@@ -1,4 +1,4 @@
-//! `engine_overhead`: the engine's own cost per command (issue 2). Three replicas in one
+//! `engine_overhead`: the engine's own cost per command. Three replicas in one
 //! thread, in-memory storage, messages delivered by function call, closed-loop proposers at
 //! the leader. See docs/BENCHMARKS.md.
 

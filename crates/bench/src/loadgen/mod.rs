@@ -1,4 +1,4 @@
-//! `synod-bench` (issue 6): a load generator over the etcd v3 API, through the `etcd-client`
+//! `synod-bench`: a load generator over the etcd v3 API, through the `etcd-client`
 //! crate, so the very same client code drives Synod and etcd; and `synod-bench compare`, which
 //! runs both as 3-member clusters on loopback and sets their figures side by side.
 //!

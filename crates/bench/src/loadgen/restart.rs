@@ -1,4 +1,4 @@
-//! `synod-bench restart` (issue 7): how long a member takes to come back after many writes,
+//! `synod-bench restart`: how long a member takes to come back after many writes,
 //! and whether the data directories stay bounded while the writes go on.
 //!
 //! 1. Starts a 3-member Synod cluster on loopback ([`Cluster`], as `compare` does).
@@ -181,7 +181,7 @@ pub struct SizeSample {
 #[derive(Debug, Clone, Serialize)]
 pub struct MemberSizes {
     pub name: String,
-    pub max_bytes: u64,
+    pub peak_bytes: u64,
     pub after_writes_bytes: u64,
     pub final_bytes: u64,
 }
@@ -455,7 +455,7 @@ impl Monitor {
             .enumerate()
             .map(|(i, name)| MemberSizes {
                 name: name.clone(),
-                max_bytes: self.samples.iter().map(|s| s.bytes[i]).max().unwrap_or(0),
+                peak_bytes: self.samples.iter().map(|s| s.bytes[i]).max().unwrap_or(0),
                 after_writes_bytes: self.samples.get(after_writes).map_or(0, |s| s.bytes[i]),
                 final_bytes: last.map_or(0, |s| s.bytes[i]),
             })
@@ -923,7 +923,7 @@ pub fn summary(r: &RestartReport) -> String {
         out += &format!(
             "  {:<4} {:>24} {:>14} {:>7}\n",
             s.name,
-            mb(s.max_bytes),
+            mb(s.peak_bytes),
             mb(s.after_writes_bytes),
             mb(s.final_bytes)
         );

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Largest latency the histogram keeps exactly (larger ones are clamped to it): far beyond
 /// the request timeout.
-const LATENCY_MAX_US: u64 = 60_000_000;
+const LATENCY_US_MAX: u64 = 60_000_000;
 /// Per-request deadline, so that a stalled server shows up as errors, not as a hung run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed request, so a dead endpoint is not hammered in a tight loop.
@@ -109,7 +109,7 @@ struct Tally {
 }
 
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
 pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
@@ -167,7 +167,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
                     Ok(outcome) => {
                         shared.completed.fetch_add(1, Relaxed);
                         if measured {
-                            let us = (done - sent).as_micros().clamp(1, LATENCY_MAX_US as u128);
+                            let us = (done - sent).as_micros().clamp(1, LATENCY_US_MAX as u128);
                             tally.histogram.saturating_record(us as u64);
                             tally.ops += 1;
                             if outcome == Outcome::Cas(true) {

@@ -1,4 +1,4 @@
-//! Engine overhead (issue 2): three replicas in one thread, in-memory storage, messages
+//! Engine overhead: three replicas in one thread, in-memory storage, messages
 //! delivered by function call and closed-loop proposers at the leader. With disk and network
 //! out of the picture, commands/s and latency are bounded by the engine's own cost: the CPU
 //! time of its handlers and the memory it allocates and keeps.
@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 use synod_paxos::{Config, NodeId};
 
-/// The cluster size the issue asks for.
+/// The cluster size measured, the same as for the [`REFERENCES`] ("measured the same way").
 pub const REPLICAS: u64 = 3;
 
 /// Wall time per engine tick. With the default 10-tick heartbeat and 100-tick election
@@ -56,7 +56,8 @@ impl fmt::Display for Scenario {
     }
 }
 
-/// The issue's scenarios, in the order they are run and reported.
+/// The scenarios measured (1 to 256 proposers, 1 to 256 commands per proposal), in the order
+/// they are run and reported.
 pub const SCENARIOS: [Scenario; 7] = [
     Scenario::new(1, 1),
     Scenario::new(64, 1),
@@ -68,7 +69,7 @@ pub const SCENARIOS: [Scenario; 7] = [
 ];
 
 /// Commands/s that mature Rust consensus libraries reach when measured this way on the
-/// 2-core benchmark machine (from the issue).
+/// 2-core benchmark machine: what the measurements are set against (docs/BENCHMARKS.md).
 pub const REFERENCES: [(Scenario, f64); 2] = [
     (Scenario::new(1, 1), 19_000.0),
     (Scenario::new(64, 1), 585_000.0),

@@ -17,7 +17,7 @@ pub const PAYLOAD_BYTES_MAX: usize = 4096;
 static PAYLOAD: [u8; PAYLOAD_BYTES_MAX] = [0xAB; PAYLOAD_BYTES_MAX];
 
 /// Latencies above a minute are recorded as a minute; a run that slow has failed anyway.
-const LATENCY_MAX_NS: u64 = 60_000_000_000;
+const LATENCY_NS_MAX: u64 = 60_000_000_000;
 
 /// What happened during one measurement window, as seen at the leader.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl Window {
             commands: 0,
             proposals: 0,
             slots: 0,
-            latency_ns: Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3)
+            latency_ns: Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
                 .expect("constant histogram bounds are valid"),
         }
     }

@@ -1,5 +1,5 @@
 //! Output: a readable table, JSON lines (hand-written: the fields are few and flat) and the
-//! ratios against the reference figures from the issue.
+//! ratios against the reference figures ([`super::REFERENCES`]).
 
 use super::{reference, Measurement, TICK};
 use std::fmt::Write;

@@ -179,7 +179,7 @@ impl Gate {
             if let Some(e) = self.metrics.conditions.write_refusal() {
                 return Err(e.into());
             }
-            if len > self.limits.max_request_bytes {
+            if len > self.limits.request_bytes_max {
                 return Err(ServerError::RequestTooLarge.into());
             }
         }

@@ -14,8 +14,8 @@
 //! Linear time: a field that fails to parse as a message is skipped whole by its parent,
 //! never scanned again.
 
-/// The deepest valid txn: one op per level out of etcd's budget of `MAX_TXN_OPS`.
-pub const TXN_LEVELS_MAX: usize = synod_kv::MAX_TXN_OPS;
+/// The deepest valid txn: one op per level out of etcd's budget of `TXN_OPS_MAX`.
+pub const TXN_LEVELS_MAX: usize = synod_kv::TXN_OPS_MAX;
 
 /// The deepest message nesting accepted: the deepest txn (two messages a level) plus room
 /// for a value that is itself protobuf. prost's stack use at this depth is well under 1 MiB.

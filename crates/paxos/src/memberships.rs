@@ -23,19 +23,19 @@ impl MembershipChange {
 /// Chosen memberships in slot order, oldest first, pruned of those no slot above the
 /// compaction point needs.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Configs {
+pub(crate) struct Memberships {
     changes: Vec<MembershipChange>,
     /// `PlantedBug::MembershipWithoutDelay`: a membership governs from the very next slot.
     immediate: bool,
 }
 
-impl Configs {
-    pub(crate) fn from_changes(changes: Vec<MembershipChange>) -> Configs {
-        let mut configs = Configs::default();
+impl Memberships {
+    pub(crate) fn from_changes(changes: Vec<MembershipChange>) -> Memberships {
+        let mut memberships = Memberships::default();
         for c in changes {
-            configs.note_chosen(c.slot, &c.membership);
+            memberships.note_chosen(c.slot, &c.membership);
         }
-        configs
+        memberships
     }
 
     pub(crate) fn plant_immediate_bug(&mut self) {
@@ -126,7 +126,7 @@ impl Configs {
     /// Replaces everything with what a snapshot carried.
     pub(crate) fn replace(&mut self, changes: Vec<MembershipChange>) {
         let immediate = self.immediate;
-        *self = Configs::from_changes(changes);
+        *self = Memberships::from_changes(changes);
         self.immediate = immediate;
     }
 }
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_membership_governs_alpha_slots_after_it_is_chosen() {
-        let mut c = Configs::default();
+        let mut c = Memberships::default();
         assert!(c.for_slot(5).is_none());
         c.note_chosen(1, &m(&[1, 2, 3]));
         assert_eq!(c.for_slot(2), Some(&m(&[1, 2, 3])));
