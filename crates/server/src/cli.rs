@@ -98,16 +98,16 @@ pub struct MemberArgs {
     /// Largest write request accepted, in bytes: a larger Put, DeleteRange or writing Txn
     /// is refused with "etcdserver: request is too large". A gRPC message over this plus
     /// 512 KiB is refused before it is read (ResourceExhausted), as etcd's receive limit.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
+    #[arg(long = "max-request-bytes", default_value_t = crate::limits::DEFAULT_REQUEST_BYTES_MAX)]
+    pub request_bytes_max: usize,
 
     // Synod's own.
     /// Most client connections (gRPC and HTTP on the client URLs) open at once; more are
     /// accepted and closed at once, counted in synod_client_connections_refused_total.
     /// Never more than the open-file limit less 64 descriptors kept for the log, snapshots
     /// and peers [default: that many].
-    #[arg(long)]
-    pub max_client_connections: Option<usize>,
+    #[arg(long = "max-client-connections")]
+    pub client_connections_max: Option<usize>,
     /// Size at which the write-ahead log starts a new segment file; whole segments below
     /// the older of the two newest snapshots are deleted.
     #[arg(long, default_value_t = 64 << 20)]
@@ -117,14 +117,14 @@ pub struct MemberArgs {
     pub read_mode: ReadModeArg,
     /// Largest clock-rate difference between any member and real time that leases must
     /// survive, in parts per million.
-    #[arg(long, default_value_t = 50_000)]
-    pub max_clock_drift_ppm: u64,
+    #[arg(long = "max-clock-drift-ppm", default_value_t = 50_000)]
+    pub clock_drift_ppm_max: u64,
     /// Most client commands batched into one log slot.
-    #[arg(long, default_value_t = 1024)]
-    pub max_batch_commands: usize,
+    #[arg(long = "max-batch-commands", default_value_t = 1024)]
+    pub batch_commands_max: usize,
     /// Most log slots in flight (proposed, not yet chosen) at once.
-    #[arg(long, default_value_t = 64)]
-    pub max_inflight_slots: usize,
+    #[arg(long = "max-inflight-slots", default_value_t = 64)]
+    pub inflight_slots_max: usize,
     /// How long a client request may wait for the cluster before it fails, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub request_timeout: u64,

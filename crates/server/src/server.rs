@@ -4,7 +4,7 @@
 use crate::cli::{ClusterState, MemberArgs, ReadModeArg};
 use crate::cluster::{parse_urls, BindAddr, FlagError, InitialCluster, Url};
 use crate::identity::Identity;
-use crate::limits::{ClientLimits, MAX_REQUEST_BYTES_LIMIT};
+use crate::limits::{ClientLimits, REQUEST_BYTES_FLAG_MAX};
 use crate::members::{MemberRecord, MemberTable};
 use crate::metrics::Metrics;
 use crate::replica::{self, CoreConfig};
@@ -80,18 +80,18 @@ impl MemberConfig {
                 a.election_timeout, a.heartbeat_interval
             )));
         }
-        if a.max_clock_drift_ppm >= 500_000 {
+        if a.clock_drift_ppm_max >= 500_000 {
             return Err(FlagError(
                 "--max-clock-drift-ppm must be below 500000 (50%)".into(),
             ));
         }
-        if a.max_request_bytes == 0 || a.max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
+        if a.request_bytes_max == 0 || a.request_bytes_max > REQUEST_BYTES_FLAG_MAX {
             return Err(FlagError(format!(
-                "--max-request-bytes must be between 1 and {MAX_REQUEST_BYTES_LIMIT} (a \
+                "--max-request-bytes must be between 1 and {REQUEST_BYTES_FLAG_MAX} (a \
                  request must fit a peer message)"
             )));
         }
-        if a.max_client_connections == Some(0) {
+        if a.client_connections_max == Some(0) {
             return Err(FlagError(
                 "--max-client-connections must be at least 1".into(),
             ));
@@ -104,9 +104,9 @@ impl MemberConfig {
             ReadModeArg::Lease => ReadMode::Lease,
             ReadModeArg::Quorum => ReadMode::Quorum,
         };
-        engine.clock_drift_max_ppm = a.max_clock_drift_ppm;
-        engine.batch_commands_max = a.max_batch_commands.max(1);
-        engine.inflight_slots_max = a.max_inflight_slots.max(1) as u64;
+        engine.clock_drift_ppm_max = a.clock_drift_ppm_max;
+        engine.batch_commands_max = a.batch_commands_max.max(1);
+        engine.inflight_slots_max = a.inflight_slots_max.max(1) as u64;
         engine
             .validate()
             .map_err(|e| FlagError(format!("configuration: {e}")))?;
@@ -129,8 +129,8 @@ impl MemberConfig {
             wal_segment_bytes: a.wal_segment_bytes.max(4096),
             peer_queue_max: a.peer_queue_max.max(1),
             client_limits: ClientLimits {
-                max_request_bytes: a.max_request_bytes,
-                max_client_connections: a.max_client_connections,
+                request_bytes_max: a.request_bytes_max,
+                client_connections_max: a.client_connections_max,
             },
             cluster,
             core: CoreConfig {
@@ -173,7 +173,7 @@ pub async fn run(
     let cap = cfg.client_limits.client_connections_max();
     if cfg
         .client_limits
-        .max_client_connections
+        .client_connections_max
         .is_some_and(|n| n > cap)
     {
         tracing::warn!(

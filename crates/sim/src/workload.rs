@@ -43,7 +43,7 @@ impl Simulation {
     }
 
     fn think(&mut self) -> u64 {
-        self.rng.below(self.swarm.think_max_us + 1)
+        self.rng.below(self.swarm.think_us_max + 1)
     }
 
     pub(crate) fn client_wake(&mut self, index: usize) {
@@ -271,7 +271,7 @@ impl Simulation {
         let Phase::Liveness { started_us } = self.phase else {
             return;
         };
-        let target = self.agreement.max_slot();
+        let target = self.agreement.highest_slot();
         let done = !self.liveness_client.acked.is_empty()
             && self.clients.iter().all(|c| c.pending.is_none())
             && self.judged().all(|n| {
@@ -296,7 +296,7 @@ impl Simulation {
         let Phase::Liveness { started_us } = self.phase else {
             return;
         };
-        let target = self.agreement.max_slot();
+        let target = self.agreement.highest_slot();
         let latest = self.latest_membership().1.clone();
         let nodes: Vec<String> = self
             .nodes

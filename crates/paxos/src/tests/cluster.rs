@@ -80,6 +80,12 @@ impl Cluster {
 
     /// Drains every engine's Ready and delivers messages until nothing moves.
     pub(crate) fn settle(&mut self) {
+        self.settle_over(&mut |_| true);
+    }
+
+    /// `settle` over a network that delivers only the messages `carries` lets through (a
+    /// model of a transport's own limits). Cut links and down nodes drop messages first.
+    pub(crate) fn settle_over(&mut self, carries: &mut impl FnMut(&Message) -> bool) {
         for _ in 0..100_000 {
             let mut moved = false;
             let ids: Vec<NodeId> = self.engines.keys().copied().collect();
@@ -123,7 +129,7 @@ impl Cluster {
             }
             while let Some(m) = self.queue.pop_front() {
                 moved = true;
-                if self.cut.contains(&(m.from, m.to)) || self.down.contains(&m.to) {
+                if self.cut.contains(&(m.from, m.to)) || self.down.contains(&m.to) || !carries(&m) {
                     continue;
                 }
                 self.trace
@@ -185,11 +191,16 @@ impl Cluster {
     }
 
     pub(crate) fn tick_all(&mut self, ticks: u64) {
+        self.tick_all_over(ticks, &mut |_| true);
+    }
+
+    /// `tick_all` over a network that delivers only what `carries` lets through.
+    pub(crate) fn tick_all_over(&mut self, ticks: u64, carries: &mut impl FnMut(&Message) -> bool) {
         for _ in 0..ticks {
             for e in self.engines.values_mut() {
                 e.tick();
             }
-            self.settle();
+            self.settle_over(carries);
         }
     }
 
@@ -212,8 +223,13 @@ impl Cluster {
     }
 
     pub(crate) fn elect(&mut self) -> NodeId {
+        self.elect_over(&mut |_| true)
+    }
+
+    /// `elect` over a network that delivers only what `carries` lets through.
+    pub(crate) fn elect_over(&mut self, carries: &mut impl FnMut(&Message) -> bool) -> NodeId {
         for _ in 0..2_000 {
-            self.tick_all(1);
+            self.tick_all_over(1, carries);
             if let Some(l) = self.leader() {
                 if self.engines[&l].status().commit >= 2 {
                     return l;
