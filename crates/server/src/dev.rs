@@ -4,7 +4,9 @@
 use crate::cli::DevArgs;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::fmt;
 use std::fs;
+use std::io;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,25 +17,96 @@ const NAMES: [&str; 3] = ["s1", "s2", "s3"];
 /// How long members get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(args: DevArgs) -> Result<(), String> {
+/// Why `synod dev` could not start its cluster, or stopped with an error.
+#[derive(Debug)]
+pub enum DevError {
+    /// `--client-ports` names another number of ports than there are members.
+    ClientPortCount {
+        given: usize,
+    },
+    /// A client port leaves no room for its peer port (client port + 1).
+    ClientPortRange,
+    CreateDir {
+        dir: PathBuf,
+        source: io::Error,
+    },
+    OwnBinary(io::Error),
+    OpenLog {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Spawn {
+        exe: PathBuf,
+        source: io::Error,
+    },
+    /// A member exited with an error (`status`, as the OS reports it).
+    MemberExited {
+        name: String,
+        status: String,
+    },
+}
+
+impl fmt::Display for DevError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DevError::ClientPortCount { given } => {
+                write!(f, "--client-ports: give {} ports, got {given}", NAMES.len())
+            }
+            DevError::ClientPortRange => f.write_str(
+                "--client-ports: ports must be in 1..65534 (peer port = client port + 1)",
+            ),
+            DevError::CreateDir { dir, source } => {
+                write!(f, "cannot create {}: {source}", dir.display())
+            }
+            DevError::OwnBinary(e) => write!(f, "cannot find my own binary: {e}"),
+            DevError::OpenLog { path, source } => {
+                write!(f, "cannot open {}: {source}", path.display())
+            }
+            DevError::Spawn { exe, source } => {
+                write!(f, "cannot start {}: {source}", exe.display())
+            }
+            DevError::MemberExited { name, status } => {
+                write!(
+                    f,
+                    "member {name} exited unexpectedly ({status}); see its log"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for DevError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DevError::CreateDir { source, .. }
+            | DevError::OpenLog { source, .. }
+            | DevError::Spawn { source, .. }
+            | DevError::OwnBinary(source) => Some(source),
+            DevError::ClientPortCount { .. }
+            | DevError::ClientPortRange
+            | DevError::MemberExited { .. } => None,
+        }
+    }
+}
+
+pub async fn run(args: DevArgs) -> Result<(), DevError> {
     if args.client_ports.len() != NAMES.len() {
-        return Err(format!(
-            "--client-ports: give {} ports, got {}",
-            NAMES.len(),
-            args.client_ports.len()
-        ));
+        return Err(DevError::ClientPortCount {
+            given: args.client_ports.len(),
+        });
     }
     if args.client_ports.iter().any(|&p| p == 0 || p == u16::MAX) {
-        return Err(
-            "--client-ports: ports must be in 1..65534 (peer port = client port + 1)".into(),
-        );
+        return Err(DevError::ClientPortRange);
     }
     let dir = match args.data_dir {
         Some(dir) => dir,
         None => std::env::temp_dir().join(format!("synod-dev-{}", std::process::id())),
     };
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    fs::create_dir_all(&dir).map_err(|source| DevError::CreateDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    let exe = std::env::current_exe().map_err(DevError::OwnBinary)?;
 
     let peer_url = |i: usize| format!("http://127.0.0.1:{}", args.client_ports[i] + 1);
     let client_url = |i: usize| format!("http://127.0.0.1:{}", args.client_ports[i]);
@@ -51,10 +124,12 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+            .and_then(|log| Ok((log.try_clone()?, log)))
+            .map_err(|source| DevError::OpenLog {
+                path: log_path.clone(),
+                source,
+            })?;
+        let (log_err, log) = log;
         let child = Command::new(&exe)
             .arg(format!("--name={name}"))
             .arg(format!("--data-dir={}", dir.join(name).display()))
@@ -70,7 +145,10 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
             .stderr(log_err)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+            .map_err(|source| DevError::Spawn {
+                exe: exe.clone(),
+                source,
+            })?;
         children.push((name.to_string(), child, log_path));
     }
 
@@ -106,7 +184,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     let exited = wait_failed_exit(&mut children);
     let outcome = tokio::select! {
         _ = crate::stop_signal() => Ok(()),
-        (name, status) = exited => Err(format!("member {name} exited unexpectedly ({status}); see its log")),
+        (name, status) = exited => Err(DevError::MemberExited { name, status }),
     };
     println!("stopping...");
     stop_all(&mut children).await;

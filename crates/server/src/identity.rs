@@ -7,11 +7,100 @@
 //! incarnation, and its peers, which recorded the old one, refuse it at the handshake
 //! (`transport/handshake.rs`): it has forgotten its promises and accepted values.
 
+use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 const FILE: &str = "member";
+
+/// Why a data directory cannot be used as this member's.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// The member file cannot be parsed; `expected` is what the flags say it should hold.
+    Damaged {
+        path: PathBuf,
+        expected: Identity,
+    },
+    /// The directory holds another member's (or another cluster's) data.
+    OtherMember {
+        dir: PathBuf,
+        found: Identity,
+        claimed: Identity,
+    },
+    /// Files but no member file: not a Synod data directory.
+    NotADataDirectory {
+        dir: PathBuf,
+    },
+    Read {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Write {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Random(getrandom::Error),
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentityError::Damaged { path, expected } => write!(
+                f,
+                "{} is damaged; it should read:\nname={}\nmember_id={:x}\n\
+                 cluster_id={:x}\nincarnation=<16 hex digits: the one the peers \
+                 recorded for this member in their peer-incarnations file>",
+                path.display(),
+                expected.name,
+                expected.member_id,
+                expected.cluster_id
+            ),
+            IdentityError::OtherMember {
+                dir,
+                found,
+                claimed,
+            } => write!(
+                f,
+                "--data-dir {} belongs to member {:?} (id {:x}) of cluster {:x}, not to \
+                 member {:?} (id {:x}) of cluster {:x}; check --name, \
+                 --initial-cluster and --initial-cluster-token",
+                dir.display(),
+                found.name,
+                found.member_id,
+                found.cluster_id,
+                claimed.name,
+                claimed.member_id,
+                claimed.cluster_id
+            ),
+            IdentityError::NotADataDirectory { dir } => write!(
+                f,
+                "--data-dir {} is not empty but holds no {FILE} file: it is not a \
+                 Synod data directory (or was damaged); refusing to use it",
+                dir.display()
+            ),
+            IdentityError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            IdentityError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            IdentityError::Random(e) => write!(f, "cannot draw a random incarnation: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::Read { source, .. } | IdentityError::Write { source, .. } => {
+                Some(source)
+            }
+            IdentityError::Random(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -78,34 +167,20 @@ impl Identity {
     /// Writes the identity, with a fresh incarnation, into a new data directory, or checks it
     /// against the one there. Returns the identity in effect, with the directory's
     /// incarnation. A member file written before incarnations existed gets one now.
-    pub fn check_or_create(&self, dir: &Path) -> Result<Identity, String> {
+    pub fn check_or_create(&self, dir: &Path) -> Result<Identity, IdentityError> {
         let path = dir.join(FILE);
         match fs::read_to_string(&path) {
             Ok(text) => {
-                let found = Identity::parse(&text).ok_or_else(|| {
-                    format!(
-                        "{} is damaged; it should read:\nname={}\nmember_id={:x}\n\
-                         cluster_id={:x}\nincarnation=<16 hex digits: the one the peers \
-                         recorded for this member in their peer-incarnations file>",
-                        path.display(),
-                        self.name,
-                        self.member_id,
-                        self.cluster_id
-                    )
+                let found = Identity::parse(&text).ok_or_else(|| IdentityError::Damaged {
+                    path: path.clone(),
+                    expected: self.clone(),
                 })?;
                 if !found.same_member(self) {
-                    return Err(format!(
-                        "--data-dir {} belongs to member {:?} (id {:x}) of cluster {:x}, not to \
-                         member {:?} (id {:x}) of cluster {:x}; check --name, \
-                         --initial-cluster and --initial-cluster-token",
-                        dir.display(),
-                        found.name,
-                        found.member_id,
-                        found.cluster_id,
-                        self.name,
-                        self.member_id,
-                        self.cluster_id
-                    ));
+                    return Err(IdentityError::OtherMember {
+                        dir: dir.to_path_buf(),
+                        found,
+                        claimed: self.clone(),
+                    });
                 }
                 if found.incarnation != 0 {
                     return Ok(found);
@@ -122,33 +197,30 @@ impl Identity {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-                    return Err(format!(
-                        "--data-dir {} is not empty but holds no {FILE} file: it is not a \
-                         Synod data directory (or was damaged); refusing to use it",
-                        dir.display()
-                    ));
+                    return Err(IdentityError::NotADataDirectory {
+                        dir: dir.to_path_buf(),
+                    });
                 }
                 let created = self.with_fresh_incarnation()?;
                 write_durably(dir, &created.render())?;
                 Ok(created)
             }
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => Err(IdentityError::Read { path, source }),
         }
     }
 
     /// Draws a new incarnation and writes it: for a member whose acceptor state is empty
     /// (bootstrapped from nothing), whatever its member file says, since it holds none of
     /// the promises an earlier incarnation may have made.
-    pub fn renew_incarnation(&self, dir: &Path) -> Result<Identity, String> {
+    pub fn renew_incarnation(&self, dir: &Path) -> Result<Identity, IdentityError> {
         let renewed = self.with_fresh_incarnation()?;
         write_durably(dir, &renewed.render())?;
         Ok(renewed)
     }
 
-    fn with_fresh_incarnation(&self) -> Result<Identity, String> {
+    fn with_fresh_incarnation(&self) -> Result<Identity, IdentityError> {
         loop {
-            let incarnation =
-                getrandom::u64().map_err(|e| format!("cannot draw a random incarnation: {e}"))?;
+            let incarnation = getrandom::u64().map_err(IdentityError::Random)?;
             if incarnation != 0 && incarnation != self.incarnation {
                 return Ok(Identity {
                     incarnation,
@@ -160,7 +232,7 @@ impl Identity {
 }
 
 /// Replaces the member file: temporary file, sync, rename, directory sync.
-fn write_durably(dir: &Path, contents: &str) -> Result<(), String> {
+fn write_durably(dir: &Path, contents: &str) -> Result<(), IdentityError> {
     let path = dir.join(FILE);
     let tmp = dir.join(format!("{FILE}.tmp"));
     let write = || -> std::io::Result<()> {
@@ -170,7 +242,7 @@ fn write_durably(dir: &Path, contents: &str) -> Result<(), String> {
         fs::rename(&tmp, &path)?;
         fs::File::open(dir)?.sync_all()
     };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    write().map_err(|source| IdentityError::Write { path, source })
 }
 
 #[cfg(test)]
@@ -194,11 +266,12 @@ mod tests {
         // Checked again: the same incarnation, however the claim was built.
         assert_eq!(id("a").check_or_create(dir.path()).unwrap(), created);
         assert_eq!(created.check_or_create(dir.path()).unwrap(), created);
-        let e = id("b").check_or_create(dir.path()).unwrap_err();
+        let e = id("b").check_or_create(dir.path()).unwrap_err().to_string();
         assert!(e.contains("belongs to member \"a\""), "{e}");
         let e = Identity::new("a".into(), 0xabc, 0x123)
             .check_or_create(dir.path())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("of cluster def"), "{e}");
         // After `member update` the flags derive another id; the directory's stands.
         let updated = Identity::new("a".into(), 0x999, 0xdef)
@@ -253,7 +326,8 @@ mod tests {
             )
             .unwrap();
             let e = id("a").check_or_create(dir.path()).unwrap_err();
-            assert!(e.contains("is damaged"), "{bad:?}: {e}");
+            assert!(matches!(e, IdentityError::Damaged { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains("is damaged"), "{bad:?}: {e}");
         }
     }
 
@@ -270,6 +344,9 @@ mod tests {
     fn refuses_a_foreign_directory() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("something"), "x").unwrap();
-        assert!(id("a").check_or_create(dir.path()).is_err());
+        assert!(matches!(
+            id("a").check_or_create(dir.path()),
+            Err(IdentityError::NotADataDirectory { .. })
+        ));
     }
 }

@@ -29,8 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Some(Command::Dev(args)) => runtime.block_on(synod_server::dev::run(args)),
+    // Every error type says what failed in words an operator can act on; main adds the
+    // program's name and the exit status.
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Some(Command::Dev(args)) => runtime
+            .block_on(synod_server::dev::run(args))
+            .map_err(Into::into),
         None => {
             let filter = EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(&cli.member.log_level));
@@ -42,8 +46,10 @@ fn main() -> ExitCode {
                 .with_ansi(colour)
                 .init();
             match MemberConfig::from_args(&cli.member) {
-                Ok(cfg) => runtime.block_on(server::run(cfg, synod_server::stop_signal())),
-                Err(e) => Err(e.to_string()),
+                Ok(cfg) => runtime
+                    .block_on(server::run(cfg, synod_server::stop_signal()))
+                    .map_err(Into::into),
+                Err(e) => Err(e.into()),
             }
         }
     };

@@ -31,6 +31,33 @@ struct HttpState {
     metrics: Arc<Metrics>,
 }
 
+/// Why the client API stopped with an error.
+#[derive(Debug)]
+pub enum ServeError {
+    /// A listener's server failed.
+    Server(tonic::transport::Error),
+    /// A listener's task panicked or was cancelled.
+    Task(tokio::task::JoinError),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Server(e) => write!(f, "client server: {e}"),
+            ServeError::Task(e) => write!(f, "client server task: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServeError::Server(e) => Some(e),
+            ServeError::Task(e) => Some(e),
+        }
+    }
+}
+
 /// Serves every client listener until `shutdown` resolves.
 pub async fn serve(
     listeners: Vec<TcpListener>,
@@ -39,7 +66,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     limits: ClientLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     // The gate refuses larger messages first, with grpc-go's words; tonic's own check stays
     // as a second line.
     let receive_max = limits.grpc_receive_bytes_max();
@@ -102,8 +129,8 @@ pub async fn serve(
     for server in servers {
         match server.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("client server: {e}")),
-            Err(e) => return Err(format!("client server task: {e}")),
+            Ok(Err(e)) => return Err(ServeError::Server(e)),
+            Err(e) => return Err(ServeError::Task(e)),
         }
     }
     Ok(())

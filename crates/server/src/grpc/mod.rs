@@ -10,4 +10,4 @@ mod kv;
 mod maintenance;
 mod wire;
 
-pub use http::serve;
+pub use http::{serve, ServeError};
