@@ -15,8 +15,10 @@ pub enum ReadMode {
 }
 
 /// Deliberately broken protocol variants. They exist so the simulator's tests can prove that
-/// its checkers catch real bugs; the engine refuses them unless built with the
-/// `planted-bugs` feature, which only test builds enable.
+/// its checkers catch real bugs. Only an engine built with the `planted-bugs` feature, which
+/// only test builds enable, can run one (`Config::plant`): without it `Config` has no field
+/// to hold one and the broken code paths compile to nothing. The names stay in every build
+/// so that a tool can name a bug and say which build runs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
     /// An acceptor accepts any ballot, ignoring its promise.
@@ -76,7 +78,8 @@ pub struct Config {
     /// start: a reply to a read request sent before a restart must not match a request sent
     /// after it (it could carry a read point older than writes acknowledged in between).
     pub seed: u64,
-    /// See [`PlantedBug`]; `None` in every real deployment.
+    /// See [`PlantedBug`]; set with [`Config::plant`].
+    #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
 }
 
@@ -97,6 +100,7 @@ impl Config {
             read_mode: ReadMode::Lease,
             clock_drift_ppm_max: 50_000,
             seed: id,
+            #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
     }
@@ -132,10 +136,24 @@ impl Config {
         if self.clock_drift_ppm_max >= 500_000 {
             return fail("clock_drift_ppm_max must be below 500000 (50%)");
         }
-        if self.planted_bug.is_some() && !cfg!(feature = "planted-bugs") {
-            return fail("planted bugs need the planted-bugs feature (test builds only)");
-        }
         Ok(())
+    }
+
+    /// Runs the engine with a deliberately broken protocol variant (`None`: none). Refused
+    /// unless the engine was built with the `planted-bugs` feature (test builds only).
+    pub fn plant(&mut self, bug: Option<PlantedBug>) -> Result<(), ConfigError> {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug = bug;
+            Ok(())
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        match bug {
+            None => Ok(()),
+            Some(_) => Err(ConfigError(
+                "planted bugs need the planted-bugs feature (test builds only)".to_string(),
+            )),
+        }
     }
 
     /// How long a lease lasts, in the leader's ticks, from the send time of the heartbeat
@@ -144,7 +162,7 @@ impl Config {
     /// send; the leader's `L` ticks last at most `L / (1 - d)`. So `L = (T - 1)(1 - d)/(1 + d)`,
     /// less one tick for the leader's own tick granularity.
     pub fn lease_ticks(&self) -> u64 {
-        if self.planted_bug == Some(PlantedBug::LeaseWithoutDriftMargin) {
+        if self.bug(PlantedBug::LeaseWithoutDriftMargin) {
             return self.election_timeout_ticks + 1;
         }
         let t = u128::from(self.election_timeout_ticks - 1);
@@ -153,8 +171,16 @@ impl Config {
         (l as u64).saturating_sub(1)
     }
 
+    /// Whether `bug` is planted: always false without the `planted-bugs` feature, so that
+    /// a release build carries none of the broken variants.
+    #[cfg(feature = "planted-bugs")]
     pub(crate) fn bug(&self, bug: PlantedBug) -> bool {
         self.planted_bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    pub(crate) fn bug(&self, _bug: PlantedBug) -> bool {
+        false
     }
 }
 
@@ -168,3 +194,24 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planted_bug_needs_the_feature() {
+        let mut c = Config::new(1);
+        assert_eq!(c.plant(None), Ok(()));
+        let planted = c.plant(Some(PlantedBug::AcceptorIgnoresPromise));
+        assert_eq!(
+            planted.is_ok(),
+            cfg!(feature = "planted-bugs"),
+            "{planted:?}"
+        );
+        assert_eq!(
+            c.bug(PlantedBug::AcceptorIgnoresPromise),
+            cfg!(feature = "planted-bugs")
+        );
+    }
+}

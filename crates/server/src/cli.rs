@@ -133,7 +133,9 @@ pub struct MemberArgs {
     #[arg(long, default_value_t = 0, hide = true, allow_negative_numbers = true)]
     pub clock_skew_ppm: i64,
     /// A deliberately broken mode for the fault-injection harness's own test: serve
-    /// linearizable reads from local state without a read barrier (stale reads). Never use.
+    /// linearizable reads from local state without a read barrier (stale reads). Only in
+    /// builds with the `planted-bugs` feature (test builds).
+    #[cfg(feature = "planted-bugs")]
     #[arg(long, hide = true)]
     pub planted_bug_local_reads: bool,
     /// Dial these members at these addresses instead of their peer URLs, e.g.
@@ -162,4 +164,32 @@ pub struct DevArgs {
     /// Extra flags passed to every member (e.g. --read-mode=quorum).
     #[arg(last = true)]
     pub member_flags: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn planted_bug_flags() -> Vec<String> {
+        Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|long| long.contains("planted"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A release build must not offer a way to break the protocol on purpose.
+    #[cfg(not(feature = "planted-bugs"))]
+    #[test]
+    fn without_the_feature_there_is_no_planted_bug_flag() {
+        assert_eq!(planted_bug_flags(), Vec::<String>::new());
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    #[test]
+    fn with_the_feature_the_planted_bug_flag_exists() {
+        assert_eq!(planted_bug_flags(), ["planted-bug-local-reads"]);
+    }
 }

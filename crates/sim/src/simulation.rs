@@ -17,7 +17,7 @@ use crate::trace::{describe, describe_value, node_name, Trace};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use synod_paxos::{
-    Config, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot, Value,
+    Config, ConfigError, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot, Value,
 };
 
 thread_local! {
@@ -182,7 +182,8 @@ impl Simulation {
         let members = Membership::new(1..=swarm.nodes).expect("ids start at 1");
         let nodes: Vec<Node> = (1..=swarm.nodes)
             .map(|id| {
-                let config = engine_config(&swarm, options.planted_bug, id, seed);
+                let config = engine_config(&swarm, options.planted_bug, id, seed)
+                    .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
                 let drift = swarm.drift_ppm[id as usize - 1];
                 let policy = snapshot_policy(&swarm);
                 let mut node = Node::new(config, DurableState::bootstrap(&members), drift, policy);
@@ -225,7 +226,8 @@ impl Simulation {
     /// knows no membership and learns the log or a snapshot from the leader), not started.
     pub(crate) fn create_node(&mut self) -> NodeId {
         let id = self.nodes.len() as NodeId + 1;
-        let config = engine_config(&self.swarm, self.planted_bug, id, self.seed);
+        let config = engine_config(&self.swarm, self.planted_bug, id, self.seed)
+            .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
         let max = self.swarm.drift_ppm_max;
         let drift = self.rng.range(0, 2 * max) as i64 - max as i64;
         let policy = snapshot_policy(&self.swarm);
@@ -615,7 +617,13 @@ fn snapshot_policy(swarm: &Swarm) -> SnapshotPolicy {
 }
 
 /// The engine configuration of one node: simulation-sized timeouts and the seed's knobs.
-fn engine_config(swarm: &Swarm, bug: Option<PlantedBug>, id: NodeId, seed: u64) -> Config {
+/// Refused only for a planted bug in an engine built without the `planted-bugs` feature.
+fn engine_config(
+    swarm: &Swarm,
+    bug: Option<PlantedBug>,
+    id: NodeId,
+    seed: u64,
+) -> Result<Config, ConfigError> {
     let mut c = Config::new(id);
     c.heartbeat_interval_ticks = swarm.heartbeat_ticks;
     c.election_timeout_ticks = swarm.election_ticks;
@@ -628,13 +636,13 @@ fn engine_config(swarm: &Swarm, bug: Option<PlantedBug>, id: NodeId, seed: u64) 
     c.read_mode = swarm.read_mode;
     c.clock_drift_ppm_max = swarm.drift_ppm_max;
     c.seed = seed.wrapping_mul(0x100_0000_01B3) ^ id;
-    c.planted_bug = bug;
-    c
+    c.plant(bug)?;
+    Ok(c)
 }
 
 /// Validates the engine configuration a run would use (e.g. a planted bug without the
 /// `planted-bugs` feature), before any seed runs.
-pub fn validate(options: &Options) -> Result<(), synod_paxos::ConfigError> {
+pub fn validate(options: &Options) -> Result<(), ConfigError> {
     let swarm = Swarm::draw(&mut Rng::new(0), options.focus);
-    engine_config(&swarm, options.planted_bug, 1, 0).validate()
+    engine_config(&swarm, options.planted_bug, 1, 0)?.validate()
 }

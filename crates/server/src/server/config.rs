@@ -129,7 +129,7 @@ impl MemberConfig {
                 tick: Duration::from_micros(tick_us),
                 clock_skew_ppm: a.clock_skew_ppm,
                 request_timeout: Duration::from_millis(a.request_timeout.max(1)),
-                planted_bug_local_reads: a.planted_bug_local_reads,
+                planted_bug_local_reads: planted_bug_local_reads(a),
                 peer_dial,
                 auto_compaction,
                 snapshot_every_commands: a.snapshot_count.max(1),
@@ -137,6 +137,17 @@ impl MemberConfig {
             },
         })
     }
+}
+
+/// `--planted-bug-local-reads`, which only test builds have.
+#[cfg(feature = "planted-bugs")]
+fn planted_bug_local_reads(a: &MemberArgs) -> bool {
+    a.planted_bug_local_reads
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_bug_local_reads(_: &MemberArgs) -> bool {
+    false
 }
 
 /// `--peer-dial name=host:port,...` (hidden, tests only) by member id.

@@ -185,6 +185,7 @@ async fn serve_clients(
         client_listeners.push(listener);
     }
 
+    #[cfg(feature = "planted-bugs")]
     if cfg.core.planted_bug_local_reads {
         tracing::warn!("PLANTED BUG: linearizable reads are served locally (stale reads possible)");
     }
