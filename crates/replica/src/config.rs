@@ -15,6 +15,9 @@ pub struct ReplicaConfig {
     /// Take a snapshot (and drop the log below it) after this many applied commands (etcd's
     /// `--snapshot-count`), and once they add up to half the bytes of the last snapshot.
     pub snapshot_every_commands: u64,
+    /// Snapshots travel to peers in pieces of this many bytes, one peer message each
+    /// ([`crate::SNAPSHOT_CHUNK_BYTES`] in the server; the simulator draws it small).
+    pub snapshot_chunk_bytes: usize,
     pub cluster_id: u64,
     pub member_id: NodeId,
     /// This member's name and advertised client URLs, published in the member table.
@@ -26,13 +29,13 @@ pub struct ReplicaConfig {
     /// incarnations may still be applied, but nobody here waits for them. Must differ
     /// between a member's starts.
     pub incarnation: u64,
-    /// A deliberately broken variant (tests of the checkers only).
-    #[cfg(feature = "planted-bugs")]
-    pub planted_bug: Option<ReplicaBug>,
+    /// A deliberately broken variant (tests of the checkers only; see [`Planted`]).
+    pub planted: Planted,
 }
 
-/// Deliberately broken variants of the replica, to show the checkers catch them.
-#[cfg(feature = "planted-bugs")]
+/// Deliberately broken variants of the replica, to show the checkers catch them. The names
+/// exist in every build so tools can name them; only a build with the `planted-bugs`
+/// feature can run one ([`Planted::bug`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicaBug {
     /// Linearizable reads are served from local state, with no read barrier.
@@ -40,6 +43,55 @@ pub enum ReplicaBug {
     /// A write is acknowledged when it is proposed, with the answer applying it to the local
     /// store would give, not once its slot is chosen (durable at a quorum) and applied.
     AcknowledgesWritesWhenProposed,
+}
+
+/// The planted bug a replica runs: none in every build without the `planted-bugs` feature,
+/// where it cannot hold one (zero-sized) and the broken code paths compile to nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planted(#[cfg(feature = "planted-bugs")] Option<ReplicaBug>);
+
+/// A planted bug was asked of a build without the `planted-bugs` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlantError(pub ReplicaBug);
+
+impl fmt::Display for PlantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "planted bug {:?} needs the planted-bugs feature (test builds only)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for PlantError {}
+
+impl Planted {
+    /// Runs `bug` (`None`: none); refused without the `planted-bugs` feature.
+    pub fn bug(bug: Option<ReplicaBug>) -> Result<Planted, PlantError> {
+        #[cfg(feature = "planted-bugs")]
+        {
+            Ok(Planted(bug))
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        match bug {
+            None => Ok(Planted()),
+            Some(b) => Err(PlantError(b)),
+        }
+    }
+
+    /// Whether `bug` is planted: always false without the feature.
+    pub(crate) fn is(&self, bug: ReplicaBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.0 == Some(bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
 }
 
 /// Why a replica could not start.

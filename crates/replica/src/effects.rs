@@ -9,7 +9,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use synod_kv::{Applied, ReadRequest, ReadView, Response, SnapshotView};
-use synod_paxos::{Message, NodeId, Slot, SnapshotInfo};
+use synod_paxos::{Message, NodeId, SharedValue, Slot, SnapshotInfo};
 
 /// A request's outcome.
 #[derive(Debug)]
@@ -179,6 +179,9 @@ pub trait Observer: std::fmt::Debug + Send {
     fn proposal_latency(&self, _waited: Duration) {}
     /// A chosen slot held this many commands.
     fn batch_commands(&self, _n: usize) {}
+    /// Slot `slot`, holding `value`, is about to be applied (each slot once per start, in
+    /// order; slots a snapshot covers are skipped). The simulator checks agreement here.
+    fn applied(&self, _slot: Slot, _value: &SharedValue) {}
 }
 
 /// Observes nothing.

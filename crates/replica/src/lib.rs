@@ -43,9 +43,7 @@ mod writes;
 
 pub use clock::Ticks;
 pub use compactor::{Retention, RetentionError};
-#[cfg(feature = "planted-bugs")]
-pub use config::ReplicaBug;
-pub use config::{ReplicaConfig, StartError};
+pub use config::{PlantError, Planted, ReplicaBug, ReplicaConfig, StartError};
 pub use effects::{
     Answer, Count, Effects, ExportJob, Observer, ReadJob, SnapshotJob, Stop, Unobserved,
 };

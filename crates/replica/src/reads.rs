@@ -33,14 +33,10 @@ impl<W: Waiter> Replica<W> {
         self.engine.read_barrier(id);
     }
 
-    #[cfg(feature = "planted-bugs")]
     fn reads_served_locally(&self) -> bool {
-        self.cfg.planted_bug == Some(crate::ReplicaBug::LinearizableReadsServedLocally)
-    }
-
-    #[cfg(not(feature = "planted-bugs"))]
-    fn reads_served_locally(&self) -> bool {
-        false
+        self.cfg
+            .planted
+            .is(crate::ReplicaBug::LinearizableReadsServedLocally)
     }
 
     /// Serves a read from the store as it is now: here if it stays within

@@ -340,6 +340,7 @@ impl<W: Waiter> Replica<W> {
         }
         let mut last = None;
         for c in committed {
+            self.observer.applied(c.slot, &c.value);
             self.apply(c.slot, &c.value);
             last = Some(c.slot);
         }

@@ -141,7 +141,7 @@ impl<W: Waiter> Replica<W> {
         tracing::info!(peer, slot, bytes = total, "sending a snapshot");
         let mut offset = 0;
         while offset < data.len() {
-            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let end = (offset + self.cfg.snapshot_chunk_bytes.max(1)).min(data.len());
             self.fx.messages.push(Message {
                 from: self.engine.id(),
                 to: peer,

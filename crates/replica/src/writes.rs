@@ -29,13 +29,11 @@ impl<W: Waiter> Replica<W> {
             seq,
             payload,
         };
-        #[cfg(feature = "planted-bugs")]
         let speculative = self.acknowledge_when_proposed(&command);
         match self.engine.propose(vec![command]) {
             Ok(()) => {
                 self.next_seq += 1;
                 self.observer.count(Count::ProposalsSubmitted, 1);
-                #[cfg(feature = "planted-bugs")]
                 let waiter = match (speculative, waiter) {
                     (Some(answer), Some(w)) => {
                         self.fx.answers.push((w, answer));
@@ -73,9 +71,12 @@ impl<W: Waiter> Replica<W> {
     }
 
     /// The planted bug's answer: what applying the command to the local store now gives.
-    #[cfg(feature = "planted-bugs")]
     fn acknowledge_when_proposed(&self, command: &Command) -> Option<Result<Answer, ReplicaError>> {
-        if self.cfg.planted_bug != Some(crate::ReplicaBug::AcknowledgesWritesWhenProposed) {
+        if !self
+            .cfg
+            .planted
+            .is(crate::ReplicaBug::AcknowledgesWritesWhenProposed)
+        {
             return None;
         }
         let mut store = self.kv.clone();

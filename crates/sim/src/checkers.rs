@@ -12,7 +12,7 @@
 //!    detect ("corruption served"), and never refuses an undamaged one.
 
 use crate::client::{History, HistoryOp};
-use crate::kv::{KvOp, KvResult};
+use crate::ops::{KvOp, KvResult};
 use crate::trace::describe_value;
 use std::collections::BTreeMap;
 use std::fmt;

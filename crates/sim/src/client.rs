@@ -6,8 +6,8 @@
 //! definitely did not happen (the replica refused it) leaves the history; one that times out
 //! stays with an unknown outcome, since it may still take effect later.
 
-use crate::kv::{Key, KvOp, KvResult, Val};
 use crate::node::Ticket;
+use crate::ops::{Answered, Key, KvOp, KvResult, Val};
 use crate::options::Swarm;
 use crate::rng::Rng;
 use std::collections::BTreeMap;
@@ -73,10 +73,19 @@ impl History {
 /// How a client's current operation travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Proposed as a command; answered when the replica applies it.
+    /// Through the log (`Replica::write`; a Get as a Range in the log); answered once
+    /// applied.
     Log,
-    /// A read barrier, then a read of the replica's state machine.
+    /// A linearizable read (`Replica::read`): a read barrier, then the replica's store.
     Barrier,
+}
+
+/// A write the client saw acknowledged: it must be in every replica's store at `revision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    pub key: Key,
+    pub value: Val,
+    pub revision: i64,
 }
 
 /// The operation a client is waiting for.
@@ -98,8 +107,8 @@ pub struct Client {
     /// The last value this client saw per key: what its compare-and-sets expect, so that
     /// some of them succeed.
     seen: BTreeMap<Key, Option<Val>>,
-    /// Acknowledged commands (through the log), which must survive every fault.
-    pub acked: Vec<u64>,
+    /// Acknowledged writes, which must survive every fault.
+    pub acked: Vec<Acked>,
 }
 
 impl Client {
@@ -163,13 +172,26 @@ impl Client {
         seq
     }
 
-    /// The pending operation completed with `result`.
-    pub fn finish(&mut self, result: KvResult) -> Pending {
+    /// The pending operation completed with `answered`.
+    pub fn finish(&mut self, answered: Answered) -> Pending {
         let p = self
             .pending
             .take()
             .expect("finish without a pending operation");
-        match (p.op, result) {
+        let written = match (p.op, answered.result) {
+            (KvOp::Put { key, value }, _) => Some((key, value)),
+            (KvOp::Cas { key, new, .. }, KvResult::Swapped(true)) => Some((key, new)),
+            _ => None,
+        };
+        if let Some((key, value)) = written {
+            let revision = answered.revision;
+            self.acked.push(Acked {
+                key,
+                value,
+                revision,
+            });
+        }
+        match (p.op, answered.result) {
             (KvOp::Get { key }, KvResult::Value(v)) => {
                 self.seen.insert(key, v);
             }
@@ -180,9 +202,6 @@ impl Client {
                 self.seen.insert(key, Some(new));
             }
             _ => {}
-        }
-        if p.route == Route::Log {
-            self.acked.push(p.seq);
         }
         p
     }

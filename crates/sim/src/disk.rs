@@ -18,36 +18,14 @@
 //! A lost tail ([`Disk::lose_tail`]) takes synced batches off the end of the log (cut off, the
 //! newest segment deleted, or damage in the last synced group); the restart reports it
 //! (`Recovered::lost_tail`) until the driver records the end of the replica's peer recovery
-//! ([`Disk::enqueue_finish_recovery`], a job in order behind the batches queued before it).
+//! (`PersistJob::FinishRecovery`, a job in order behind the batches queued before it).
 
 use crate::rng::Rng;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use synod_paxos::{DurableState, Message, Slot};
-use synod_storage::{Batch, LossReport, MemStorage, Storage, StorageError};
-
-/// Most jobs merged into one sync (the server's `JOBS_PER_SYNC_MAX`).
-const JOBS_PER_SYNC_MAX: usize = 1024;
-
-/// What the persist thread is asked to do, in order.
-#[derive(Debug)]
-enum Job {
-    /// One `Ready`'s durable part and what waits for it.
-    Ready {
-        seq: Option<u64>,
-        batch: Batch,
-        after: Vec<Message>,
-    },
-    /// Save a snapshot (ours, or one `received` from a peer), then compact the log up to it.
-    Snapshot {
-        slot: Slot,
-        data: Bytes,
-        received: bool,
-    },
-    /// The replica recovered from a lost tail: once every batch before this job is durable,
-    /// record it (`Storage::finish_peer_recovery`), so the next start is an ordinary one.
-    FinishRecovery,
-}
+use synod_replica::{group_jobs, PersistJob};
+use synod_storage::{Batch, LossReport, MemStorage, SnapshotMeta, Storage, StorageError};
 
 /// What the persist thread is doing: the jobs written together, whose one sync is in
 /// flight, or one snapshot being saved.
@@ -61,6 +39,7 @@ enum Group {
         slot: Slot,
         data: Bytes,
         received: bool,
+        written: Option<SnapshotMeta>,
     },
     /// The end of a peer recovery being recorded.
     FinishRecovery,
@@ -139,7 +118,7 @@ pub struct Disk {
     /// What a brand-new member writes first (as the server does on an empty data directory).
     bootstrap: DurableState,
     /// Jobs waiting for the persist thread (a sync is in flight).
-    queued: VecDeque<Job>,
+    queued: VecDeque<PersistJob>,
     /// The group written and being synced, or the snapshot being saved.
     syncing: Option<Group>,
     /// Damage injected while the node was down.
@@ -197,25 +176,9 @@ impl Disk {
         self.corruption
     }
 
-    /// Hands one `Ready`'s persistence to the persist thread.
-    pub fn enqueue(&mut self, seq: Option<u64>, batch: Batch, after: Vec<Message>) {
-        self.queued.push_back(Job::Ready { seq, batch, after });
-    }
-
-    /// Hands a snapshot to the persist thread: saved after every job queued before it, then
-    /// the log is compacted up to it.
-    pub fn enqueue_snapshot(&mut self, slot: Slot, data: Bytes, received: bool) {
-        self.queued.push_back(Job::Snapshot {
-            slot,
-            data,
-            received,
-        });
-    }
-
-    /// Records the end of a peer recovery once every job queued so far is durable (the
-    /// server's persist thread does the same, in order behind the `Ready` that ended it).
-    pub fn enqueue_finish_recovery(&mut self) {
-        self.queued.push_back(Job::FinishRecovery);
+    /// Hands a job to the persist thread, behind every job queued before it.
+    pub fn enqueue(&mut self, job: PersistJob) {
+        self.queued.push_back(job);
     }
 
     /// The persist thread picks up what queued, if it is idle. A snapshot job at the head is
@@ -226,51 +189,48 @@ impl Disk {
     /// released without a sync, everything before them being durable already), `Ok(None)`
     /// when busy or idle with nothing to do.
     pub fn start_group(&mut self) -> Result<Option<bool>, StorageError> {
-        if self.syncing.is_some() || self.queued.is_empty() {
+        if self.syncing.is_some() {
             return Ok(None);
         }
-        if matches!(self.queued.front(), Some(Job::FinishRecovery)) {
-            // Alone, behind the groups before it: they are durable by now.
-            self.queued.pop_front();
-            self.syncing = Some(Group::FinishRecovery);
-            return Ok(Some(true));
-        }
-        if matches!(self.queued.front(), Some(Job::Snapshot { .. })) {
-            let Some(Job::Snapshot {
-                slot,
-                data,
-                received,
-            }) = self.queued.pop_front()
-            else {
-                unreachable!("matched above")
-            };
-            self.syncing = Some(Group::Snapshot {
-                slot,
-                data,
-                received,
+        let Some(first) = self.queued.pop_front() else {
+            return Ok(None);
+        };
+        // The server's persist thread's grouping (synod-replica `group_jobs`): the Ready jobs
+        // up to the next snapshot or recovery-end job, which runs once they are durable.
+        let group = group_jobs(first, || match self.queued.front() {
+            Some(PersistJob::Ready { .. }) => self.queued.pop_front(),
+            _ => None,
+        });
+        let last_seq = group.last_seq();
+        if group.readys.is_empty() {
+            self.syncing = Some(match group.then {
+                Some(PersistJob::Snapshot {
+                    slot,
+                    data,
+                    received,
+                    written,
+                }) => Group::Snapshot {
+                    slot,
+                    data,
+                    received,
+                    written,
+                },
+                Some(PersistJob::FinishRecovery) => Group::FinishRecovery,
+                Some(PersistJob::Ready { .. }) | None => unreachable!("group_jobs takes Readys"),
             });
             return Ok(Some(true));
         }
-        let mut last_seq = None;
+        if let Some(then) = group.then {
+            self.queued.push_front(then); // after this group is durable
+        }
         let mut after = Vec::new();
         let mut wrote = false;
-        let mut n = 0;
-        while n < JOBS_PER_SYNC_MAX && matches!(self.queued.front(), Some(Job::Ready { .. })) {
-            let Some(Job::Ready {
-                seq,
-                batch,
-                after: msgs,
-            }) = self.queued.pop_front()
-            else {
-                unreachable!("matched above")
-            };
+        for (_, batch, msgs) in group.readys {
             if !batch.is_empty() {
                 self.storage.write(&batch)?;
                 wrote = true;
             }
             after.extend(msgs);
-            last_seq = seq.or(last_seq);
-            n += 1;
         }
         self.syncing = Some(Group::Batches { last_seq, after });
         Ok(Some(wrote))
@@ -288,8 +248,13 @@ impl Disk {
                 slot,
                 data,
                 received,
+                written,
             } => {
-                let saved = match self.storage.save_snapshot(slot, &data) {
+                let result = match written {
+                    Some(meta) => self.storage.adopt_snapshot(meta),
+                    None => self.storage.save_snapshot(slot, &data),
+                };
+                let saved = match result {
                     Ok(_) => {
                         self.storage.compact(slot)?;
                         true
@@ -323,7 +288,10 @@ impl Disk {
             unwritten: self.queued.len(),
             snapshot_lost: matches!(self.syncing, Some(Group::Snapshot { .. })),
             finish_lost: matches!(self.syncing, Some(Group::FinishRecovery))
-                || self.queued.iter().any(|j| matches!(j, Job::FinishRecovery)),
+                || self
+                    .queued
+                    .iter()
+                    .any(|j| matches!(j, PersistJob::FinishRecovery)),
             ..CrashLoss::default()
         };
         self.queued.clear();
@@ -423,6 +391,23 @@ mod tests {
         )
     }
 
+    fn ready(seq: Option<u64>, batch: Batch) -> PersistJob {
+        PersistJob::Ready {
+            seq,
+            batch,
+            after: Vec::new(),
+        }
+    }
+
+    fn snapshot_job(slot: Slot, data: Bytes, received: bool) -> PersistJob {
+        PersistJob::Snapshot {
+            slot,
+            data,
+            received,
+            written: None,
+        }
+    }
+
     fn disk() -> Disk {
         let members = Membership::new([1, 2, 3]).unwrap();
         let mut disk = Disk::new(DurableState::bootstrap(&members));
@@ -439,11 +424,11 @@ mod tests {
     #[test]
     fn group_commit_writes_what_queued_and_a_crash_loses_the_unsynced_group() {
         let mut disk = disk();
-        disk.enqueue(Some(1), batch(2), Vec::new());
+        disk.enqueue(ready(Some(1), batch(2)));
         assert_eq!(disk.start_group().unwrap(), Some(true));
         // Queued while the sync is in flight: written by the next group only.
-        disk.enqueue(Some(2), batch(3), Vec::new());
-        disk.enqueue(Some(3), batch(4), Vec::new());
+        disk.enqueue(ready(Some(2), batch(3)));
+        disk.enqueue(ready(Some(3), batch(4)));
         assert_eq!(disk.start_group().unwrap(), None, "one sync at a time");
         assert!(matches!(
             disk.complete_group().unwrap(),
@@ -459,7 +444,7 @@ mod tests {
     #[test]
     fn jobs_with_nothing_to_write_are_released_without_a_sync() {
         let mut disk = disk();
-        disk.enqueue(Some(1), Batch::default(), Vec::new());
+        disk.enqueue(ready(Some(1), Batch::default()));
         assert_eq!(disk.start_group().unwrap(), Some(false));
         assert!(matches!(
             disk.complete_group().unwrap(),
@@ -471,20 +456,20 @@ mod tests {
     fn a_snapshot_is_durable_only_once_saved_and_the_log_compacts_after_it() {
         let mut disk = disk();
         for slot in 2..6 {
-            disk.enqueue(Some(slot), batch(slot), Vec::new());
+            disk.enqueue(ready(Some(slot), batch(slot)));
             disk.start_group().unwrap();
             disk.complete_group().unwrap();
         }
         // A crash while the snapshot is being saved loses it, and the log is whole.
-        disk.enqueue_snapshot(4, Bytes::from_static(b"four"), false);
+        disk.enqueue(snapshot_job(4, Bytes::from_static(b"four"), false));
         assert_eq!(disk.start_group().unwrap(), Some(true));
         let loss = disk.crash(&mut Rng::new(1), false);
         assert!(loss.snapshot_lost);
         let (state, snapshot) = disk.open().unwrap();
         assert_eq!((slots(&state), snapshot), (vec![1, 2, 3, 4, 5], None));
         // Saved: the restart finds it, and only the records above it.
-        disk.enqueue(Some(6), batch(6), Vec::new());
-        disk.enqueue_snapshot(4, Bytes::from_static(b"four"), false);
+        disk.enqueue(ready(Some(6), batch(6)));
+        disk.enqueue(snapshot_job(4, Bytes::from_static(b"four"), false));
         assert_eq!(
             disk.start_group().unwrap(),
             Some(true),
@@ -513,7 +498,7 @@ mod tests {
         assert_eq!(snapshot.as_deref(), Some(&b"four"[..]));
         assert_eq!(slots(&state), vec![5, 6]);
         // One not newer than the newest is not saved.
-        disk.enqueue_snapshot(3, Bytes::from_static(b"three"), true);
+        disk.enqueue(snapshot_job(3, Bytes::from_static(b"three"), true));
         disk.start_group().unwrap();
         let done = disk.complete_group().unwrap();
         assert!(matches!(done, Done::Snapshot { saved: false, .. }));
@@ -523,7 +508,7 @@ mod tests {
     fn corruption_is_detectable_and_the_restart_refuses() {
         let mut disk = disk();
         for slot in 2..6 {
-            disk.enqueue(Some(slot), batch(slot), Vec::new());
+            disk.enqueue(ready(Some(slot), batch(slot)));
             disk.start_group().unwrap();
             disk.complete_group().unwrap();
         }

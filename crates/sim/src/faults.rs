@@ -122,7 +122,8 @@ impl Simulation {
     /// Crashes a running node and schedules its restart.
     pub(crate) fn crash_node(&mut self, id: NodeId, duration: u64) {
         let torn = self.swarm.torn_writes;
-        let node = &mut self.nodes[id as usize - 1];
+        let i = self.ix(id);
+        let node = &mut self.nodes[i];
         let loss = node.crash(&mut self.rng, torn);
         self.stats.crashes += 1;
         self.trace.emit(self.now, &node_name(id), || {
@@ -173,14 +174,15 @@ impl Simulation {
     pub(crate) fn is_healthy(&self, id: NodeId) -> bool {
         !self.tail_lost.contains(&id)
             && self
-                .nodes
-                .get(id as usize - 1)
+                .index_of(id)
+                .map(|i| &self.nodes[i])
                 .is_some_and(|n| n.disk.corruption().is_none() && !n.retired)
     }
 
     /// Damages a synced record of a crashed node's log, one its next restart must detect.
     pub(crate) fn corrupt_disk(&mut self, id: NodeId) {
-        let node = &mut self.nodes[id as usize - 1];
+        let i = self.ix(id);
+        let node = &mut self.nodes[i];
         assert!(
             !node.is_up(),
             "disks are only damaged while their node is down"
@@ -250,6 +252,12 @@ impl Simulation {
                     c.index
                 ),
             ),
+            // Snapshots are never damaged on purpose (yet): one that does not decode is a
+            // bug in writing, saving or adopting it.
+            Err(StartError::SnapshotUndecodable(e)) => self.fail(
+                ViolationKind::StorageRefused,
+                format!("node {id} refuses to start: its newest snapshot does not decode: {e}"),
+            ),
         }
     }
 
@@ -283,7 +291,8 @@ impl Simulation {
             .emit(self.now, &node_name(id), || "RESUME".to_string());
         let mut fx = Effects::default();
         let (now, fsync) = (self.now, self.fsync());
-        self.nodes[id as usize - 1].resume(now, &mut self.rng, fsync, &mut fx);
+        let i = self.ix(id);
+        self.nodes[i].resume(now, &mut self.rng, fsync, &mut fx);
         self.effects(id, fx);
         self.start_ticking(id);
     }

@@ -1,6 +1,7 @@
 //! # synod-sim: a deterministic cluster simulator for Synod
 //!
-//! Runs N replicas of the real `synod-paxos` engine, clients and a fault injector in one
+//! Runs N members of the real replica (`synod-replica`: the `synod` server's engine, store,
+//! member table and snapshot logic, without its I/O), clients and a fault injector in one
 //! thread, from one seed: a seeded generator, logical time in microseconds, per-node clock
 //! drift, a network that drops, duplicates, delays, reorders and partitions, pauses, and
 //! disks (the storage crate's `MemStorage`, driven like the server's write-ahead log) that
@@ -20,17 +21,16 @@ pub mod checkers;
 pub mod client;
 pub mod disk;
 mod faults;
-pub mod kv;
 pub mod linearizability;
 mod lost_tail;
 mod membership;
 pub mod network;
 pub mod node;
+pub mod ops;
 pub mod options;
 pub mod rng;
 pub mod runner;
 mod simulation;
-pub mod snapshot;
 pub mod trace;
 mod workload;
 

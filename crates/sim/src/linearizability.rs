@@ -14,7 +14,7 @@
 //!   linearization using a later one while an earlier one is unused can swap the two.
 
 use crate::client::{History, HistoryOp};
-use crate::kv::{Key, KvOp, KvResult, Val};
+use crate::ops::{Key, KvOp, KvResult, Val};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Most search steps per key before the check gives up (reported as a failure: an

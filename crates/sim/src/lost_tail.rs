@@ -99,7 +99,8 @@ impl Simulation {
     /// Damages a crashed node's log tail in a random way; traced and counted.
     fn lose_tail(&mut self, id: NodeId, batches: usize) {
         let how = self.rng.pick(&TailLoss::ALL);
-        let node = &mut self.nodes[id as usize - 1];
+        let i = self.ix(id);
+        let node = &mut self.nodes[i];
         assert!(!node.is_up(), "tails are only lost while the node is down");
         let Some(lost) = node.disk.lose_tail(how, batches, &mut self.rng) else {
             self.trace.emit(self.now, &node_name(id), || {
@@ -255,7 +256,8 @@ mod tests {
 
     fn lose(sim: &mut Simulation, id: u64, how: TailLoss) {
         sim.crash_node(id, 2_000);
-        let node = &mut sim.nodes[id as usize - 1];
+        let i = sim.ix(id);
+        let node = &mut sim.nodes[i];
         let lost = node.disk.lose_tail(how, 3, &mut sim.rng).expect("batches");
         assert!(lost.batches >= 1 && lost.batches < lost.of, "{lost:?}");
         sim.tail_lost.insert(id);

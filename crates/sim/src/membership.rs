@@ -2,13 +2,15 @@
 //! fault the seed injects.
 //!
 //! At exponentially distributed times during the fault phase (`Swarm::membership_mean_ms`)
-//! the operator asks the current leader (`Engine::propose_membership`) for one change: add a
-//! learner (a fresh node id with an empty disk, started before the change is proposed or only
-//! once it is chosen), promote a running learner, remove a voter (the leader included: it
-//! hands over), remove a learner, replace a voter by a fresh node, or swap most voters for
-//! running learners in one step; or it asks the leader to hand leadership to a random voter
-//! (`Engine::transfer_leadership`). The engine takes one change at a time and refuses the
-//! rest (`MembershipChanging`); the operator simply tries again at its next turn.
+//! the operator sends one request the way etcdctl does (`member add [--learner]`, `member
+//! promote`, `member remove`, `move-leader`) to the current leader's replica, whose admin
+//! logic (synod-replica, the server's) judges it against the member table and proposes the
+//! membership: add a learner or a voter (a fresh node with an empty disk, whose id derives
+//! from its peer URL as in the server; started before the request or only once the change is
+//! chosen; a new voter always before), promote a running learner, remove a voter (the leader
+//! included: it hands over) or a learner; or hand leadership to a random voter. Requests the
+//! replica refuses (a change under way, a lagging learner) are traced; the operator tries
+//! again at its next turn.
 //!
 //! The operator keeps liveness possible, never safety (safety holds for any membership):
 //! at least `voters_min` voters (3, or 1 in a few seeds without disk corruption), new voters
@@ -20,11 +22,12 @@
 //! Housekeeping runs every [`CONTROLLER_US`] in both phases: a node whose addition was chosen
 //! but that was not started yet is started; a removed one is stopped a little later.
 
-use crate::node::{Held, Request};
-use crate::simulation::{Event, Phase, Simulation};
+use crate::node::{Held, Request, Ticket, OPERATOR};
+use crate::simulation::{peer_url, Event, Phase, Simulation};
 use crate::trace::node_name;
 use bytes::Bytes;
 use synod_paxos::{membership_effective_slot, Membership, NodeId, Slot};
+use synod_replica::{AdminRequest, Answer, ReplicaError};
 
 /// How often the operator's housekeeping runs.
 pub(crate) const CONTROLLER_US: u64 = 3_000;
@@ -36,11 +39,10 @@ const RETIRE_DELAY_US_MAX: u64 = 30_000;
 enum Action {
     Transfer,
     AddLearner,
+    AddVoter,
     Promote,
     RemoveVoter,
     RemoveLearner,
-    Replace,
-    Swap,
 }
 
 impl Simulation {
@@ -72,7 +74,8 @@ impl Simulation {
                 m.learners()
             )
         });
-        if self.proposed.as_ref() == Some(&m) {
+        let same = |p: &Membership| p.voters() == m.voters() && p.learners() == m.learners();
+        if self.proposed.as_ref().is_some_and(same) {
             self.proposed = None;
         }
         self.memberships.insert(slot, m);
@@ -123,10 +126,9 @@ impl Simulation {
         let action = match self.rng.below(100) {
             0..=14 => Action::Transfer,
             15..=34 => Action::AddLearner,
-            35..=54 => Action::Promote,
-            55..=69 => Action::RemoveVoter,
-            70..=79 => Action::Replace,
-            80..=94 => Action::Swap,
+            35..=44 => Action::AddVoter,
+            45..=64 => Action::Promote,
+            65..=84 => Action::RemoveVoter,
             _ => Action::RemoveLearner,
         };
         if action == Action::Transfer {
@@ -144,10 +146,11 @@ impl Simulation {
             self.trace.emit(self.now, "OPER", || {
                 format!("ask n{leader} to hand leadership to n{to}")
             });
-            self.input(leader, Held::Request(Request::TransferLeadership(to)));
+            let ticket = self.operator_ticket();
+            self.input(leader, Held::Request(Request::MoveLeader { ticket, to }));
             return;
         }
-        let Some(next) = self.plan(action, &current) else {
+        let Some((request, next)) = self.plan(action, &current) else {
             return;
         };
         if !self.allowed(&current, &next) {
@@ -162,12 +165,50 @@ impl Simulation {
                 current.learners()
             )
         });
-        self.proposed = Some(next.clone());
-        self.input(leader, Held::Request(Request::ChangeMembership(next)));
+        self.proposed = Some(next);
+        let ticket = self.operator_ticket();
+        self.input(leader, Held::Request(Request::Admin { ticket, request }));
     }
 
-    /// The membership `action` leads to from `current`, if it applies.
-    fn plan(&mut self, action: Action, current: &Membership) -> Option<Membership> {
+    fn operator_ticket(&mut self) -> Ticket {
+        self.operator_requests += 1;
+        Ticket {
+            client: OPERATOR,
+            op: self.operator_requests,
+        }
+    }
+
+    /// A replica answered the operator.
+    pub(crate) fn operator_answered(
+        &mut self,
+        node: NodeId,
+        ticket: Ticket,
+        result: Result<Answer, ReplicaError>,
+    ) {
+        let outcome = match &result {
+            Ok(Answer::Members(table)) => format!(
+                "ok: voters {:?} learners {:?}",
+                table.voters(),
+                table.learners()
+            ),
+            Ok(other) => format!("ok: {other:?}"),
+            Err(e) => format!("refused: {e}"),
+        };
+        if result.is_err() {
+            self.stats.admin_refused += 1;
+        }
+        self.trace.emit(self.now, "OPER", || {
+            format!(
+                "request #{} answered by {}: {outcome}",
+                ticket.op,
+                node_name(node)
+            )
+        });
+    }
+
+    /// The request for `action` and the membership it leads to from `current`, if it
+    /// applies.
+    fn plan(&mut self, action: Action, current: &Membership) -> Option<(AdminRequest, Membership)> {
         let voters = current.voters().to_vec();
         let learners = current.learners().to_vec();
         let running_learners: Vec<NodeId> = learners
@@ -178,64 +219,43 @@ impl Simulation {
         let with = |v: Vec<NodeId>, l: Vec<NodeId>| Membership::with_learners(v, l, Bytes::new());
         match action {
             Action::Transfer => None,
-            Action::AddLearner => {
-                let start = self.rng.chance(0.5);
+            Action::AddLearner | Action::AddVoter => {
+                let learner = action == Action::AddLearner;
+                // A new voter must be running: start it now.
+                let start = !learner || self.rng.chance(0.5);
                 let id = self.new_member(start)?;
-                with(voters, learners.into_iter().chain([id]).collect())
+                let peer_urls = vec![peer_url(self.ix(id) as u64 + 1)];
+                let request = AdminRequest::Add { peer_urls, learner };
+                let next = if learner {
+                    with(voters, learners.into_iter().chain([id]).collect())
+                } else {
+                    with(voters.into_iter().chain([id]).collect(), learners)
+                };
+                Some((request, next?))
             }
             Action::Promote => {
                 if running_learners.is_empty() {
                     return self.plan(Action::AddLearner, current);
                 }
                 let l = self.rng.pick(&running_learners);
-                with(
+                let next = with(
                     voters.into_iter().chain([l]).collect(),
                     learners.into_iter().filter(|&x| x != l).collect(),
-                )
+                );
+                Some((AdminRequest::Promote { id: l }, next?))
             }
             Action::RemoveVoter => {
                 let x = self.rng.pick(&voters);
-                with(voters.into_iter().filter(|&v| v != x).collect(), learners)
+                let next = with(voters.into_iter().filter(|&v| v != x).collect(), learners);
+                Some((AdminRequest::Remove { id: x }, next?))
             }
             Action::RemoveLearner => {
                 if learners.is_empty() {
                     return None;
                 }
                 let x = self.rng.pick(&learners);
-                with(voters, learners.into_iter().filter(|&l| l != x).collect())
-            }
-            Action::Replace => {
-                let x = self.rng.pick(&voters);
-                let as_voter = self.rng.chance(0.5);
-                // A new voter must be running: start it now.
-                let start = as_voter || self.rng.chance(0.5);
-                let y = self.new_member(start)?;
-                let voters = voters.into_iter().filter(|&v| v != x);
-                if as_voter {
-                    with(voters.chain([y]).collect(), learners)
-                } else {
-                    with(voters.collect(), learners.into_iter().chain([y]).collect())
-                }
-            }
-            Action::Swap => {
-                // Most voters out, running learners in, in one change.
-                if running_learners.len() < 2 {
-                    return self.plan(Action::AddLearner, current);
-                }
-                let mut old = voters.clone();
-                self.rng.shuffle(&mut old);
-                let keep = (voters.len() - 1) / 2;
-                let kept: Vec<NodeId> = old[..keep].to_vec();
-                let dropped: Vec<NodeId> = old[keep..].to_vec();
-                let new_voters: Vec<NodeId> =
-                    kept.iter().chain(&running_learners).copied().collect();
-                let new_learners: Vec<NodeId> = learners
-                    .iter()
-                    .copied()
-                    .filter(|l| !running_learners.contains(l))
-                    .chain(dropped.into_iter().filter(|_| self.rng.chance(0.3)))
-                    .collect();
-                with(new_voters, new_learners)
+                let next = with(voters, learners.into_iter().filter(|&l| l != x).collect());
+                Some((AdminRequest::Remove { id: x }, next?))
             }
         }
     }
@@ -266,7 +286,7 @@ impl Simulation {
     }
 
     fn node_ref(&self, id: NodeId) -> &crate::node::Node {
-        &self.nodes[id as usize - 1]
+        &self.nodes[self.ix(id)]
     }
 
     /// Starts a node for the first time.

@@ -10,15 +10,21 @@
 use crate::checkers::{Agreement, Violation, ViolationKind};
 use crate::client::{Client, History};
 use crate::network::Network;
-use crate::node::{Effects, Held, Node, SnapshotPolicy};
+use crate::node::{replica_config, Effects, Held, Node, NodeConfig, SnapshotPolicy};
 use crate::options::{Options, Swarm};
 use crate::rng::Rng;
 use crate::trace::{describe, describe_value, node_name, Trace};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
 use synod_paxos::{
-    Config, ConfigError, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot, Value,
+    Body, Config, ConfigError, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot,
+    Value,
 };
+use synod_replica::{MemberRecord, MemberTable};
+
+/// The simulated cluster's id (as `--initial-cluster-token` derives it in the server).
+pub(crate) const CLUSTER_ID: u64 = 0x51_4D_55_4C;
 
 thread_local! {
     /// The current simulated time, readable after a panic unwound the simulation (so the
@@ -131,6 +137,8 @@ pub struct Stats {
     pub transfers: u64,
     pub nodes_added: u64,
     pub nodes_retired: u64,
+    /// Operator requests the replicas refused (a change under way, a lagging learner, ...).
+    pub admin_refused: u64,
     /// Synced log tails lost (one per node hit), starts that found a loss reported (and so
     /// began a peer recovery; a crash during one makes the next start report it again),
     /// recoveries the engine ended, and ends recorded durably.
@@ -147,6 +155,9 @@ pub(crate) struct Simulation {
     next_seq: u64,
     pub(crate) rng: Rng,
     pub(crate) nodes: Vec<Node>,
+    /// Where each member id's node is in `nodes` (ids of added members derive from their
+    /// peer URLs, as the server derives them).
+    index: BTreeMap<NodeId, usize>,
     pub(crate) tick_tokens: Vec<u64>,
     pub(crate) net: Network,
     pub(crate) clients: Vec<Client>,
@@ -165,6 +176,10 @@ pub(crate) struct Simulation {
     pub(crate) memberships: BTreeMap<Slot, Membership>,
     /// The operator's newest membership request, until a newer one is chosen.
     pub(crate) proposed: Option<Membership>,
+    /// Requests the operator sent (its tickets' numbers).
+    pub(crate) operator_requests: u64,
+    /// When the last snapshot piece from one node to another arrives (pieces keep order).
+    chunk_fifo: BTreeMap<(NodeId, NodeId), u64>,
     /// Nodes with an `EndTurn` scheduled.
     turn_ending: BTreeSet<NodeId>,
     /// Nodes whose disk lost a synced tail at some point in this seed (at most a minority of
@@ -179,23 +194,26 @@ impl Simulation {
     pub(crate) fn new(seed: u64, options: &Options, trace: Trace) -> Simulation {
         let mut rng = Rng::new(seed);
         let swarm = Swarm::draw(&mut rng.fork(), options.focus);
-        let members = Membership::new(1..=swarm.nodes).expect("ids start at 1");
+        let table = initial_table(swarm.nodes);
+        let members = table.to_membership().expect("voters 1..=nodes");
+        let hinted: Vec<NodeId> = (1..=swarm.nodes).collect();
         let nodes: Vec<Node> = (1..=swarm.nodes)
             .map(|id| {
-                let config = engine_config(&swarm, options.planted_bug, id, seed)
-                    .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
+                let config = node_config(&swarm, options.planted_bug, id, seed, hinted.clone());
                 let drift = swarm.drift_ppm[id as usize - 1];
-                let policy = snapshot_policy(&swarm);
-                let mut node = Node::new(config, DurableState::bootstrap(&members), drift, policy);
+                let mut node = Node::new(config, DurableState::bootstrap(&members), drift);
                 node.turn_us = swarm.turn_us;
                 node.launch(0);
                 node
             })
             .collect();
+        crate::trace::name_nodes(nodes.iter().map(|n| n.id));
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
         let clients = (1..=swarm.clients).map(Client::new).collect();
         Simulation {
             net: Network::new(&swarm),
             tick_tokens: vec![0; nodes.len()],
+            index,
             roles: vec![(None, None); nodes.len()],
             nodes,
             clients,
@@ -216,6 +234,8 @@ impl Simulation {
             planted_bug: options.planted_bug,
             memberships: BTreeMap::from([(1, members)]),
             proposed: None,
+            operator_requests: 0,
+            chunk_fifo: BTreeMap::new(),
             turn_ending: BTreeSet::new(),
             tail_lost: BTreeSet::new(),
             liveness_deadline_us: u64::MAX,
@@ -225,19 +245,36 @@ impl Simulation {
     /// A node joining the running cluster: an empty disk (`DurableState::default()`: it
     /// knows no membership and learns the log or a snapshot from the leader), not started.
     pub(crate) fn create_node(&mut self) -> NodeId {
-        let id = self.nodes.len() as NodeId + 1;
-        let config = engine_config(&self.swarm, self.planted_bug, id, self.seed)
-            .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
+        let k = self.nodes.len() as u64 + 1;
+        let id = synod_replica::members::member_id(CLUSTER_ID, &peer_url(k));
+        // The members its flags would name: the cluster as it is when it is added.
+        let hinted = self.latest_membership().1.members().collect();
+        let config = node_config(&self.swarm, self.planted_bug, id, self.seed, hinted);
         let max = self.swarm.drift_ppm_max;
         let drift = self.rng.range(0, 2 * max) as i64 - max as i64;
-        let policy = snapshot_policy(&self.swarm);
-        let mut node = Node::new(config, DurableState::default(), drift, policy);
+        let mut node = Node::new(config, DurableState::default(), drift);
         node.turn_us = self.swarm.turn_us;
+        self.index.insert(id, self.nodes.len());
         self.nodes.push(node);
+        crate::trace::name_nodes([id]);
         self.tick_tokens.push(0);
         self.roles.push((None, None));
         self.stats.nodes_added += 1;
         id
+    }
+
+    /// Where node `id` is in `nodes`.
+    pub(crate) fn ix(&self, id: NodeId) -> usize {
+        self.index[&id]
+    }
+
+    pub(crate) fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    /// Every node id, in creation order.
+    pub(crate) fn all_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
     }
 
     pub(crate) fn schedule(&mut self, at: u64, event: Event) {
@@ -266,7 +303,8 @@ impl Simulation {
     }
 
     pub(crate) fn node(&mut self, id: NodeId) -> &mut Node {
-        &mut self.nodes[id as usize - 1]
+        let i = self.ix(id);
+        &mut self.nodes[i]
     }
 
     /// Runs the seed to the end of the liveness phase or the first violation.
@@ -278,7 +316,7 @@ impl Simulation {
     /// Starts the nodes and clients and schedules the fault phase.
     pub(crate) fn begin(&mut self) {
         SIM_NOW_US.with(|t| t.set(0));
-        for id in 1..=self.swarm.nodes {
+        for id in self.all_ids() {
             self.start_ticking(id);
             self.poke(id);
         }
@@ -348,7 +386,7 @@ impl Simulation {
 
     /// (Re)starts a node's tick chain; any older chain dies on its stale token.
     pub(crate) fn start_ticking(&mut self, id: NodeId) {
-        let i = id as usize - 1;
+        let i = self.ix(id);
         self.tick_tokens[i] += 1;
         let token = self.tick_tokens[i];
         let at = self.nodes[i].next_tick_at().max(self.now);
@@ -356,7 +394,7 @@ impl Simulation {
     }
 
     fn on_tick(&mut self, id: NodeId, token: u64) {
-        let i = id as usize - 1;
+        let i = self.ix(id);
         if token != self.tick_tokens[i] || !self.nodes[i].is_running() {
             return; // a chain that a pause, crash or restart ended
         }
@@ -373,7 +411,8 @@ impl Simulation {
     pub(crate) fn poke(&mut self, id: NodeId) {
         let mut fx = Effects::default();
         let (now, fsync) = (self.now, self.fsync());
-        self.nodes[id as usize - 1].poke(now, &mut self.rng, fsync, &mut fx);
+        let i = self.ix(id);
+        self.nodes[i].poke(now, &mut self.rng, fsync, &mut fx);
         self.effects(id, fx);
     }
 
@@ -381,7 +420,8 @@ impl Simulation {
     pub(crate) fn input(&mut self, id: NodeId, held: Held) {
         let mut fx = Effects::default();
         let (now, fsync) = (self.now, self.fsync());
-        self.nodes[id as usize - 1].input(held, now, &mut self.rng, fsync, &mut fx);
+        let i = self.ix(id);
+        self.nodes[i].input(held, now, &mut self.rng, fsync, &mut fx);
         self.effects(id, fx);
     }
 
@@ -443,7 +483,7 @@ impl Simulation {
                 }
             ),
         });
-        self.input(id, Held::from(done));
+        self.input(id, Held::Disk(done));
     }
 
     /// Carries out what a node's input produced.
@@ -465,34 +505,28 @@ impl Simulation {
         for m in fx.sends {
             self.send(m);
         }
-        for a in fx.applied {
-            match self.agreement.observe(id, a.slot, &a.value) {
+        for (slot, value) in fx.applied {
+            match self.agreement.observe(id, slot, &value) {
                 Ok(true) => {
                     self.stats.slots += 1;
                     self.trace.emit(self.now, &node_name(id), || {
-                        format!("chosen slot {} = {}", a.slot, describe_value(&a.value))
+                        format!("chosen slot {slot} = {}", describe_value(&value))
                     });
-                    if let Value::Membership(m) = &*a.value {
-                        self.membership_chosen(a.slot, m.clone());
+                    if let Value::Membership(m) = &*value {
+                        self.membership_chosen(slot, m.clone());
                     }
                 }
                 Ok(false) => {}
                 Err(e) => self.fail(ViolationKind::Agreement, e),
             }
-            for (client, seq, result) in a.results {
-                if let Some(result) = result {
-                    self.command_applied(id, incarnation, client, seq, result);
-                }
-            }
         }
-        for (ticket, result) in fx.reads {
-            self.read_done(id, incarnation, ticket, result);
+        for (ticket, result) in fx.answers {
+            self.answered(id, incarnation, ticket, result);
         }
-        for (ticket, e) in fx.rejected {
-            self.request_rejected(id, ticket, &format!("{e:?}"));
-        }
-        for what in fx.admin {
-            self.trace.emit(self.now, &node_name(id), || what);
+        if fx.stop && !self.node(id).retired {
+            // The server exits once its removal is in force; it is never restarted.
+            self.node(id).retired = true;
+            self.schedule(self.now, Event::Retire(id));
         }
         self.snapshot_effects(id, fx.snapshots);
         if fx.recovery_ended {
@@ -517,7 +551,19 @@ impl Simulation {
 
     fn send(&mut self, m: Message) {
         self.stats.messages += 1;
-        let fates = self.net.fates(&mut self.rng);
+        let mut fates = self.net.fates(&mut self.rng);
+        if matches!(m.body, Body::SnapshotChunk { .. }) {
+            // Snapshot pieces travel as the server's transport carries them: on one
+            // connection per peer, in order, never twice (a lost piece is a broken
+            // connection: the receiver drops the transfer and the leader starts over).
+            fates.truncate(1);
+            if let Some(delay) = fates.first_mut() {
+                let last = self.chunk_fifo.entry((m.from, m.to)).or_insert(0);
+                let at = (self.now + *delay).max(*last + 1);
+                *last = at;
+                *delay = at - self.now;
+            }
+        }
         if fates.is_empty() {
             self.trace.emit(self.now, &node_name(m.from), || {
                 format!("lost {}", describe(&m))
@@ -560,14 +606,17 @@ impl Simulation {
                 format!("engine compacted up to slot {slot}")
             });
         }
-        for (peer, slot, pieces) in s.sent {
+        for (peer, slot, bytes) in s.sent {
             self.trace.emit(self.now, &name, || {
-                format!("sending snapshot at slot {slot} to n{peer} in {pieces} pieces")
+                format!(
+                    "sending snapshot at slot {slot} ({bytes} bytes) to {}",
+                    node_name(peer)
+                )
             });
         }
-        for (from, slot) in s.received {
+        for slot in s.received {
             self.trace.emit(self.now, &name, || {
-                format!("snapshot at slot {slot} from n{from} reassembled, saving it")
+                format!("snapshot at slot {slot} reassembled, saving it")
             });
         }
         for slot in s.installed {
@@ -579,7 +628,7 @@ impl Simulation {
 
     /// Traces leader changes: a node's role or the leader it follows changed.
     fn trace_role(&mut self, id: NodeId) {
-        let i = id as usize - 1;
+        let i = self.ix(id);
         let now_role = self.nodes[i].engine().map(|e| {
             let s = e.status();
             (s.role, s.leader, s.promised)
@@ -613,6 +662,51 @@ fn snapshot_policy(swarm: &Swarm) -> SnapshotPolicy {
     SnapshotPolicy {
         every: swarm.snapshot_every,
         chunk_bytes: swarm.snapshot_chunk_bytes,
+    }
+}
+
+/// A member's peer URL: what its flags and the member table name (`k`: creation order).
+pub(crate) fn peer_url(k: u64) -> String {
+    format!("http://n{k}.sim:2380")
+}
+
+/// The member table every node of a new cluster writes into slot 1 (the server's
+/// `--initial-cluster`): members 1..=`nodes`.
+fn initial_table(nodes: u64) -> MemberTable {
+    let members = (1..=nodes)
+        .map(|id| {
+            let record = MemberRecord {
+                id,
+                name: format!("n{id}"),
+                peer_urls: vec![peer_url(id)],
+                client_urls: Vec::new(),
+                learner: false,
+            };
+            (id, record)
+        })
+        .collect();
+    MemberTable {
+        members,
+        ..MemberTable::default()
+    }
+}
+
+/// One member's configuration: the engine's and the replica's.
+fn node_config(
+    swarm: &Swarm,
+    bug: Option<PlantedBug>,
+    id: NodeId,
+    seed: u64,
+    hinted_peers: Vec<NodeId>,
+) -> NodeConfig {
+    let engine = engine_config(swarm, bug, id, seed)
+        .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
+    let timeout = Duration::from_millis(swarm.client_timeout_ms);
+    let name = crate::trace::node_name(id);
+    let replica = replica_config(engine, CLUSTER_ID, name, snapshot_policy(swarm), timeout);
+    NodeConfig {
+        replica,
+        hinted_peers,
     }
 }
 

@@ -64,9 +64,33 @@ impl Trace {
     }
 }
 
+thread_local! {
+    /// Short names of this thread's simulated nodes: "n<k>" by creation order, since the ids
+    /// of added members are hashes of their peer URLs (as the server derives them).
+    static NODE_NAMES: std::cell::RefCell<std::collections::BTreeMap<u64, String>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+/// Names nodes in the order given, after those named before (a new seed starts over when
+/// given id 1 again).
+pub fn name_nodes(ids: impl IntoIterator<Item = u64>) {
+    NODE_NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        for id in ids {
+            if id == 1 {
+                names.clear();
+            }
+            let k = names.len() + 1;
+            names.entry(id).or_insert_with(|| format!("n{k}"));
+        }
+    })
+}
+
 /// "n3"-style actor names.
 pub fn node_name(id: u64) -> String {
-    format!("n{id}")
+    NODE_NAMES
+        .with(|names| names.borrow().get(&id).cloned())
+        .unwrap_or_else(|| format!("n{id}"))
 }
 
 /// A message with the fields that matter when reading a trace.

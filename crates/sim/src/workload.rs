@@ -7,12 +7,14 @@
 //! socket buffer, and the client may time out meanwhile (outcome unknown).
 
 use crate::checkers::{check_linearizable, ViolationKind};
-use crate::client::Route;
-use crate::kv::{KvOp, KvResult, Val};
-use crate::node::{Held, Request, Ticket};
+use crate::client::{Acked, Route};
+use crate::node::{Held, Node, Request, Ticket, OPERATOR};
+use crate::ops::{decode_value, key_bytes, KvOp, Val};
 use crate::simulation::{Event, Phase, Simulation};
 use crate::trace::node_name;
-use synod_paxos::{Command, NodeId, ReadError};
+use synod_kv::{RangeRequest, ReadRequest};
+use synod_paxos::NodeId;
+use synod_replica::{Answer, ReplicaError};
 
 /// The client id of the liveness phase's writer (far from the regular clients' 1..=8).
 pub(crate) const LIVENESS_CLIENT: u64 = 1 << 40;
@@ -98,13 +100,14 @@ impl Simulation {
             return;
         }
         let request = match route {
-            Route::Log => Request::Propose {
+            Route::Log => Request::Write {
                 ticket,
-                command: Command::new(client_id, seq, op.encode()),
+                request: op.request(),
             },
             Route::Barrier => Request::Read {
                 ticket,
-                key: op.key(),
+                request: ReadRequest::range(op.range()),
+                linearizable: true,
             },
         };
         self.input(node, Held::Request(request));
@@ -125,71 +128,90 @@ impl Simulation {
         self.schedule(at, Event::ClientWake { client: index });
     }
 
-    /// A replica applied a command: answer its client if it is waiting for it there.
-    pub(crate) fn command_applied(
-        &mut self,
-        node: NodeId,
-        incarnation: u64,
-        client_id: u64,
-        seq: u64,
-        result: KvResult,
-    ) {
-        let Some(index) = self.client_index(client_id) else {
-            return;
-        };
-        let client = self.client_mut(index);
-        let waiting = client.pending.is_some_and(|p| {
-            p.seq == seq && p.node == node && p.incarnation == incarnation && p.route == Route::Log
-        });
-        if !waiting {
-            return;
-        }
-        let p = client.finish(result);
-        let at_h = self.history.complete(p.history, result);
-        self.stats.ops_ok += 1;
-        self.trace.emit(self.now, &format!("c{client_id}"), || {
-            format!("ok #{seq} {:?} -> {result:?} at n{node} [h{at_h}]", p.op)
-        });
-        let at = self.now + self.think();
-        self.schedule(at, Event::ClientWake { client: index });
-    }
-
-    pub(crate) fn read_done(
+    /// A replica answered a request: its client hears it if it still waits for it there.
+    pub(crate) fn answered(
         &mut self,
         node: NodeId,
         incarnation: u64,
         ticket: Ticket,
-        result: Result<Option<Val>, ReadError>,
+        result: Result<Answer, ReplicaError>,
     ) {
+        if ticket.client == OPERATOR {
+            self.operator_answered(node, ticket, result);
+            return;
+        }
         let Some(index) = self.client_index(ticket.client) else {
             return;
         };
-        let waiting = self.client_mut(index).pending.is_some_and(|p| {
-            p.seq == ticket.op
-                && p.node == node
-                && p.incarnation == incarnation
-                && p.route == Route::Barrier
-        });
+        let waiting = self
+            .client_mut(index)
+            .pending
+            .is_some_and(|p| p.seq == ticket.op && p.node == node && p.incarnation == incarnation);
         if !waiting {
             return;
         }
-        match result {
-            Ok(value) => {
-                let p = self.client_mut(index).finish(KvResult::Value(value));
-                let at_h = self.history.complete(p.history, KvResult::Value(value));
-                self.stats.ops_ok += 1;
-                self.trace
-                    .emit(self.now, &format!("c{}", ticket.client), || {
-                        format!(
-                            "ok #{} {:?} -> {value:?} at n{node} [h{at_h}]",
-                            ticket.op, p.op
-                        )
-                    });
-                let at = self.now + self.think();
-                self.schedule(at, Event::ClientWake { client: index });
+        let response = match result {
+            Ok(Answer::Kv(response)) => response,
+            Ok(other) => {
+                let detail = format!("n{node} answered a key-value request with {other:?}");
+                self.fail(ViolationKind::Contract, detail);
+                return;
             }
-            Err(e) => self.request_rejected(node, ticket, &format!("read failed: {e:?}")),
-        }
+            // The outcome is unknown: the write may still be applied (a read changed nothing).
+            Err(
+                e @ (ReplicaError::Timeout | ReplicaError::LeaderChanged | ReplicaError::Stopped),
+            ) => {
+                self.outcome_unknown(index, &e.to_string());
+                return;
+            }
+            Err(e) => {
+                self.request_rejected(node, ticket, &e.to_string());
+                return;
+            }
+        };
+        let Some(p) = self.client_mut(index).pending else {
+            return;
+        };
+        let answered = match p.op.answered(&response) {
+            Ok(a) => a,
+            Err(detail) => {
+                self.fail(ViolationKind::Linearizability, format!("n{node}: {detail}"));
+                return;
+            }
+        };
+        let p = self.client_mut(index).finish(answered);
+        let at_h = self.history.complete(p.history, answered.result);
+        self.stats.ops_ok += 1;
+        self.trace
+            .emit(self.now, &format!("c{}", ticket.client), || {
+                format!(
+                    "ok #{} {:?} -> {:?} rev {} at {} [h{at_h}]",
+                    ticket.op,
+                    p.op,
+                    answered.result,
+                    answered.revision,
+                    node_name(node)
+                )
+            });
+        let at = self.now + self.think();
+        self.schedule(at, Event::ClientWake { client: index });
+    }
+
+    /// The replica gave up on the pending operation without knowing whether it happened.
+    fn outcome_unknown(&mut self, index: usize, why: &str) {
+        let client = self.client_mut(index);
+        let p = client.abandon();
+        let id = client.id;
+        self.stats.ops_unknown += 1;
+        self.trace.emit(self.now, &format!("c{id}"), || {
+            format!(
+                "#{} at {}: {why}: outcome unknown",
+                p.seq,
+                node_name(p.node)
+            )
+        });
+        let at = self.now + RETRY_BACKOFF_US + self.think();
+        self.schedule(at, Event::ClientWake { client: index });
     }
 
     /// The replica said the operation was not (and will not be) executed.
@@ -276,7 +298,7 @@ impl Simulation {
             && self.clients.iter().all(|c| c.pending.is_none())
             && self.judged().all(|n| {
                 n.is_running()
-                    && n.kv.applied() >= target
+                    && n.applied_slot() >= target
                     && n.peer_recovery == crate::node::PeerRecovery::Idle
             });
         if !done {
@@ -320,7 +342,7 @@ impl Simulation {
                         s.leader,
                         s.promised,
                         s.commit,
-                        n.kv.applied()
+                        n.applied_slot()
                     )
                 }
                 None => match &n.refused {
@@ -353,15 +375,17 @@ impl Simulation {
             .chain(std::iter::once(&self.liveness_client));
         let mut lost = None;
         'outer: for c in clients {
-            for &seq in &c.acked {
+            for acked in &c.acked {
                 for n in self.judged() {
-                    if !n.kv.contains(c.id, seq) {
+                    if let Some(why) = missing_write(n, acked) {
                         lost = Some(format!(
-                            "client {} command #{seq} was acknowledged but replica {} \
-                             (applied through slot {}) never applied it",
+                            "client {} wrote {:?}, acknowledged at revision {}, but replica {} \
+                             (applied through slot {}) {why}",
                             c.id,
+                            acked,
+                            acked.revision,
                             node_name(n.id),
-                            n.kv.applied()
+                            n.applied_slot()
                         ));
                         break 'outer;
                     }
@@ -375,5 +399,28 @@ impl Simulation {
         if let Err(detail) = check_linearizable(&self.history) {
             self.fail(ViolationKind::Linearizability, detail);
         }
+    }
+}
+
+/// Why replica `n`'s store lacks an acknowledged write, if it does: its key must hold the
+/// written value at the revision the write was acknowledged with (unless compacted away).
+fn missing_write(n: &Node, acked: &Acked) -> Option<String> {
+    let replica = n.replica()?;
+    let kv = replica.kv();
+    if kv.revision() < acked.revision {
+        return Some(format!("is only at revision {}", kv.revision()));
+    }
+    if acked.revision <= kv.compact_revision() {
+        return None;
+    }
+    let mut range = RangeRequest::key(key_bytes(acked.key));
+    range.revision = acked.revision;
+    let found = match kv.range(&range) {
+        Ok(r) => r.kvs.first().map(|kv| (decode_value(kv), kv.mod_revision)),
+        Err(e) => return Some(format!("cannot read it: {e}")),
+    };
+    match found {
+        Some((Some(v), rev)) if v == acked.value && rev == acked.revision => None,
+        other => Some(format!("holds {other:?} (value, mod revision) there")),
     }
 }

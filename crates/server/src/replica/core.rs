@@ -185,16 +185,18 @@ fn replica_config(cfg: &CoreConfig, shared: &Shared, incarnation: u64) -> Replic
         tick: cfg.tick,
         request_timeout: cfg.request_timeout,
         snapshot_every_commands: cfg.snapshot_every_commands,
+        snapshot_chunk_bytes: synod_replica::SNAPSHOT_CHUNK_BYTES,
         cluster_id: shared.cluster_id,
         member_id: shared.member_id,
         name: shared.name.clone(),
         client_urls: cfg.client_urls.clone(),
         auto_compaction: cfg.auto_compaction,
         incarnation,
-        #[cfg(feature = "planted-bugs")]
-        planted_bug: cfg
-            .planted_bug_local_reads
-            .then_some(synod_replica::ReplicaBug::LinearizableReadsServedLocally),
+        planted: synod_replica::Planted::bug(
+            cfg.planted_bug_local_reads
+                .then_some(synod_replica::ReplicaBug::LinearizableReadsServedLocally),
+        )
+        .expect("the flag exists only in builds with the planted-bugs feature"),
     }
 }
 
