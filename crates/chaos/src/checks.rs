@@ -5,7 +5,7 @@ use crate::nemesis::FaultRecord;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use synod_sim::client::{History, HistoryOp};
-use synod_sim::kv::{KvOp, KvResult};
+use synod_sim::ops::{KvOp, KvResult};
 
 /// (a) The history is linearizable: the simulator's checker, on the real history.
 pub fn linearizable(history: &History) -> Result<(), String> {

@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 use synod_sim::client::{History, HistoryOp};
-use synod_sim::kv::{KvOp, KvResult};
+use synod_sim::ops::{KvOp, KvResult};
 
 /// How an operation ended, for the counts in reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
