@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synod_sim::kv::{KvOp, KvResult};
+use synod_sim::ops::{KvOp, KvResult};
 use synod_sim::rng::Rng;
 
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synod_sim::kv::{KvOp, KvResult};
+use synod_sim::ops::{KvOp, KvResult};
 use synod_sim::rng::Rng;
 
 #[derive(Clone, Debug)]
