@@ -76,6 +76,16 @@ pub(crate) fn write(
     })
 }
 
+fn remove(dir: &mut MemSnapshotDir, slot: Slot) -> Result<(), StorageError> {
+    match dir.files.remove(&slot) {
+        Some(_) => Ok(()),
+        None => {
+            let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+            Err(StorageError::io(snapshot_path(slot), "remove")(missing))
+        }
+    }
+}
+
 /// The snapshots of one `MemStorage`.
 #[derive(Debug)]
 pub(crate) struct MemSnapshots {
@@ -162,11 +172,12 @@ impl MemSnapshots {
 
     /// As the disk version: a file not newer than the newest snapshot is removed (unless it
     /// is the newest's own file) and refused; otherwise it is the newest, and the oldest
-    /// beyond the number kept are removed.
+    /// beyond the number kept are removed. A file that is not there to remove fails as
+    /// removing it on disk would (a driver adopting what it never wrote, or twice).
     pub(crate) fn adopt(&mut self, meta: SnapshotMeta) -> Result<SnapshotMeta, StorageError> {
         if let Some(newest) = self.newest().filter(|n| n.slot >= meta.slot) {
             if newest.slot != meta.slot {
-                lock(&self.dir).files.remove(&meta.slot);
+                remove(&mut lock(&self.dir), meta.slot)?;
             }
             return Err(StorageError::SnapshotNotNewer {
                 slot: meta.slot,
@@ -174,18 +185,19 @@ impl MemSnapshots {
             });
         }
         self.retained.push(meta);
-        self.prune();
+        self.prune()?;
         Ok(meta)
     }
 
     /// Removes the oldest snapshots taken in beyond the number kept (files written but never
-    /// adopted stay, as on disk, until a restart finds them).
-    fn prune(&mut self) {
+    /// adopted stay, as on disk, until a restart finds them). Like the disk version, it stops
+    /// at a file that is missing, having forgotten every one beyond the number kept.
+    fn prune(&mut self) -> Result<(), StorageError> {
         let extra = self.retained.len().saturating_sub(self.keep);
         let mut dir = lock(&self.dir);
-        for meta in self.retained.drain(..extra) {
-            dir.files.remove(&meta.slot);
-        }
+        self.retained
+            .drain(..extra)
+            .try_for_each(|meta| remove(&mut dir, meta.slot))
     }
 
     /// Damages the file at `slot`, taken in or only written. False if there is none.
@@ -226,7 +238,8 @@ impl MemSnapshots {
         });
         self.retained = found.collect();
         drop(dir);
-        self.prune();
+        // Every file kept was just found: none is missing.
+        let _ = self.prune();
         damaged
     }
 }
@@ -376,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn adopting_a_file_never_written_fails_to_read_as_on_disk() {
+    fn adopting_what_was_never_written_or_twice_fails_as_on_disk() {
         let mut s = MemStorage::new();
         let meta = crate::SnapshotMeta { slot: 4, size: 3 };
         s.adopt_snapshot(meta).unwrap();
@@ -386,5 +399,14 @@ mod tests {
         ));
         s.restart().unwrap();
         assert_eq!(s.recovered().snapshot, None);
+        // Adopting twice: the second time the file is already gone, as it is on disk.
+        let five = write(&s, 5, b"five");
+        s.adopt_snapshot(five).unwrap();
+        s.save_snapshot(6, b"six").unwrap();
+        s.save_snapshot(7, b"seven").unwrap();
+        assert!(matches!(
+            s.adopt_snapshot(five),
+            Err(StorageError::Io { op: "remove", .. })
+        ));
     }
 }
