@@ -5,6 +5,8 @@
 //! batch that a later batch depends on (written after it was synced) refuses to start; damage
 //! at the tail, or a synced tail lost outright, is cut off and reported as a lost tail until
 //! [`Storage::finish_peer_recovery`].
+//! Snapshot files, written through a [`SnapshotWriter`] and adopted, follow the disk version's
+//! rules too (`mem_snapshots.rs`).
 
 use crate::batch::Batch;
 use crate::error::StorageError;
@@ -113,7 +115,7 @@ impl MemStorage {
 
     /// A crash in the middle of writing: the first `keep` unsynced batches reached the disk
     /// whole, and with `tear` the next one reached it in part (restart cuts it off, as the disk
-    /// version cuts a torn frame). The rest is lost.
+    /// version cuts a torn frame). The rest is lost. Snapshot files as in [`MemStorage::crash`].
     pub fn crash_torn(&mut self, keep: usize, tear: bool) {
         let keep = keep.min(self.unsynced.len());
         self.sync_prefix(keep);
