@@ -8,7 +8,8 @@
 //!   torn unsynced tail (cut off) from a lost synced one (cut off and reported), and crash-safe
 //!   snapshots;
 //! - [`MemStorage`]: the same contract in memory, for the simulator, with hooks to lose
-//!   unsynced writes, tear the last one, corrupt records and lose a synced tail.
+//!   unsynced writes, tear the last one, corrupt records and snapshot files and lose a synced
+//!   tail; its snapshot files are written through a [`SnapshotWriter`] like the disk's.
 //!
 //! Both pass one conformance suite (`tests/conformance.rs`). The file formats, the recovery
 //! rules and the contract a driver must follow are in docs/STORAGE.md.
@@ -20,6 +21,7 @@ mod frame;
 mod fsutil;
 mod loss;
 mod mem;
+mod mem_snapshots;
 mod record;
 mod recover;
 mod recovered;

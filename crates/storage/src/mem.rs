@@ -5,14 +5,16 @@
 //! batch that a later batch depends on (written after it was synced) refuses to start; damage
 //! at the tail, or a synced tail lost outright, is cut off and reported as a lost tail until
 //! [`Storage::finish_peer_recovery`].
+//! Snapshot files, written through a [`SnapshotWriter`] and adopted, follow the disk version's
+//! rules too (`mem_snapshots.rs`).
 
 use crate::batch::Batch;
 use crate::error::StorageError;
 use crate::loss::{LossKind, LossReport};
+use crate::mem_snapshots::MemSnapshots;
 use crate::recovered::{compaction_bound, Recovered, TornTail};
-use crate::snapshot::{Snapshot, SnapshotMeta};
+use crate::snapshot::{Snapshot, SnapshotMeta, SnapshotWriter};
 use crate::Storage;
-use bytes::Bytes;
 use std::path::PathBuf;
 use synod_paxos::{HardState, Slot};
 
@@ -35,21 +37,13 @@ enum Damage {
 }
 
 #[derive(Clone, Debug)]
-struct MemSnapshot {
-    slot: Slot,
-    data: Bytes,
-    damaged: bool,
-}
-
-#[derive(Clone, Debug)]
 pub struct MemStorage {
     /// Batches a crash keeps, in write order.
     durable: Vec<MemFrame>,
     /// Batches written since the last sync, in write order.
     unsynced: Vec<MemFrame>,
-    /// Oldest first.
-    snapshots: Vec<MemSnapshot>,
-    snapshots_kept: usize,
+    /// The snapshot files; a clone gets its own copy of them.
+    snapshots: MemSnapshots,
     /// Batches were dropped by compaction: recovery needs a snapshot.
     compacted: bool,
     /// The latest hard state written, synced or not.
@@ -74,18 +68,13 @@ fn wal_path() -> PathBuf {
     PathBuf::from("mem:wal")
 }
 
-fn snapshot_path(slot: Slot) -> PathBuf {
-    PathBuf::from(format!("mem:snap-{slot:016x}.snap"))
-}
-
 impl MemStorage {
     /// An empty disk, keeping the last 2 snapshots like [`crate::Options::default`].
     pub fn new() -> MemStorage {
         MemStorage {
             durable: Vec::new(),
             unsynced: Vec::new(),
-            snapshots: Vec::new(),
-            snapshots_kept: 2,
+            snapshots: MemSnapshots::new(2),
             compacted: false,
             hard_state: HardState::default(),
             next_seq: 1,
@@ -117,14 +106,16 @@ impl MemStorage {
         }
     }
 
-    /// The process died: every unsynced batch is lost. Call [`MemStorage::restart`] next.
+    /// The process died: every unsynced batch is lost, and snapshot writers taken before it
+    /// refuse to write (their process is gone). Snapshot files already written are durable.
+    /// Call [`MemStorage::restart`] next.
     pub fn crash(&mut self) {
         self.crash_torn(0, false);
     }
 
     /// A crash in the middle of writing: the first `keep` unsynced batches reached the disk
     /// whole, and with `tear` the next one reached it in part (restart cuts it off, as the disk
-    /// version cuts a torn frame). The rest is lost.
+    /// version cuts a torn frame). The rest is lost. Snapshot files as in [`MemStorage::crash`].
     pub fn crash_torn(&mut self, keep: usize, tear: bool) {
         let keep = keep.min(self.unsynced.len());
         self.sync_prefix(keep);
@@ -133,6 +124,7 @@ impl MemStorage {
             self.durable.push(torn);
         }
         self.unsynced.clear();
+        self.snapshots.crash();
     }
 
     /// Damages the `index`-th durable batch (0 = oldest), as a bit flip on disk would. The
@@ -182,11 +174,11 @@ impl MemStorage {
         n
     }
 
-    /// Damages the snapshot at `slot`, if kept. A restart sets it aside and falls back to an
-    /// older one; `latest_snapshot` reports it rather than serve it.
+    /// Damages the snapshot file at `slot`, adopted or only written; false if there is none.
+    /// A restart sets it aside and falls back to an older one; `latest_snapshot` reports it
+    /// rather than serve it.
     pub fn corrupt_snapshot(&mut self, slot: Slot) -> bool {
-        let found = self.snapshots.iter_mut().find(|s| s.slot == slot);
-        found.map(|s| s.damaged = true).is_some()
+        self.snapshots.corrupt(slot)
     }
 
     /// Restarts from what is durable (losing anything unsynced, as [`MemStorage::crash`]) and
@@ -209,18 +201,8 @@ impl MemStorage {
     }
 
     fn recover(&mut self) -> Result<Recovered, StorageError> {
-        let mut damaged_snapshots = Vec::new();
-        self.snapshots.retain(|s| {
-            if s.damaged {
-                damaged_snapshots.push((snapshot_path(s.slot), "checksum mismatch".to_string()));
-            }
-            !s.damaged
-        });
-        damaged_snapshots.reverse();
-        let newest = self.snapshots.last().map(|s| SnapshotMeta {
-            slot: s.slot,
-            size: s.data.len() as u64,
-        });
+        let damaged_snapshots = self.snapshots.recover();
+        let newest = self.snapshots.newest();
         let mut recovered = Recovered::new(newest);
         recovered.report.damaged_snapshots = damaged_snapshots;
         if self.compacted && newest.is_none() {
@@ -338,48 +320,25 @@ impl Storage for MemStorage {
     }
 
     fn save_snapshot(&mut self, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError> {
-        if let Some(newest) = self.snapshots.last().filter(|s| s.slot >= slot) {
-            return Err(StorageError::SnapshotNotNewer {
-                slot,
-                newest: newest.slot,
-            });
-        }
-        self.snapshots.push(MemSnapshot {
-            slot,
-            data: Bytes::copy_from_slice(data),
-            damaged: false,
-        });
-        let extra = self.snapshots.len().saturating_sub(self.snapshots_kept);
-        self.snapshots.drain(..extra);
-        Ok(SnapshotMeta {
-            slot,
-            size: data.len() as u64,
-        })
+        self.snapshots.save(slot, data)
+    }
+
+    /// Writes into this storage's snapshot files (not a clone's), until it crashes.
+    fn snapshot_writer(&self) -> Option<SnapshotWriter> {
+        Some(self.snapshots.writer())
+    }
+
+    fn adopt_snapshot(&mut self, meta: SnapshotMeta) -> Result<SnapshotMeta, StorageError> {
+        self.snapshots.adopt(meta)
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        let Some(s) = self.snapshots.last() else {
-            return Ok(None);
-        };
-        if s.damaged {
-            return Err(StorageError::SnapshotCorrupt {
-                path: snapshot_path(s.slot),
-                reason: "checksum mismatch".into(),
-            });
-        }
-        Ok(Some(Snapshot {
-            meta: SnapshotMeta {
-                slot: s.slot,
-                size: s.data.len() as u64,
-            },
-            data: s.data.clone(),
-        }))
+        self.snapshots.latest()
     }
 
     fn compact(&mut self, upto: Slot) -> Result<(), StorageError> {
         self.sync()?;
-        let slots: Vec<Slot> = self.snapshots.iter().map(|s| s.slot).collect();
-        let bound = compaction_bound(upto, &slots);
+        let bound = compaction_bound(upto, &self.snapshots.retained_slots());
         let n = self
             .durable
             .iter()

@@ -11,10 +11,12 @@
 
 use crate::error::StorageError;
 use crate::fsutil;
+use crate::mem_snapshots::{self, MemSnapshotDir};
 use bytes::Bytes;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use synod_paxos::Slot;
 
 const MAGIC: [u8; 8] = *b"SYNODSNP";
@@ -213,7 +215,7 @@ impl SnapshotStore {
     /// A handle that writes snapshot files from another thread (`adopt` them here after).
     pub fn writer(&self) -> SnapshotWriter {
         SnapshotWriter {
-            dir: self.dir.clone(),
+            target: Target::Dir(self.dir.clone()),
         }
     }
 
@@ -295,29 +297,55 @@ mod tests {
 
 /// Writes snapshot files crash-safely (temporary file, fsync, rename, directory fsync) on
 /// whatever thread holds it, so that a large snapshot does not hold up the log's group
-/// commits; the store that made it `adopt`s the result.
+/// commits; the storage that made it `adopt`s the result. A file it wrote is durable when
+/// `write` returns, but it is not the newest snapshot until adopted; after a crash in between,
+/// recovery finds it like any saved one.
 #[derive(Clone, Debug)]
 pub struct SnapshotWriter {
-    dir: PathBuf,
+    target: Target,
+}
+
+#[derive(Clone, Debug)]
+enum Target {
+    /// A `DiskStorage`'s snapshot directory.
+    Dir(PathBuf),
+    /// A `MemStorage`'s snapshot files: those of the storage it came from, until that
+    /// storage crashes (then every write is refused).
+    Mem(Arc<Mutex<MemSnapshotDir>>),
 }
 
 impl SnapshotWriter {
-    pub fn write(&self, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError> {
-        let path = self.dir.join(file_name(slot));
-        let tmp = self.dir.join(format!("{}.tmp", file_name(slot)));
-        let write = |f: &mut File| -> std::io::Result<()> {
-            f.write_all(&header(slot, data))?;
-            f.write_all(data)?;
-            f.sync_all()
-        };
-        File::create(&tmp)
-            .and_then(|mut f| write(&mut f))
-            .map_err(StorageError::io(&tmp, "write snapshot"))?;
-        fs::rename(&tmp, &path).map_err(StorageError::io(&tmp, "rename"))?;
-        fsutil::sync_dir(&self.dir)?;
-        Ok(SnapshotMeta {
-            slot,
-            size: data.len() as u64,
-        })
+    pub(crate) fn mem(dir: Arc<Mutex<MemSnapshotDir>>) -> SnapshotWriter {
+        SnapshotWriter {
+            target: Target::Mem(dir),
+        }
     }
+
+    /// Writes the snapshot of every slot up to `slot` and makes it durable. A file of the
+    /// same slot is replaced.
+    pub fn write(&self, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError> {
+        match &self.target {
+            Target::Dir(dir) => write_file(dir, slot, data),
+            Target::Mem(dir) => mem_snapshots::write(dir, slot, data),
+        }
+    }
+}
+
+fn write_file(dir: &Path, slot: Slot, data: &[u8]) -> Result<SnapshotMeta, StorageError> {
+    let path = dir.join(file_name(slot));
+    let tmp = dir.join(format!("{}.tmp", file_name(slot)));
+    let write = |f: &mut File| -> std::io::Result<()> {
+        f.write_all(&header(slot, data))?;
+        f.write_all(data)?;
+        f.sync_all()
+    };
+    File::create(&tmp)
+        .and_then(|mut f| write(&mut f))
+        .map_err(StorageError::io(&tmp, "write snapshot"))?;
+    fs::rename(&tmp, &path).map_err(StorageError::io(&tmp, "rename"))?;
+    fsutil::sync_dir(dir)?;
+    Ok(SnapshotMeta {
+        slot,
+        size: data.len() as u64,
+    })
 }
