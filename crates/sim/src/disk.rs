@@ -156,6 +156,12 @@ impl Disk {
         Ok((self.storage.recovered().durable_state(), snapshot))
     }
 
+    /// A handle that writes snapshot files beside the persist thread, as the server's
+    /// snapshot thread does (take a new one after every open: a crash detaches the old).
+    pub fn snapshot_writer(&self) -> Option<synod_storage::SnapshotWriter> {
+        self.storage.snapshot_writer()
+    }
+
     /// The persist thread is saving a snapshot (rather than syncing batches).
     pub fn saving_snapshot(&self) -> bool {
         matches!(self.syncing, Some(Group::Snapshot { .. }))

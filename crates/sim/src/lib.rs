@@ -35,38 +35,50 @@ pub mod trace;
 mod workload;
 
 pub use checkers::{Violation, ViolationKind};
-pub use options::{FaultKind, Focus, Options, Swarm};
+pub use options::{Bug, FaultKind, Focus, Options, Swarm};
 pub use runner::{
     replay_command, run_many, run_seed, run_seed_traced, swarm_for_seed, Progress, SeedOutcome,
     Summary,
 };
-pub use simulation::{validate, Stats};
+pub use simulation::{validate, InvalidRun, Stats};
 pub use synod_paxos::PlantedBug;
+pub use synod_replica::ReplicaBug;
 pub use trace::Trace;
 
 /// Command-line names of the planted bugs.
-pub const BUG_NAMES: [(&str, PlantedBug); 6] = [
+pub const BUG_NAMES: [(&str, Bug); 8] = [
     (
         "acceptor-ignores-promise",
-        PlantedBug::AcceptorIgnoresPromise,
+        Bug::Engine(PlantedBug::AcceptorIgnoresPromise),
     ),
     (
         "leader-ignores-accepted-values",
-        PlantedBug::LeaderIgnoresAcceptedValues,
+        Bug::Engine(PlantedBug::LeaderIgnoresAcceptedValues),
     ),
     (
         "lease-without-drift-margin",
-        PlantedBug::LeaseWithoutDriftMargin,
+        Bug::Engine(PlantedBug::LeaseWithoutDriftMargin),
     ),
     (
         "membership-without-delay",
-        PlantedBug::MembershipWithoutDelay,
+        Bug::Engine(PlantedBug::MembershipWithoutDelay),
     ),
     (
         "follower-read-joins-sent-request",
-        PlantedBug::FollowerReadJoinsSentRequest,
+        Bug::Engine(PlantedBug::FollowerReadJoinsSentRequest),
     ),
-    ("skips-peer-recovery", PlantedBug::SkipsPeerRecovery),
+    (
+        "skips-peer-recovery",
+        Bug::Engine(PlantedBug::SkipsPeerRecovery),
+    ),
+    (
+        "acknowledges-writes-when-proposed",
+        Bug::Replica(ReplicaBug::AcknowledgesWritesWhenProposed),
+    ),
+    (
+        "linearizable-reads-served-locally",
+        Bug::Replica(ReplicaBug::LinearizableReadsServedLocally),
+    ),
 ];
 
 /// Command-line names of the focuses.
@@ -81,7 +93,7 @@ pub const FOCUS_NAMES: [(&str, Focus); 8] = [
     ("lost-tail-membership", Focus::LostTailMembership),
 ];
 
-pub fn bug_name(bug: PlantedBug) -> &'static str {
+pub fn bug_name(bug: Bug) -> &'static str {
     BUG_NAMES
         .iter()
         .find(|(_, b)| *b == bug)

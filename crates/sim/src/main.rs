@@ -34,11 +34,13 @@ struct Args {
     /// Worker threads for a --seeds run (default: available parallelism).
     #[arg(long)]
     threads: Option<usize>,
-    /// Run a deliberately broken engine (needs `--features planted-bugs`):
+    /// Run a deliberately broken engine or replica (needs `--features planted-bugs`):
     /// acceptor-ignores-promise, leader-ignores-accepted-values, lease-without-drift-margin,
-    /// membership-without-delay, follower-read-joins-sent-request, skips-peer-recovery.
+    /// membership-without-delay, follower-read-joins-sent-request, skips-peer-recovery
+    /// (the engine's); acknowledges-writes-when-proposed, linearizable-reads-served-locally
+    /// (the replica's).
     #[arg(long, value_parser = parse_bug)]
-    plant: Option<synod_sim::PlantedBug>,
+    plant: Option<synod_sim::Bug>,
     /// Do not stop at the first violation: run every seed and list each failing one.
     #[arg(long)]
     keep_going: bool,
@@ -49,7 +51,7 @@ struct Args {
     focus: Option<Focus>,
 }
 
-fn parse_bug(s: &str) -> Result<synod_sim::PlantedBug, String> {
+fn parse_bug(s: &str) -> Result<synod_sim::Bug, String> {
     BUG_NAMES
         .iter()
         .find(|(n, _)| *n == s)
@@ -85,7 +87,7 @@ fn main() -> ExitCode {
         eprintln!("synod-sim: {e}");
         if let Some(bug) = options.planted_bug {
             eprintln!(
-                "synod-sim: --plant {} needs the engine built with its planted-bugs feature: \
+                "synod-sim: --plant {} needs a build with the planted-bugs feature: \
                  cargo run --release -p synod-sim --features planted-bugs -- --plant {} ...",
                 bug_name(bug),
                 bug_name(bug)

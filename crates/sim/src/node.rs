@@ -72,6 +72,12 @@ pub enum Held {
     Request(Request),
     /// What the persist path finished.
     Disk(Done),
+    /// The snapshot thread wrote a snapshot file: the persist path adopts it next.
+    SnapshotWritten {
+        slot: Slot,
+        data: bytes::Bytes,
+        meta: synod_storage::SnapshotMeta,
+    },
 }
 
 /// When this node takes snapshots and how it ships them (drawn per seed).
@@ -113,6 +119,9 @@ pub struct Effects {
     pub recovery_recorded: bool,
     /// The replica asks to stop: it was removed and the change is in force.
     pub stop: bool,
+    /// Snapshot files written by the snapshot thread: each reaches the persist path (to be
+    /// adopted) a little later, as `Held::SnapshotWritten`.
+    pub snapshot_files: Vec<Held>,
 }
 
 /// Where a node stands in recovering from a lost log tail.
@@ -190,6 +199,8 @@ pub struct Node {
     replica: Option<Replica<Ticket>>,
     applied: AppliedLog,
     pub disk: Disk,
+    /// Writes snapshot files off the persist path (taken at every start).
+    writer: Option<synod_storage::SnapshotWriter>,
     clock: Clock,
     /// Bumped on every restart, so events meant for a previous life are ignored.
     pub incarnation: u64,
@@ -220,6 +231,7 @@ impl Node {
             replica: None,
             applied: AppliedLog::default(),
             disk: Disk::new(bootstrap),
+            writer: None,
             clock: Clock {
                 drift_ppm,
                 epoch_us: 0,
@@ -318,9 +330,12 @@ impl Node {
         if self.disk.lost_tail().is_some() {
             // Before any other input: this replica may have forgotten votes it gave.
             replica.start_peer_recovery(self.config.hinted_peers.iter().copied());
-            self.peer_recovery = PeerRecovery::Engine;
+            if replica.status().recovering {
+                self.peer_recovery = PeerRecovery::Engine;
+            }
         }
         self.replica = Some(replica);
+        self.writer = self.disk.snapshot_writer();
         self.clock.epoch_us = now_us;
         self.paused = false;
         self.held.clear();
@@ -455,6 +470,14 @@ impl Node {
                 self.peer_recovery = PeerRecovery::Idle;
                 fx.recovery_recorded = true;
             }
+            Held::SnapshotWritten { slot, data, meta } => {
+                self.disk.enqueue(PersistJob::Snapshot {
+                    slot,
+                    data,
+                    received: false,
+                    written: Some(meta),
+                });
+            }
         }
     }
 
@@ -510,15 +533,27 @@ impl Node {
             self.disk.enqueue(job);
         }
         for job in out.snapshots {
-            // The server encodes on a thread and queues the job when done; the turns in
-            // between are not modelled (the job queues behind this turn's writes either way).
+            // The server's snapshot thread: encode, write the file (durable, not yet the
+            // newest snapshot), then hand the persist path the job that adopts it. Here the
+            // file is written now and the job arrives later (`snapshot_files`); a crash in
+            // between leaves a written file that the next start finds like any saved one.
             fx.snapshots.taken.push(job.slot);
-            self.disk.enqueue(PersistJob::Snapshot {
-                slot: job.slot,
-                data: job.encode(),
-                received: false,
-                written: None,
-            });
+            let data = job.encode();
+            let written = self.writer.as_ref().map(|w| w.write(job.slot, &data));
+            match written {
+                Some(Ok(meta)) => fx.snapshot_files.push(Held::SnapshotWritten {
+                    slot: job.slot,
+                    data,
+                    meta,
+                }),
+                // As the server does when its writer fails: the persist path saves it.
+                Some(Err(_)) | None => self.disk.enqueue(PersistJob::Snapshot {
+                    slot: job.slot,
+                    data,
+                    received: false,
+                    written: None,
+                }),
+            }
         }
         for job in out.exports {
             let answer = Answer::Exported {

@@ -8,6 +8,7 @@
 use crate::rng::Rng;
 use std::fmt;
 use synod_paxos::{PlantedBug, ReadMode};
+use synod_replica::ReplicaBug;
 
 /// A kind of fault the fault injector may apply during the fault phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,14 +89,40 @@ pub enum Focus {
 
 impl Focus {
     /// The focus that exercises a planted bug.
-    pub fn for_bug(bug: PlantedBug) -> Focus {
+    pub fn for_bug(bug: Bug) -> Focus {
         match bug {
-            PlantedBug::AcceptorIgnoresPromise => Focus::StaleLeader,
-            PlantedBug::LeaderIgnoresAcceptedValues => Focus::LeaderChurn,
-            PlantedBug::LeaseWithoutDriftMargin => Focus::Lease,
-            PlantedBug::MembershipWithoutDelay => Focus::Membership,
-            PlantedBug::FollowerReadJoinsSentRequest => Focus::Swarm,
-            PlantedBug::SkipsPeerRecovery => Focus::LostTail,
+            Bug::Engine(PlantedBug::AcceptorIgnoresPromise) => Focus::StaleLeader,
+            Bug::Engine(PlantedBug::LeaderIgnoresAcceptedValues) => Focus::LeaderChurn,
+            Bug::Engine(PlantedBug::LeaseWithoutDriftMargin) => Focus::Lease,
+            Bug::Engine(PlantedBug::MembershipWithoutDelay) => Focus::Membership,
+            Bug::Engine(PlantedBug::FollowerReadJoinsSentRequest) => Focus::Swarm,
+            Bug::Engine(PlantedBug::SkipsPeerRecovery) => Focus::LostTail,
+            Bug::Replica(ReplicaBug::AcknowledgesWritesWhenProposed) => Focus::LeaderChurn,
+            Bug::Replica(ReplicaBug::LinearizableReadsServedLocally) => Focus::StaleLeader,
+        }
+    }
+}
+
+/// A deliberately broken variant: of the engine's protocol, or of the replica around it
+/// (the server's own code). Runs only in builds with the `planted-bugs` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    Engine(PlantedBug),
+    Replica(ReplicaBug),
+}
+
+impl Bug {
+    pub fn engine(self) -> Option<PlantedBug> {
+        match self {
+            Bug::Engine(b) => Some(b),
+            Bug::Replica(_) => None,
+        }
+    }
+
+    pub fn replica(self) -> Option<ReplicaBug> {
+        match self {
+            Bug::Replica(b) => Some(b),
+            Bug::Engine(_) => None,
         }
     }
 }
@@ -105,14 +132,14 @@ impl Focus {
 pub struct Options {
     /// Print a readable event trace to stdout.
     pub trace: bool,
-    /// Run the engine with a deliberately broken protocol variant.
-    pub planted_bug: Option<PlantedBug>,
+    /// Run a deliberately broken engine or replica.
+    pub planted_bug: Option<Bug>,
     pub focus: Focus,
 }
 
 impl Options {
     /// Options to hunt one planted bug: the bug, and the focus that exposes it.
-    pub fn planted(bug: PlantedBug) -> Options {
+    pub fn planted(bug: Bug) -> Options {
         Options {
             trace: false,
             planted_bug: Some(bug),

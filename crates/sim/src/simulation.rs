@@ -11,7 +11,7 @@ use crate::checkers::{Agreement, Violation, ViolationKind};
 use crate::client::{Client, History};
 use crate::network::Network;
 use crate::node::{replica_config, Effects, Held, Node, NodeConfig, SnapshotPolicy};
-use crate::options::{Options, Swarm};
+use crate::options::{Bug, Options, Swarm};
 use crate::rng::Rng;
 use crate::trace::{describe, describe_value, node_name, Trace};
 use std::cmp::Ordering;
@@ -21,7 +21,7 @@ use synod_paxos::{
     Body, Config, ConfigError, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot,
     Value,
 };
-use synod_replica::{MemberRecord, MemberTable};
+use synod_replica::{MemberRecord, MemberTable, PlantError, Planted};
 
 /// The simulated cluster's id (as `--initial-cluster-token` derives it in the server).
 pub(crate) const CLUSTER_ID: u64 = 0x51_4D_55_4C;
@@ -73,6 +73,12 @@ pub(crate) enum Event {
     EndTurn(NodeId),
     /// The second step of the lost-tail interleaving (`lost_tail.rs`).
     LostTailPlot(crate::lost_tail::Plot),
+    /// A node's snapshot thread hands a written snapshot file to its persist path.
+    SnapshotWritten {
+        node: NodeId,
+        incarnation: u64,
+        file: Held,
+    },
 }
 
 #[derive(Debug)]
@@ -171,7 +177,7 @@ pub(crate) struct Simulation {
     pub(crate) stats: Stats,
     roles: Vec<(Option<Role>, Option<NodeId>)>,
     seed: u64,
-    planted_bug: Option<PlantedBug>,
+    planted_bug: Option<Bug>,
     /// Every membership chosen so far, by slot (as first delivered anywhere).
     pub(crate) memberships: BTreeMap<Slot, Membership>,
     /// The operator's newest membership request, until a newer one is chosen.
@@ -381,6 +387,15 @@ impl Simulation {
                 self.poke(node);
             }
             Event::LostTailPlot(plot) => self.lost_tail_plot_strike(plot),
+            Event::SnapshotWritten {
+                node,
+                incarnation,
+                file,
+            } => {
+                if self.node(node).incarnation == incarnation {
+                    self.input(node, file);
+                }
+            }
         }
     }
 
@@ -504,6 +519,19 @@ impl Simulation {
         }
         for m in fx.sends {
             self.send(m);
+        }
+        for file in fx.snapshot_files {
+            // Encoding and writing take a while: about two syncs.
+            let (lo, hi) = self.fsync();
+            let at = self.now + self.rng.range(lo, hi) + self.rng.range(lo, hi);
+            self.schedule(
+                at,
+                Event::SnapshotWritten {
+                    node: id,
+                    incarnation,
+                    file,
+                },
+            );
         }
         for (slot, value) in fx.applied {
             match self.agreement.observe(id, slot, &value) {
@@ -694,16 +722,18 @@ fn initial_table(nodes: u64) -> MemberTable {
 /// One member's configuration: the engine's and the replica's.
 fn node_config(
     swarm: &Swarm,
-    bug: Option<PlantedBug>,
+    bug: Option<Bug>,
     id: NodeId,
     seed: u64,
     hinted_peers: Vec<NodeId>,
 ) -> NodeConfig {
-    let engine = engine_config(swarm, bug, id, seed)
+    let engine = engine_config(swarm, bug.and_then(Bug::engine), id, seed)
         .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
     let timeout = Duration::from_millis(swarm.client_timeout_ms);
     let name = crate::trace::node_name(id);
-    let replica = replica_config(engine, CLUSTER_ID, name, snapshot_policy(swarm), timeout);
+    let mut replica = replica_config(engine, CLUSTER_ID, name, snapshot_policy(swarm), timeout);
+    replica.planted = Planted::bug(bug.and_then(Bug::replica))
+        .unwrap_or_else(|e| panic!("{e} (run `validate` before any seed)"));
     NodeConfig {
         replica,
         hinted_peers,
@@ -734,9 +764,32 @@ fn engine_config(
     Ok(c)
 }
 
-/// Validates the engine configuration a run would use (e.g. a planted bug without the
+/// Why a run cannot start.
+#[derive(Debug)]
+pub enum InvalidRun {
+    Engine(ConfigError),
+    Replica(PlantError),
+}
+
+impl std::fmt::Display for InvalidRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidRun::Engine(e) => write!(f, "engine configuration: {e}"),
+            InvalidRun::Replica(e) => write!(f, "replica configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InvalidRun {}
+
+/// Validates the configuration a run would use (e.g. a planted bug without the
 /// `planted-bugs` feature), before any seed runs.
-pub fn validate(options: &Options) -> Result<(), ConfigError> {
+pub fn validate(options: &Options) -> Result<(), InvalidRun> {
     let swarm = Swarm::draw(&mut Rng::new(0), options.focus);
-    engine_config(&swarm, options.planted_bug, 1, 0)?.validate()
+    let bug = options.planted_bug;
+    engine_config(&swarm, bug.and_then(Bug::engine), 1, 0)
+        .and_then(|c| c.validate())
+        .map_err(InvalidRun::Engine)?;
+    Planted::bug(bug.and_then(Bug::replica)).map_err(InvalidRun::Replica)?;
+    Ok(())
 }

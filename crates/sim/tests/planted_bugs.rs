@@ -1,17 +1,18 @@
-//! Proof that the simulator's checkers can fail: each deliberately broken protocol variant of
-//! the engine (`Config::planted_bug`, compiled in through the `planted-bugs` feature that
-//! this crate's dev-dependency turns on) must be caught within a bounded number of seeds.
+//! Proof that the simulator's checkers can fail: each deliberately broken variant of the
+//! engine's protocol (`Config::plant`) and of the replica around it (`Planted`), compiled in
+//! through the `planted-bugs` feature that this crate's dev-dependencies turn on, must be
+//! caught within a bounded number of seeds.
 //!
 //! The seeds run with the bug's `Focus` (a swarm biased toward the conditions the bug needs);
 //! every checker is the same as in a normal run.
 
 use std::time::Duration;
-use synod_sim::{run_many, PlantedBug, ViolationKind};
+use synod_sim::{run_many, Bug, PlantedBug, ReplicaBug, ViolationKind};
 
 /// Seeds each planted bug gets.
 const SEEDS_MAX: u64 = 200;
 
-fn finds(bug: PlantedBug) -> ViolationKind {
+fn finds(bug: Bug) -> ViolationKind {
     let options = synod_sim::Options::planted(bug);
     let summary = run_many(
         0,
@@ -37,7 +38,7 @@ fn finds(bug: PlantedBug) -> ViolationKind {
 fn planted_bug_acceptor_ignores_promise() {
     // Caught either by the agreement checker or by the engine's own safety assertions (a
     // leader finding its acceptor overwrote a slot, two chosen values learned for one slot).
-    let kind = finds(PlantedBug::AcceptorIgnoresPromise);
+    let kind = finds(Bug::Engine(PlantedBug::AcceptorIgnoresPromise));
     assert!(matches!(
         kind,
         ViolationKind::Agreement | ViolationKind::Panic
@@ -46,7 +47,7 @@ fn planted_bug_acceptor_ignores_promise() {
 
 #[test]
 fn planted_bug_leader_ignores_accepted_values() {
-    let kind = finds(PlantedBug::LeaderIgnoresAcceptedValues);
+    let kind = finds(Bug::Engine(PlantedBug::LeaderIgnoresAcceptedValues));
     assert!(matches!(
         kind,
         ViolationKind::Agreement | ViolationKind::LostWrite | ViolationKind::Panic
@@ -57,7 +58,7 @@ fn planted_bug_leader_ignores_accepted_values() {
 fn planted_bug_lease_without_drift_margin() {
     // The log itself stays consistent: only the client history shows the stale read.
     assert_eq!(
-        finds(PlantedBug::LeaseWithoutDriftMargin),
+        finds(Bug::Engine(PlantedBug::LeaseWithoutDriftMargin)),
         ViolationKind::Linearizability
     );
 }
@@ -71,7 +72,7 @@ fn planted_bug_membership_without_delay() {
     // engines also two replicas delivering different values (seed 274 then). Either way the
     // broken variant must not pass.
     assert!(matches!(
-        finds(PlantedBug::MembershipWithoutDelay),
+        finds(Bug::Engine(PlantedBug::MembershipWithoutDelay)),
         ViolationKind::Liveness
             | ViolationKind::Agreement
             | ViolationKind::LostWrite
@@ -85,7 +86,7 @@ fn planted_bug_follower_read_joins_sent_request() {
     // Only seeds whose nodes gather inputs into turns (`Swarm::turn_us`) batch follower
     // reads at all; the stale read shows only in the client history.
     assert_eq!(
-        finds(PlantedBug::FollowerReadJoinsSentRequest),
+        finds(Bug::Engine(PlantedBug::FollowerReadJoinsSentRequest)),
         ViolationKind::Linearizability
     );
 }
@@ -98,10 +99,32 @@ fn planted_bug_skips_peer_recovery() {
     // another value for one of them: two replicas deliver different values (agreement), or
     // an acknowledged write vanishes, or the engine's own assertions fire.
     assert!(matches!(
-        finds(PlantedBug::SkipsPeerRecovery),
+        finds(Bug::Engine(PlantedBug::SkipsPeerRecovery)),
         ViolationKind::Agreement
             | ViolationKind::LostWrite
             | ViolationKind::Linearizability
             | ViolationKind::Panic
     ));
+}
+
+#[test]
+fn planted_bug_acknowledges_writes_when_proposed() {
+    // The replica answers a write as soon as its leader proposes it, with what applying it
+    // locally would give, before any quorum accepted it: a leader that loses its slot to a
+    // successor has told a client about a write no store holds (lost write), or a revision
+    // and outcome the history cannot explain.
+    assert!(matches!(
+        finds(Bug::Replica(ReplicaBug::AcknowledgesWritesWhenProposed)),
+        ViolationKind::LostWrite | ViolationKind::Linearizability
+    ));
+}
+
+#[test]
+fn planted_bug_linearizable_reads_served_locally() {
+    // A linearizable read served from the local store with no read barrier: a deposed leader
+    // or a lagging follower answers with what a later write already replaced.
+    assert_eq!(
+        finds(Bug::Replica(ReplicaBug::LinearizableReadsServedLocally)),
+        ViolationKind::Linearizability
+    );
 }
