@@ -12,6 +12,7 @@ use etcd_client::proto::{
     PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse, PbResponseHeader,
 };
 use std::sync::Arc;
+use synod_replica::ReplicaError;
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Clone)]
@@ -36,9 +37,10 @@ fn members(t: &MemberTable) -> Vec<PbMember> {
 
 fn member_id(id: u64) -> Result<u64, Status> {
     if id == 0 {
-        return Err(
-            ServerError::InvalidArgument("etcdserver: member ID must not be 0".into()).into(),
-        );
+        return Err(ServerError::from(ReplicaError::InvalidArgument(
+            "etcdserver: member ID must not be 0".into(),
+        ))
+        .into());
     }
     Ok(id)
 }

@@ -42,7 +42,7 @@ pub fn current_header(shared: &crate::status::Shared) -> Option<PbResponseHeader
 }
 
 fn invalid(msg: impl Into<String>) -> ServerError {
-    ServerError::InvalidArgument(msg.into())
+    ServerError::Replica(synod_replica::ReplicaError::InvalidArgument(msg.into()))
 }
 
 pub fn range_request(r: PbRangeRequest) -> Result<kv::RangeRequest, ServerError> {

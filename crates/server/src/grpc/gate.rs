@@ -163,7 +163,7 @@ impl Gate {
         };
         let summary = wire::scan(first, root).map_err(|e| match e {
             ScanError::TooManyTxnLevels => {
-                Status::from(ServerError::Kv(synod_kv::KvError::TooManyOps))
+                Status::from(ServerError::from(synod_kv::KvError::TooManyOps))
             }
             // grpc-go's answer to a message it cannot decode.
             ScanError::TooDeep | ScanError::Malformed(_) => {

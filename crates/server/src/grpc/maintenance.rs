@@ -14,6 +14,7 @@ use etcd_client::proto::{
 use etcd_client::{AlarmAction, AlarmType};
 use std::pin::Pin;
 use std::sync::Arc;
+use synod_replica::ReplicaError;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -74,7 +75,10 @@ impl PbMaintenanceService for MaintenanceService {
                         && (r.alarm == AlarmType::None as i32 || r.alarm == a.alarm)
                 };
                 if let Some((c, _)) = self.alarms().into_iter().find(|(_, a)| wanted(a)) {
-                    return Err(ServerError::Precondition(c.disarm_refusal().into()).into());
+                    return Err(ServerError::from(ReplicaError::Precondition(
+                        c.disarm_refusal().into(),
+                    ))
+                    .into());
                 }
                 Vec::new()
             }
@@ -82,10 +86,10 @@ impl PbMaintenanceService for MaintenanceService {
                 return Err(ServerError::Unimplemented("activating an alarm by request").into())
             }
             Err(_) => {
-                return Err(ServerError::InvalidArgument(format!(
+                return Err(ServerError::from(ReplicaError::InvalidArgument(format!(
                     "etcdserver: unknown alarm action {}",
                     r.action
-                ))
+                )))
                 .into())
             }
         };

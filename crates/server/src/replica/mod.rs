@@ -134,8 +134,12 @@ pub struct ReplicaHandle {
 impl ReplicaHandle {
     fn submit(&self, input: Input) -> Result<(), ServerError> {
         self.inputs.try_send(input).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ServerError::TooManyRequests,
-            mpsc::error::TrySendError::Closed(_) => ServerError::Stopped,
+            mpsc::error::TrySendError::Full(_) => {
+                ServerError::Replica(synod_replica::ReplicaError::TooManyRequests)
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                ServerError::Replica(synod_replica::ReplicaError::Stopped)
+            }
         })
     }
 
@@ -145,8 +149,8 @@ impl ReplicaHandle {
     ) -> Result<Answer, ServerError> {
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ServerError::Stopped),
-            Err(_) => Err(ServerError::Timeout),
+            Ok(Err(_)) => Err(ServerError::Replica(synod_replica::ReplicaError::Stopped)),
+            Err(_) => Err(ServerError::Replica(synod_replica::ReplicaError::Timeout)),
         }
     }
 
@@ -154,12 +158,11 @@ impl ReplicaHandle {
     /// Txn with Range ops, answered).
     pub async fn write(&self, request: &Request) -> Result<Response, ServerError> {
         let permit = match request {
-            Request::Txn(t) if has_reads(t) => Some(
-                self.txn_reads
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| ServerError::TooManyRequests)?,
-            ),
+            Request::Txn(t) if has_reads(t) => {
+                Some(self.txn_reads.clone().try_acquire_owned().map_err(|_| {
+                    ServerError::Replica(synod_replica::ReplicaError::TooManyRequests)
+                })?)
+            }
             _ => None,
         };
         let (waiter, rx) = Waiter::new(permit);
@@ -243,7 +246,7 @@ fn unexpected(answer: Answer) -> ServerError {
         ?answer,
         "the replica answered a request with the wrong kind of answer"
     );
-    ServerError::Stopped
+    ServerError::Replica(synod_replica::ReplicaError::Stopped)
 }
 
 /// Whether a txn has a Range op anywhere (either branch, nested txns included).

@@ -95,7 +95,9 @@ impl Readers {
             if q.reads >= READ_QUEUE_MAX {
                 drop(q);
                 if let ReadJob::Read { waiter, .. } = job {
-                    waiter.fail(ServerError::TooManyRequests);
+                    waiter.fail(ServerError::Replica(
+                        synod_replica::ReplicaError::TooManyRequests,
+                    ));
                 }
                 return;
             }
@@ -184,7 +186,9 @@ mod tests {
         idle.run(read(&s, waiter));
         assert!(matches!(
             rx.await.unwrap(),
-            Err(ServerError::TooManyRequests)
+            Err(ServerError::Replica(
+                synod_replica::ReplicaError::TooManyRequests
+            ))
         ));
         drop(idle);
         // Stopped: the queued reads are dropped, their clients hear so.
