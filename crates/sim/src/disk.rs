@@ -25,24 +25,18 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use synod_paxos::{DurableState, Message, Slot};
 use synod_replica::{group_jobs, PersistJob};
-use synod_storage::{Batch, LossReport, MemStorage, SnapshotMeta, Storage, StorageError};
+use synod_storage::{Batch, LossReport, MemStorage, Storage, StorageError};
 
 /// What the persist thread is doing: the jobs written together, whose one sync is in
-/// flight, or one snapshot being saved.
+/// flight, or one job that runs alone once they are durable (a snapshot being saved or
+/// adopted, the end of a peer recovery being recorded).
 #[derive(Debug)]
 enum Group {
     Batches {
         last_seq: Option<u64>,
         after: Vec<Message>,
     },
-    Snapshot {
-        slot: Slot,
-        data: Bytes,
-        received: bool,
-        written: Option<SnapshotMeta>,
-    },
-    /// The end of a peer recovery being recorded.
-    FinishRecovery,
+    Alone(PersistJob),
 }
 
 /// A group the persist thread finished: what the core learns.
@@ -164,7 +158,10 @@ impl Disk {
 
     /// The persist thread is saving a snapshot (rather than syncing batches).
     pub fn saving_snapshot(&self) -> bool {
-        matches!(self.syncing, Some(Group::Snapshot { .. }))
+        matches!(
+            self.syncing,
+            Some(Group::Alone(PersistJob::Snapshot { .. }))
+        )
     }
 
     /// What the last open found lost of the synced log, if anything (an earlier loss not yet
@@ -209,21 +206,10 @@ impl Disk {
         });
         let last_seq = group.last_seq();
         if group.readys.is_empty() {
-            self.syncing = Some(match group.then {
-                Some(PersistJob::Snapshot {
-                    slot,
-                    data,
-                    received,
-                    written,
-                }) => Group::Snapshot {
-                    slot,
-                    data,
-                    received,
-                    written,
-                },
-                Some(PersistJob::FinishRecovery) => Group::FinishRecovery,
-                Some(PersistJob::Ready { .. }) | None => unreachable!("group_jobs takes Readys"),
-            });
+            let job = group
+                .then
+                .expect("group_jobs keeps a job it does not group");
+            self.syncing = Some(Group::Alone(job));
             return Ok(Some(true));
         }
         if let Some(then) = group.then {
@@ -250,12 +236,12 @@ impl Disk {
                 self.storage.sync()?;
                 Ok(Done::Persisted(last_seq, after))
             }
-            Group::Snapshot {
+            Group::Alone(PersistJob::Snapshot {
                 slot,
                 data,
                 received,
                 written,
-            } => {
+            }) => {
                 let result = match written {
                     Some(meta) => self.storage.adopt_snapshot(meta),
                     None => self.storage.save_snapshot(slot, &data),
@@ -276,7 +262,8 @@ impl Disk {
                     saved,
                 })
             }
-            Group::FinishRecovery => {
+            Group::Alone(PersistJob::Ready { .. }) => unreachable!("grouped, never alone"),
+            Group::Alone(PersistJob::FinishRecovery) => {
                 self.storage.finish_peer_recovery()?;
                 Ok(Done::RecoveryFinished)
             }
@@ -292,8 +279,11 @@ impl Disk {
         let mut loss = CrashLoss {
             unsynced,
             unwritten: self.queued.len(),
-            snapshot_lost: matches!(self.syncing, Some(Group::Snapshot { .. })),
-            finish_lost: matches!(self.syncing, Some(Group::FinishRecovery))
+            snapshot_lost: matches!(
+                self.syncing,
+                Some(Group::Alone(PersistJob::Snapshot { .. }))
+            ),
+            finish_lost: matches!(self.syncing, Some(Group::Alone(PersistJob::FinishRecovery)))
                 || self
                     .queued
                     .iter()
