@@ -1,0 +1,607 @@
+//! The checked model: etcd's key-value semantics with revisions, on one key per operation
+//! (plus transactions over several keys).
+//!
+//! State: per key its value, create revision, mod revision and version, and the store's
+//! revision. Every request that changes something advances the revision by exactly 1 (all
+//! writes of one txn share it); a get, a compaction, a txn whose taken branch writes nothing
+//! and a delete of an absent key leave it alone. Compaction changes nothing a checked read
+//! can see (reads at old revisions are out of scope).
+//!
+//! Results may leave out what the client did not record (`None` revisions, `None` key
+//! metadata): those parts go unchecked. Two relaxations keep the model exact for what it
+//! is told:
+//! - [`Semantics::other_writers`]: requests outside the history also write (on other keys),
+//!   so the revision may jump ahead between recorded requests. The model's revision is then
+//!   a lower bound, and a write whose revision was not recorded leaves its key's mod (and
+//!   create) revision only bounded from below.
+//! - What nothing in a history observes is not tracked (see [`KvModel::for_ops`]): a model
+//!   that tracks no revisions splits per key and memoizes as well as a plain register.
+
+use crate::search::Model;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+pub type Key = u64;
+pub type Val = u64;
+pub type Rev = u64;
+
+/// A client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A range over exactly one key.
+    Get {
+        key: Key,
+    },
+    Put {
+        key: Key,
+        value: Val,
+    },
+    Delete {
+        key: Key,
+    },
+    Txn(Txn),
+    Compact {
+        revision: Rev,
+    },
+}
+
+/// If every compare holds, `success` runs, else `failure`; in order, a get seeing the writes
+/// before it, every write at the same new revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// An equality compare on one key, evaluated before the txn writes anything. An absent key
+/// has version, create revision and mod revision 0, and no value (a value compare fails).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub key: Key,
+    pub target: Target,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Value(Val),
+    ModRevision(Rev),
+    CreateRevision(Rev),
+    /// `Version(0)`: the key is absent.
+    Version(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    Get { key: Key },
+    Put { key: Key, value: Val },
+    Delete { key: Key },
+}
+
+/// What a get found. `meta` is `None` when the key is absent or the client did not record it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Read {
+    pub value: Option<Val>,
+    pub meta: Option<KeyMeta>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub create_revision: Rev,
+    pub mod_revision: Rev,
+    pub version: u64,
+}
+
+/// What a request returned; `revision` is the response header's (`None`: not recorded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Get {
+        read: Read,
+        revision: Option<Rev>,
+    },
+    Put {
+        revision: Option<Rev>,
+    },
+    Delete {
+        deleted: u64,
+        revision: Option<Rev>,
+    },
+    Txn {
+        succeeded: bool,
+        /// One per op of the taken branch.
+        results: Vec<TxnResult>,
+        revision: Option<Rev>,
+    },
+    Compact {
+        revision: Option<Rev>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnResult {
+    Get(Read),
+    Put,
+    Delete { deleted: u64 },
+}
+
+impl TxnOp {
+    pub fn key(&self) -> Key {
+        match *self {
+            TxnOp::Get { key } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => key,
+        }
+    }
+}
+
+impl Op {
+    /// Every key the request names (a compaction names none).
+    pub fn keys(&self) -> Vec<Key> {
+        match self {
+            Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } => vec![*key],
+            Op::Txn(t) => {
+                let mut keys: Vec<Key> = t.compares.iter().map(|c| c.key).collect();
+                keys.extend(t.success.iter().chain(&t.failure).map(TxnOp::key));
+                keys.sort_unstable();
+                keys.dedup();
+                keys
+            }
+            Op::Compact { .. } => Vec::new(),
+        }
+    }
+
+    /// Whether the request can change the store (a txn: if either branch writes).
+    pub fn may_write(&self) -> bool {
+        match self {
+            Op::Get { .. } | Op::Compact { .. } => false,
+            Op::Put { .. } | Op::Delete { .. } => true,
+            Op::Txn(t) => t
+                .success
+                .iter()
+                .chain(&t.failure)
+                .any(|o| !matches!(o, TxnOp::Get { .. })),
+        }
+    }
+}
+
+impl Response {
+    pub fn revision(&self) -> Option<Rev> {
+        match *self {
+            Response::Get { revision, .. }
+            | Response::Put { revision }
+            | Response::Delete { revision, .. }
+            | Response::Txn { revision, .. }
+            | Response::Compact { revision } => revision,
+        }
+    }
+}
+
+/// A revision the model knows exactly, or only bounds from below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Revision {
+    Known(Rev),
+    AtLeast(Rev),
+}
+
+impl Revision {
+    /// Whether the real revision may be `r`.
+    fn admits(self, r: Rev) -> bool {
+        match self {
+            Revision::Known(k) => k == r,
+            Revision::AtLeast(lo) => r >= lo,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyState {
+    pub value: Val,
+    pub create: Revision,
+    pub modified: Revision,
+    pub version: u64,
+}
+
+/// The store: present keys sorted by key, and the revision (a lower bound with other
+/// writers; the initial revision throughout when revisions are not tracked).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    pub revision: Rev,
+    pub keys: Vec<(Key, KeyState)>,
+}
+
+impl State {
+    pub fn empty(revision: Rev) -> State {
+        State {
+            revision,
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, key: Key) -> Option<&KeyState> {
+        self.keys
+            .binary_search_by_key(&key, |e| e.0)
+            .ok()
+            .map(|i| &self.keys[i].1)
+    }
+
+    fn set(&mut self, key: Key, entry: Option<KeyState>) {
+        match (self.keys.binary_search_by_key(&key, |e| e.0), entry) {
+            (Ok(i), Some(e)) => self.keys[i].1 = e,
+            (Ok(i), None) => {
+                self.keys.remove(i);
+            }
+            (Err(i), Some(e)) => self.keys.insert(i, (key, e)),
+            (Err(_), None) => {}
+        }
+    }
+}
+
+/// How the store behaves beyond what the history records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Semantics {
+    /// The store's revision before the first request (etcd: 1).
+    pub initial_revision: Rev,
+    /// Requests not in the history also write (on keys the history does not use), so
+    /// revisions may skip ahead between recorded requests.
+    pub other_writers: bool,
+}
+
+impl Default for Semantics {
+    fn default() -> Semantics {
+        Semantics {
+            initial_revision: 1,
+            other_writers: false,
+        }
+    }
+}
+
+/// The model for one search: the semantics, and which parts of the state anything in the
+/// searched operations observes.
+#[derive(Clone, Copy, Debug)]
+pub struct KvModel {
+    pub semantics: Semantics,
+    pub track_revisions: bool,
+    pub track_versions: bool,
+}
+
+impl KvModel {
+    /// Tracks revisions if any of `ops` reports or compares one, versions if any reports or
+    /// compares one. An untracked part never changes, which is exact: nothing looks at it.
+    pub fn for_ops<'a>(
+        semantics: Semantics,
+        ops: impl IntoIterator<Item = (&'a Op, Option<&'a Response>)>,
+    ) -> KvModel {
+        let mut m = KvModel {
+            semantics,
+            track_revisions: false,
+            track_versions: false,
+        };
+        for (op, response) in ops {
+            let (revisions, versions) = observes(op, response);
+            m.track_revisions |= revisions;
+            m.track_versions |= versions;
+        }
+        m
+    }
+
+    pub fn initial(&self) -> State {
+        State::empty(self.semantics.initial_revision)
+    }
+
+    /// The revision a request that writes gets, if `recorded` fits `state`; and what its
+    /// keys' mod revision becomes.
+    fn write_revision(&self, state: &State, recorded: Option<Rev>) -> Option<(Rev, Revision)> {
+        if !self.track_revisions {
+            return Some((state.revision, Revision::AtLeast(0)));
+        }
+        let next = state.revision + 1;
+        match (recorded, self.semantics.other_writers) {
+            (Some(r), false) => (r == next).then_some((r, Revision::Known(r))),
+            (Some(r), true) => (r >= next).then_some((r, Revision::Known(r))),
+            (None, false) => Some((next, Revision::Known(next))),
+            (None, true) => Some((next, Revision::AtLeast(next))),
+        }
+    }
+
+    /// The revision after a request that writes nothing, if `recorded` fits `state`.
+    fn read_revision(&self, state: &State, recorded: Option<Rev>) -> Option<Rev> {
+        match recorded {
+            Some(r) if self.track_revisions => {
+                let fits = if self.semantics.other_writers {
+                    r >= state.revision
+                } else {
+                    r == state.revision
+                };
+                fits.then_some(r)
+            }
+            _ => Some(state.revision),
+        }
+    }
+
+    /// Checks a read of `key` against `state`; pins a mod or create revision the model only
+    /// bounded (the read names it).
+    fn read(&self, state: &mut State, key: Key, read: &Read) -> Option<()> {
+        let Some(entry) = state.get(key).copied() else {
+            return (read.value.is_none() && read.meta.is_none()).then_some(());
+        };
+        if read.value != Some(entry.value) {
+            return None;
+        }
+        let Some(meta) = read.meta else {
+            return Some(());
+        };
+        if self.track_versions && meta.version != entry.version {
+            return None;
+        }
+        if self.track_revisions {
+            if !entry.modified.admits(meta.mod_revision)
+                || !entry.create.admits(meta.create_revision)
+            {
+                return None;
+            }
+            state.set(
+                key,
+                Some(KeyState {
+                    modified: Revision::Known(meta.mod_revision),
+                    create: Revision::Known(meta.create_revision),
+                    ..entry
+                }),
+            );
+            state.revision = state.revision.max(meta.mod_revision);
+        }
+        Some(())
+    }
+
+    fn put(&self, state: &mut State, key: Key, value: Val, modified: Revision) {
+        let entry = match state.get(key) {
+            Some(e) => KeyState {
+                value,
+                modified,
+                version: if self.track_versions {
+                    e.version + 1
+                } else {
+                    1
+                },
+                create: e.create,
+            },
+            None => KeyState {
+                value,
+                create: modified,
+                modified,
+                version: 1,
+            },
+        };
+        state.set(key, Some(entry));
+    }
+
+    /// Whether the compare holds; `None` when the model cannot tell (a revision it only
+    /// bounds), which the caller resolves.
+    fn compare(&self, state: &State, c: &Compare) -> Option<bool> {
+        let entry = state.get(c.key);
+        let revision = |f: fn(&KeyState) -> Revision, r: Rev| match entry {
+            None => Some(r == 0),
+            Some(e) => match f(e) {
+                Revision::Known(k) => Some(k == r),
+                Revision::AtLeast(lo) if r < lo => Some(false),
+                Revision::AtLeast(_) => None,
+            },
+        };
+        match c.target {
+            Target::Value(v) => Some(entry.is_some_and(|e| e.value == v)),
+            Target::Version(v) => match entry {
+                None => Some(v == 0),
+                Some(_) if v == 0 => Some(false),
+                Some(e) if self.track_versions => Some(e.version == v),
+                Some(_) => None,
+            },
+            Target::ModRevision(r) => revision(|e| e.modified, r),
+            Target::CreateRevision(r) => revision(|e| e.create, r),
+        }
+    }
+
+    /// Whether `ops` run on `state` change anything (a delete of an absent key does not).
+    fn branch_writes(state: &State, ops: &[TxnOp]) -> bool {
+        let mut deleted: Vec<Key> = Vec::new();
+        for op in ops {
+            match *op {
+                TxnOp::Get { .. } => {}
+                TxnOp::Put { .. } => return true,
+                TxnOp::Delete { key } => {
+                    if state.get(key).is_some() && !deleted.contains(&key) {
+                        return true;
+                    }
+                    deleted.push(key);
+                }
+            }
+        }
+        false
+    }
+
+    fn txn(&self, state: &State, txn: &Txn, response: Option<&Response>) -> Option<State> {
+        let (recorded, succeeded_recorded, results) = match response {
+            None => (None, None, None),
+            Some(Response::Txn {
+                succeeded,
+                results,
+                revision,
+            }) => (*revision, Some(*succeeded), Some(results)),
+            Some(_) => return None,
+        };
+        let mut holds = Some(true);
+        for c in &txn.compares {
+            match self.compare(state, c) {
+                Some(false) => {
+                    holds = Some(false);
+                    break;
+                }
+                Some(true) => {}
+                None => holds = None,
+            }
+        }
+        // A compare the model cannot decide takes the recorded outcome; an unknown outcome
+        // takes success (failure, when its branch writes nothing, is the same as the request
+        // never taking effect, which the search tries anyway).
+        let mut next = state.clone();
+        let succeeded = match (holds, succeeded_recorded) {
+            (Some(h), Some(r)) if h != r => return None,
+            (Some(h), _) => h,
+            (None, Some(r)) => {
+                if r {
+                    self.pin_compares(&mut next, &txn.compares);
+                }
+                r
+            }
+            (None, None) => {
+                self.pin_compares(&mut next, &txn.compares);
+                true
+            }
+        };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        if results.is_some_and(|r| r.len() != ops.len()) {
+            return None;
+        }
+        let writes = Self::branch_writes(&next, ops);
+        let (revision, modified) = if writes {
+            self.write_revision(&next, recorded)?
+        } else {
+            (self.read_revision(&next, recorded)?, Revision::AtLeast(0))
+        };
+        for (i, op) in ops.iter().enumerate() {
+            let result = results.map(|r| r[i]);
+            match (*op, result) {
+                (TxnOp::Get { .. }, None) => {}
+                (TxnOp::Get { key }, Some(TxnResult::Get(read))) => {
+                    self.read(&mut next, key, &read)?
+                }
+                (TxnOp::Put { key, value }, None | Some(TxnResult::Put)) => {
+                    self.put(&mut next, key, value, modified)
+                }
+                (TxnOp::Delete { key }, r) => {
+                    let present = u64::from(next.get(key).is_some());
+                    if let Some(TxnResult::Delete { deleted }) = r {
+                        if deleted != present {
+                            return None;
+                        }
+                    } else if r.is_some() {
+                        return None;
+                    }
+                    next.set(key, None);
+                }
+                _ => return None,
+            }
+        }
+        next.revision = next.revision.max(revision);
+        Some(next)
+    }
+
+    /// A txn succeeded on compares the model could not decide: they held, so the revisions
+    /// they name are the keys' revisions.
+    fn pin_compares(&self, state: &mut State, compares: &[Compare]) {
+        for c in compares {
+            let Some(mut e) = state.get(c.key).copied() else {
+                continue;
+            };
+            match c.target {
+                Target::ModRevision(r) => e.modified = Revision::Known(r),
+                Target::CreateRevision(r) => e.create = Revision::Known(r),
+                Target::Value(_) | Target::Version(_) => continue,
+            }
+            state.set(c.key, Some(e));
+        }
+    }
+}
+
+/// Whether an operation reports or compares (revisions, versions).
+fn observes(op: &Op, response: Option<&Response>) -> (bool, bool) {
+    let (mut revisions, mut versions) = (false, false);
+    let mut read = |r: &Read| {
+        if r.meta.is_some() {
+            revisions = true;
+            versions = true;
+        }
+    };
+    match response {
+        Some(Response::Get { read: r, .. }) => read(r),
+        Some(Response::Txn { results, .. }) => {
+            for r in results {
+                if let TxnResult::Get(g) = r {
+                    read(g);
+                }
+            }
+        }
+        _ => {}
+    }
+    if response.is_some_and(|r| r.revision().is_some()) {
+        revisions = true;
+    }
+    if let Op::Txn(t) = op {
+        for c in &t.compares {
+            match c.target {
+                Target::ModRevision(r) | Target::CreateRevision(r) if r != 0 => revisions = true,
+                Target::Version(v) if v != 0 => versions = true,
+                _ => {}
+            }
+        }
+    }
+    (revisions, versions)
+}
+
+impl Model for KvModel {
+    type Op = Op;
+    type Output = Response;
+    type State = State;
+
+    fn step(&self, state: &State, op: &Op, response: Option<&Response>) -> Option<State> {
+        let recorded = response.and_then(Response::revision);
+        match (op, response) {
+            (Op::Get { .. }, None) => Some(state.clone()),
+            (Op::Get { key }, Some(Response::Get { read, revision })) => {
+                let mut next = state.clone();
+                self.read(&mut next, *key, read)?;
+                next.revision = next.revision.max(self.read_revision(&next, *revision)?);
+                Some(next)
+            }
+            (Op::Put { key, value }, None | Some(Response::Put { .. })) => {
+                let (revision, modified) = self.write_revision(state, recorded)?;
+                let mut next = state.clone();
+                self.put(&mut next, *key, *value, modified);
+                next.revision = revision;
+                Some(next)
+            }
+            (Op::Delete { key }, None | Some(Response::Delete { .. })) => {
+                let present = state.get(*key).is_some();
+                if let Some(Response::Delete { deleted, .. }) = response {
+                    if *deleted != u64::from(present) {
+                        return None;
+                    }
+                }
+                let mut next = state.clone();
+                if present {
+                    next.revision = self.write_revision(state, recorded)?.0;
+                    next.set(*key, None);
+                } else {
+                    next.revision = self.read_revision(state, recorded)?;
+                }
+                Some(next)
+            }
+            (Op::Txn(t), _) => self.txn(state, t, response),
+            (Op::Compact { .. }, None | Some(Response::Compact { .. })) => {
+                let mut next = state.clone();
+                next.revision = self.read_revision(state, recorded)?;
+                Some(next)
+            }
+            _ => None,
+        }
+    }
+
+    fn fingerprint(&self, state: &State) -> u128 {
+        let half = |salt: u64| {
+            let mut h = DefaultHasher::new();
+            salt.hash(&mut h);
+            state.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(half(0x5EED_0001)) << 64) | u128::from(half(0x5EED_0002))
+    }
+}
