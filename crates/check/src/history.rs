@@ -4,7 +4,7 @@
 //! increasing counter), so "completed before invoked" is exact even when both happen in the
 //! same clock tick.
 
-use crate::model::{Op, Response};
+use crate::op::{Op, Response};
 
 /// One operation as the checker sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

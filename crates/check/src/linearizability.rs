@@ -2,98 +2,65 @@
 //! ([`crate::model`]), by the search in [`crate::search`].
 //!
 //! A history in which nothing reports or compares a revision splits into independent parts
-//! (keys, joined where a txn names several): it is linearizable iff each part is, and the
-//! parts are searched one by one. Revisions are one counter over all keys, so a history that
-//! records them is searched whole.
+//! (keys, joined where a txn names several or a range covers several): it is linearizable
+//! iff each part is, and the parts are searched one by one. Revisions are one counter over
+//! all keys, so a history that records them is searched whole (recorded revisions then fix
+//! most of the order, which keeps that search narrow).
 //!
 //! Unknown puts whose value nobody ever read or compared against are interchangeable per key
 //! ("junk": all they can do is hide the current value, to explain a failed compare, or use up
 //! a revision and a version), so they write one shared junk value and form one class per key
 //! for the search. The reduction is exact: nothing can tell their values apart.
 
+use crate::error::{CheckError, Failure};
 use crate::history::{History, HistoryOp};
-use crate::model::{Key, KvModel, Op, Response, Semantics, Target, TxnResult, Val};
+use crate::model::{KvModel, Semantics, State};
+use crate::op::{Key, Op, Response, Target, TxnResult, Val};
 use crate::search::{search, Call, Deepest, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
-/// Most search steps per independent part before the check gives up (reported as a failure:
-/// an unchecked history must not pass silently).
+/// Most search steps per independent part before [`check`] gives up (reported as a
+/// failure). Tens of thousands of operations with revisions recorded take a few million.
 pub const STEPS_MAX: u64 = 50_000_000;
 
 /// The value junk puts write: clients must never write it.
 pub const JUNK: Val = u64::MAX;
 
-/// Why a history failed the check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CheckError {
-    /// No linearization exists: at most `linearized` of the part's `ops` operations could be
-    /// ordered, and then `culprit` fit nowhere.
-    NotLinearizable {
-        keys: Vec<Key>,
-        ops: usize,
-        linearized: usize,
-        culprit: Box<HistoryOp>,
-    },
-    /// The search ran out of steps before deciding.
-    GaveUp {
-        keys: Vec<Key>,
-        ops: usize,
-        linearized: usize,
-        culprit: Box<HistoryOp>,
-    },
-}
-
-impl fmt::Display for CheckError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (keys, ops, linearized, culprit) = match self {
-            CheckError::NotLinearizable {
-                keys,
-                ops,
-                linearized,
-                culprit,
-            } => {
-                write!(f, "not linearizable: ")?;
-                (keys, ops, linearized, culprit)
-            }
-            CheckError::GaveUp {
-                keys,
-                ops,
-                linearized,
-                culprit,
-            } => {
-                write!(f, "search gave up after {STEPS_MAX} steps: ")?;
-                (keys, ops, linearized, culprit)
-            }
-        };
-        write!(
-            f,
-            "keys {keys:?}: at most {linearized} of {ops} operations linearize, then client \
-             {}'s {:?} -> {} (invoked at h{}",
-            culprit.client,
-            culprit.op,
-            match &culprit.complete {
-                Some((_, r)) => format!("{r:?}"),
-                None => "unknown".to_string(),
-            },
-            culprit.invoke
-        )?;
-        if let Some((t, _)) = &culprit.complete {
-            write!(f, ", returned at h{t}")?;
-        }
-        write!(f, ") fits nowhere")
-    }
-}
-
-impl std::error::Error for CheckError {}
-
-/// Checks that `history` is linearizable for a store behaving as `semantics` says.
+/// Checks that `history` is linearizable for a store behaving as `semantics` says: first
+/// the fast stale-read test (its report names the writes involved), then the search.
 pub fn check(history: &History, semantics: Semantics) -> Result<(), CheckError> {
+    check_bounded(history, semantics, STEPS_MAX)
+}
+
+/// [`check`] with another bound on search steps per part.
+pub fn check_bounded(
+    history: &History,
+    semantics: Semantics,
+    steps_max: u64,
+) -> Result<(), CheckError> {
+    crate::stale::stale_reads(history).map_err(CheckError::Stale)?;
     let ops: Vec<&HistoryOp> = history.relevant().collect();
     for part in parts(&ops, semantics) {
-        check_part(&part, semantics)?;
+        check_part(&part, semantics, steps_max)?;
     }
     Ok(())
+}
+
+/// The keys an operation touches: those it names, and those of `named` in its range. A
+/// range covering no named key stands for itself by its start.
+fn touched(op: &Op, named: &BTreeSet<Key>) -> Vec<Key> {
+    match op.range() {
+        Some((start, end)) if start < end => {
+            let inside: Vec<Key> = named.range(start..end).copied().collect();
+            if inside.is_empty() {
+                vec![start]
+            } else {
+                inside
+            }
+        }
+        Some((start, _)) => vec![start],
+        None => op.keys(),
+    }
 }
 
 /// The independent parts of a history (see the module comment), in key order.
@@ -102,7 +69,8 @@ fn parts<'a>(ops: &[&'a HistoryOp], semantics: Semantics) -> Vec<Vec<&'a History
     if whole.track_revisions {
         return vec![ops.to_vec()];
     }
-    // Union-find over keys; an operation naming no key (a compaction) changes nothing
+    let named: BTreeSet<Key> = ops.iter().flat_map(|o| o.op.keys()).collect();
+    // Union-find over keys; an operation touching no key (a compaction) changes nothing
     // observable here and is left out.
     let mut parent: BTreeMap<Key, Key> = BTreeMap::new();
     fn root(parent: &mut BTreeMap<Key, Key>, k: Key) -> Key {
@@ -114,19 +82,21 @@ fn parts<'a>(ops: &[&'a HistoryOp], semantics: Semantics) -> Vec<Vec<&'a History
         parent.insert(k, r);
         r
     }
-    for o in ops {
-        let keys = o.op.keys();
+    let touches: Vec<Vec<Key>> = ops.iter().map(|o| touched(&o.op, &named)).collect();
+    for keys in &touches {
         if let Some((&first, rest)) = keys.split_first() {
             let a = root(&mut parent, first);
             for &k in rest {
                 let b = root(&mut parent, k);
-                parent.insert(b, a);
+                if a != b {
+                    parent.insert(b, a);
+                }
             }
         }
     }
     let mut by_root: BTreeMap<Key, Vec<&HistoryOp>> = BTreeMap::new();
-    for o in ops {
-        if let Some(&k) = o.op.keys().first() {
+    for (o, keys) in ops.iter().zip(&touches) {
+        if let Some(&k) = keys.first() {
             let r = root(&mut parent, k);
             by_root.entry(r).or_default().push(o);
         }
@@ -140,9 +110,10 @@ fn observed(ops: &[&HistoryOp]) -> BTreeSet<(Key, Val)> {
     for o in ops {
         match (&o.op, o.response()) {
             (Op::Get { key }, Some(Response::Get { read, .. })) => {
-                if let Some(v) = read.value {
-                    seen.insert((*key, v));
-                }
+                seen.extend(read.value.map(|v| (*key, v)));
+            }
+            (Op::Range { .. }, Some(Response::Range { reads, .. })) => {
+                seen.extend(reads.iter().filter_map(|(k, r)| r.value.map(|v| (*k, v))));
             }
             (Op::Txn(t), r) => {
                 for c in &t.compares {
@@ -157,9 +128,7 @@ fn observed(ops: &[&HistoryOp]) -> BTreeSet<(Key, Val)> {
                     let ops = if *succeeded { &t.success } else { &t.failure };
                     for (op, result) in ops.iter().zip(results) {
                         if let TxnResult::Get(read) = result {
-                            if let Some(v) = read.value {
-                                seen.insert((op.key(), v));
-                            }
+                            seen.extend(read.value.map(|v| (op.key(), v)));
                         }
                     }
                 }
@@ -170,7 +139,7 @@ fn observed(ops: &[&HistoryOp]) -> BTreeSet<(Key, Val)> {
     seen
 }
 
-fn check_part(ops: &[&HistoryOp], semantics: Semantics) -> Result<(), CheckError> {
+fn check_part(ops: &[&HistoryOp], semantics: Semantics, steps_max: u64) -> Result<(), CheckError> {
     let model = KvModel::for_ops(semantics, ops.iter().map(|o| (&o.op, o.response())));
     let seen = observed(ops);
     // Per operation: the junk put replacing it, and its class (the key's index).
@@ -196,36 +165,41 @@ fn check_part(ops: &[&HistoryOp], semantics: Semantics) -> Result<(), CheckError
             class: j.as_ref().map(|(_, c)| *c),
         })
         .collect();
-    let failed = |d: Deepest| {
-        let mut keys: Vec<Key> = ops.iter().flat_map(|o| o.op.keys()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        (
-            keys,
-            ops.len(),
-            d.linearized,
-            Box::new(ops[d.culprit].clone()),
-        )
-    };
-    match search(&model, model.initial(), &calls, STEPS_MAX) {
+    match search(&model, model.initial(), &calls, steps_max) {
         Outcome::Linearizable => Ok(()),
-        Outcome::NotLinearizable(d) => {
-            let (keys, ops, linearized, culprit) = failed(d);
-            Err(CheckError::NotLinearizable {
-                keys,
-                ops,
-                linearized,
-                culprit,
-            })
-        }
-        Outcome::GaveUp(d) => {
-            let (keys, ops, linearized, culprit) = failed(d);
-            Err(CheckError::GaveUp {
-                keys,
-                ops,
-                linearized,
-                culprit,
-            })
-        }
+        Outcome::NotLinearizable(d) => Err(CheckError::NotLinearizable(failure(ops, d))),
+        Outcome::GaveUp(d) => Err(CheckError::GaveUp {
+            steps_max,
+            failure: failure(ops, d),
+        }),
     }
+}
+
+fn failure(ops: &[&HistoryOp], d: Deepest<State>) -> Box<Failure> {
+    let named: BTreeSet<Key> = ops.iter().flat_map(|o| o.op.keys()).collect();
+    let keys: BTreeSet<Key> = ops.iter().flat_map(|o| touched(&o.op, &named)).collect();
+    let culprit = ops[d.culprit].clone();
+    let values = match culprit.op.range() {
+        Some((start, end)) => d
+            .state
+            .range(start, end)
+            .iter()
+            .map(|(k, e)| (*k, Some(e.value)))
+            .collect(),
+        None => culprit
+            .op
+            .keys()
+            .into_iter()
+            .map(|k| (k, d.state.get(k).map(|e| e.value)))
+            .collect(),
+    };
+    Box::new(Failure {
+        keys: keys.into_iter().collect(),
+        ops: ops.len(),
+        linearized: d.linearized,
+        culprit,
+        recent: d.recent.iter().map(|&i| ops[i].clone()).collect(),
+        revision: d.state.revision,
+        values,
+    })
 }

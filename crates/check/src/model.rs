@@ -1,177 +1,31 @@
-//! The checked model: etcd's key-value semantics with revisions, on one key per operation
-//! (plus transactions over several keys).
+//! The checked model: etcd's key-value semantics with revisions.
 //!
 //! State: per key its value, create revision, mod revision and version, and the store's
 //! revision. Every request that changes something advances the revision by exactly 1 (all
-//! writes of one txn share it); a get, a compaction, a txn whose taken branch writes nothing
-//! and a delete of an absent key leave it alone. Compaction changes nothing a checked read
-//! can see (reads at old revisions are out of scope).
+//! writes of one txn or range delete share it); a read, a compaction, a txn whose taken
+//! branch writes nothing and a delete of nothing leave it alone. Compaction changes nothing
+//! a checked read can see (reads at old revisions are out of scope).
 //!
 //! Results may leave out what the client did not record (`None` revisions, `None` key
 //! metadata): those parts go unchecked. Two relaxations keep the model exact for what it
 //! is told:
-//! - [`Semantics::other_writers`]: requests outside the history also write (on other keys),
-//!   so the revision may jump ahead between recorded requests. The model's revision is then
-//!   a lower bound, and a write whose revision was not recorded leaves its key's mod (and
-//!   create) revision only bounded from below.
+//! - [`Semantics::other_writers`]: requests outside the history also write (on keys the
+//!   history does not name or range over), so the revision may jump ahead between recorded
+//!   requests. The model's revision is then a lower bound, and a write whose revision was
+//!   not recorded leaves its key's mod (and create) revision only bounded from below.
 //! - What nothing in a history observes is not tracked (see [`KvModel::for_ops`]): a model
 //!   that tracks no revisions splits per key and memoizes as well as a plain register.
+//!
+//! One exact pruning keeps unknown outcomes cheap when revisions are recorded: a revision
+//! some answer says its request created ([`Response::created_revision`]) belongs to that
+//! request, so no other write may take it.
 
+use crate::op::{
+    Compare, Key, KeyMeta, Op, Read, Response, Rev, Target, Txn, TxnOp, TxnResult, Val,
+};
 use crate::search::Model;
 use std::hash::{DefaultHasher, Hash, Hasher};
-
-pub type Key = u64;
-pub type Val = u64;
-pub type Rev = u64;
-
-/// A client request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// A range over exactly one key.
-    Get {
-        key: Key,
-    },
-    Put {
-        key: Key,
-        value: Val,
-    },
-    Delete {
-        key: Key,
-    },
-    Txn(Txn),
-    Compact {
-        revision: Rev,
-    },
-}
-
-/// If every compare holds, `success` runs, else `failure`; in order, a get seeing the writes
-/// before it, every write at the same new revision.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Txn {
-    pub compares: Vec<Compare>,
-    pub success: Vec<TxnOp>,
-    pub failure: Vec<TxnOp>,
-}
-
-/// An equality compare on one key, evaluated before the txn writes anything. An absent key
-/// has version, create revision and mod revision 0, and no value (a value compare fails).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Compare {
-    pub key: Key,
-    pub target: Target,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    Value(Val),
-    ModRevision(Rev),
-    CreateRevision(Rev),
-    /// `Version(0)`: the key is absent.
-    Version(u64),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TxnOp {
-    Get { key: Key },
-    Put { key: Key, value: Val },
-    Delete { key: Key },
-}
-
-/// What a get found. `meta` is `None` when the key is absent or the client did not record it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Read {
-    pub value: Option<Val>,
-    pub meta: Option<KeyMeta>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyMeta {
-    pub create_revision: Rev,
-    pub mod_revision: Rev,
-    pub version: u64,
-}
-
-/// What a request returned; `revision` is the response header's (`None`: not recorded).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Response {
-    Get {
-        read: Read,
-        revision: Option<Rev>,
-    },
-    Put {
-        revision: Option<Rev>,
-    },
-    Delete {
-        deleted: u64,
-        revision: Option<Rev>,
-    },
-    Txn {
-        succeeded: bool,
-        /// One per op of the taken branch.
-        results: Vec<TxnResult>,
-        revision: Option<Rev>,
-    },
-    Compact {
-        revision: Option<Rev>,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TxnResult {
-    Get(Read),
-    Put,
-    Delete { deleted: u64 },
-}
-
-impl TxnOp {
-    pub fn key(&self) -> Key {
-        match *self {
-            TxnOp::Get { key } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => key,
-        }
-    }
-}
-
-impl Op {
-    /// Every key the request names (a compaction names none).
-    pub fn keys(&self) -> Vec<Key> {
-        match self {
-            Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } => vec![*key],
-            Op::Txn(t) => {
-                let mut keys: Vec<Key> = t.compares.iter().map(|c| c.key).collect();
-                keys.extend(t.success.iter().chain(&t.failure).map(TxnOp::key));
-                keys.sort_unstable();
-                keys.dedup();
-                keys
-            }
-            Op::Compact { .. } => Vec::new(),
-        }
-    }
-
-    /// Whether the request can change the store (a txn: if either branch writes).
-    pub fn may_write(&self) -> bool {
-        match self {
-            Op::Get { .. } | Op::Compact { .. } => false,
-            Op::Put { .. } | Op::Delete { .. } => true,
-            Op::Txn(t) => t
-                .success
-                .iter()
-                .chain(&t.failure)
-                .any(|o| !matches!(o, TxnOp::Get { .. })),
-        }
-    }
-}
-
-impl Response {
-    pub fn revision(&self) -> Option<Rev> {
-        match *self {
-            Response::Get { revision, .. }
-            | Response::Put { revision }
-            | Response::Delete { revision, .. }
-            | Response::Txn { revision, .. }
-            | Response::Compact { revision } => revision,
-        }
-    }
-}
+use std::sync::Arc;
 
 /// A revision the model knows exactly, or only bounds from below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -221,6 +75,13 @@ impl State {
             .map(|i| &self.keys[i].1)
     }
 
+    /// The present keys in `[start, end)`.
+    pub fn range(&self, start: Key, end: Key) -> &[(Key, KeyState)] {
+        let from = self.keys.partition_point(|e| e.0 < start);
+        let to = self.keys.partition_point(|e| e.0 < end).max(from);
+        &self.keys[from..to]
+    }
+
     fn set(&mut self, key: Key, entry: Option<KeyState>) {
         match (self.keys.binary_search_by_key(&key, |e| e.0), entry) {
             (Ok(i), Some(e)) => self.keys[i].1 = e,
@@ -238,8 +99,8 @@ impl State {
 pub struct Semantics {
     /// The store's revision before the first request (etcd: 1).
     pub initial_revision: Rev,
-    /// Requests not in the history also write (on keys the history does not use), so
-    /// revisions may skip ahead between recorded requests.
+    /// Requests not in the history also write (on keys the history neither names nor
+    /// ranges over), so revisions may skip ahead between recorded requests.
     pub other_writers: bool,
 }
 
@@ -252,13 +113,16 @@ impl Default for Semantics {
     }
 }
 
-/// The model for one search: the semantics, and which parts of the state anything in the
-/// searched operations observes.
-#[derive(Clone, Copy, Debug)]
+/// The model for one search: the semantics, which parts of the state anything in the
+/// searched operations observes, and the revisions recorded answers say their requests
+/// created.
+#[derive(Clone, Debug)]
 pub struct KvModel {
     pub semantics: Semantics,
     pub track_revisions: bool,
     pub track_versions: bool,
+    /// Sorted.
+    claimed: Arc<[Rev]>,
 }
 
 impl KvModel {
@@ -268,17 +132,21 @@ impl KvModel {
         semantics: Semantics,
         ops: impl IntoIterator<Item = (&'a Op, Option<&'a Response>)>,
     ) -> KvModel {
-        let mut m = KvModel {
-            semantics,
-            track_revisions: false,
-            track_versions: false,
-        };
+        let (mut track_revisions, mut track_versions) = (false, false);
+        let mut claimed = Vec::new();
         for (op, response) in ops {
             let (revisions, versions) = observes(op, response);
-            m.track_revisions |= revisions;
-            m.track_versions |= versions;
+            track_revisions |= revisions;
+            track_versions |= versions;
+            claimed.extend(response.and_then(|r| r.created_revision(op)));
         }
-        m
+        claimed.sort_unstable();
+        KvModel {
+            semantics,
+            track_revisions,
+            track_versions,
+            claimed: claimed.into(),
+        }
     }
 
     pub fn initial(&self) -> State {
@@ -295,7 +163,11 @@ impl KvModel {
         match (recorded, self.semantics.other_writers) {
             (Some(r), false) => (r == next).then_some((r, Revision::Known(r))),
             (Some(r), true) => (r >= next).then_some((r, Revision::Known(r))),
-            (None, false) => Some((next, Revision::Known(next))),
+            (None, false) => self
+                .claimed
+                .binary_search(&next)
+                .is_err()
+                .then_some((next, Revision::Known(next))),
             (None, true) => Some((next, Revision::AtLeast(next))),
         }
     }
@@ -331,20 +203,23 @@ impl KvModel {
             return None;
         }
         if self.track_revisions {
-            if !entry.modified.admits(meta.mod_revision)
-                || !entry.create.admits(meta.create_revision)
-            {
+            let KeyMeta {
+                create_revision,
+                mod_revision,
+                ..
+            } = meta;
+            if !entry.modified.admits(mod_revision) || !entry.create.admits(create_revision) {
                 return None;
             }
             state.set(
                 key,
                 Some(KeyState {
-                    modified: Revision::Known(meta.mod_revision),
-                    create: Revision::Known(meta.create_revision),
+                    modified: Revision::Known(mod_revision),
+                    create: Revision::Known(create_revision),
                     ..entry
                 }),
             );
-            state.revision = state.revision.max(meta.mod_revision);
+            state.revision = state.revision.max(mod_revision);
         }
         Some(())
     }
@@ -377,6 +252,8 @@ impl KvModel {
         let entry = state.get(c.key);
         let revision = |f: fn(&KeyState) -> Revision, r: Rev| match entry {
             None => Some(r == 0),
+            // A present key was written at some revision, and revisions start at 1.
+            Some(_) if r == 0 => Some(false),
             Some(e) => match f(e) {
                 Revision::Known(k) => Some(k == r),
                 Revision::AtLeast(lo) if r < lo => Some(false),
@@ -414,7 +291,15 @@ impl KvModel {
         false
     }
 
-    fn txn(&self, state: &State, txn: &Txn, response: Option<&Response>) -> Option<State> {
+    /// `choice` matters only when neither the model nor the answer tells whether the
+    /// compares held: 0 takes success, 1 failure.
+    fn txn(
+        &self,
+        state: &State,
+        txn: &Txn,
+        response: Option<&Response>,
+        choice: usize,
+    ) -> Option<State> {
         let (recorded, succeeded_recorded, results) = match response {
             None => (None, None, None),
             Some(Response::Txn {
@@ -435,24 +320,18 @@ impl KvModel {
                 None => holds = None,
             }
         }
-        // A compare the model cannot decide takes the recorded outcome; an unknown outcome
-        // takes success (failure, when its branch writes nothing, is the same as the request
-        // never taking effect, which the search tries anyway).
-        let mut next = state.clone();
         let succeeded = match (holds, succeeded_recorded) {
             (Some(h), Some(r)) if h != r => return None,
-            (Some(h), _) => h,
-            (None, Some(r)) => {
-                if r {
-                    self.pin_compares(&mut next, &txn.compares);
-                }
-                r
-            }
-            (None, None) => {
-                self.pin_compares(&mut next, &txn.compares);
-                true
-            }
+            (Some(h), _) if choice == 0 => h,
+            (Some(_), _) => return None,
+            (None, Some(r)) => r,
+            (None, None) => choice == 0,
         };
+        let mut next = state.clone();
+        if succeeded && holds.is_none() {
+            // The compares held, so the revisions they name are the keys' revisions.
+            self.pin_compares(&mut next, &txn.compares);
+        }
         let ops = if succeeded {
             &txn.success
         } else {
@@ -477,13 +356,9 @@ impl KvModel {
                 (TxnOp::Put { key, value }, None | Some(TxnResult::Put)) => {
                     self.put(&mut next, key, value, modified)
                 }
-                (TxnOp::Delete { key }, r) => {
-                    let present = u64::from(next.get(key).is_some());
-                    if let Some(TxnResult::Delete { deleted }) = r {
-                        if deleted != present {
-                            return None;
-                        }
-                    } else if r.is_some() {
+                (TxnOp::Delete { key }, None) => next.set(key, None),
+                (TxnOp::Delete { key }, Some(TxnResult::Delete { deleted })) => {
+                    if deleted != u64::from(next.get(key).is_some()) {
                         return None;
                     }
                     next.set(key, None);
@@ -495,8 +370,6 @@ impl KvModel {
         Some(next)
     }
 
-    /// A txn succeeded on compares the model could not decide: they held, so the revisions
-    /// they name are the keys' revisions.
     fn pin_compares(&self, state: &mut State, compares: &[Compare]) {
         for c in compares {
             let Some(mut e) = state.get(c.key).copied() else {
@@ -509,6 +382,59 @@ impl KvModel {
             }
             state.set(c.key, Some(e));
         }
+    }
+
+    fn range(
+        &self,
+        state: &State,
+        (start, end): (Key, Key),
+        reads: &[(Key, Read)],
+        recorded: Option<Rev>,
+    ) -> Option<State> {
+        let present = state.range(start, end);
+        if present.len() != reads.len()
+            || present
+                .iter()
+                .zip(reads)
+                .any(|((k, _), (r, read))| k != r || read.value.is_none())
+        {
+            return None;
+        }
+        let mut next = state.clone();
+        for (key, read) in reads {
+            self.read(&mut next, *key, read)?;
+        }
+        next.revision = next.revision.max(self.read_revision(&next, recorded)?);
+        Some(next)
+    }
+
+    /// A delete of the `present` keys (those it names that exist).
+    fn delete(
+        &self,
+        state: &State,
+        present: Vec<Key>,
+        response: Option<&Response>,
+    ) -> Option<State> {
+        let recorded = match response {
+            None => None,
+            Some(Response::Delete { deleted, revision }) => {
+                if *deleted != present.len() as u64 {
+                    return None;
+                }
+                *revision
+            }
+            Some(_) => return None,
+        };
+        let mut next = state.clone();
+        if present.is_empty() {
+            next.revision = self.read_revision(state, recorded)?;
+        } else {
+            next.revision = self.write_revision(state, recorded)?.0;
+            for key in present {
+                next.set(key, None);
+            }
+        }
+        Some(next)
     }
 }
 
@@ -523,6 +449,7 @@ fn observes(op: &Op, response: Option<&Response>) -> (bool, bool) {
     };
     match response {
         Some(Response::Get { read: r, .. }) => read(r),
+        Some(Response::Range { reads, .. }) => reads.iter().for_each(|(_, r)| read(r)),
         Some(Response::Txn { results, .. }) => {
             for r in results {
                 if let TxnResult::Get(g) = r {
@@ -552,15 +479,34 @@ impl Model for KvModel {
     type Output = Response;
     type State = State;
 
-    fn step(&self, state: &State, op: &Op, response: Option<&Response>) -> Option<State> {
+    fn choices(&self, op: &Op, response: Option<&Response>) -> usize {
+        // Only with other writers can a compare be undecidable (a revision only bounded).
+        let open = response.is_none() && self.semantics.other_writers;
+        if open && matches!(op, Op::Txn(_)) {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn step(
+        &self,
+        state: &State,
+        op: &Op,
+        response: Option<&Response>,
+        choice: usize,
+    ) -> Option<State> {
         let recorded = response.and_then(Response::revision);
         match (op, response) {
-            (Op::Get { .. }, None) => Some(state.clone()),
+            (Op::Get { .. } | Op::Range { .. }, None) => Some(state.clone()),
             (Op::Get { key }, Some(Response::Get { read, revision })) => {
                 let mut next = state.clone();
                 self.read(&mut next, *key, read)?;
                 next.revision = next.revision.max(self.read_revision(&next, *revision)?);
                 Some(next)
+            }
+            (Op::Range { start, end }, Some(Response::Range { reads, revision })) => {
+                self.range(state, (*start, *end), reads, *revision)
             }
             (Op::Put { key, value }, None | Some(Response::Put { .. })) => {
                 let (revision, modified) = self.write_revision(state, recorded)?;
@@ -569,23 +515,15 @@ impl Model for KvModel {
                 next.revision = revision;
                 Some(next)
             }
-            (Op::Delete { key }, None | Some(Response::Delete { .. })) => {
-                let present = state.get(*key).is_some();
-                if let Some(Response::Delete { deleted, .. }) = response {
-                    if *deleted != u64::from(present) {
-                        return None;
-                    }
-                }
-                let mut next = state.clone();
-                if present {
-                    next.revision = self.write_revision(state, recorded)?.0;
-                    next.set(*key, None);
-                } else {
-                    next.revision = self.read_revision(state, recorded)?;
-                }
-                Some(next)
+            (Op::Delete { key }, _) => {
+                let present = state.get(*key).map(|_| *key);
+                self.delete(state, present.into_iter().collect(), response)
             }
-            (Op::Txn(t), _) => self.txn(state, t, response),
+            (Op::DeleteRange { start, end }, _) => {
+                let present = state.range(*start, *end).iter().map(|e| e.0).collect();
+                self.delete(state, present, response)
+            }
+            (Op::Txn(t), _) => self.txn(state, t, response, choice),
             (Op::Compact { .. }, None | Some(Response::Compact { .. })) => {
                 let mut next = state.clone();
                 next.revision = self.read_revision(state, recorded)?;

@@ -1,6 +1,9 @@
 //! Lowe's variant of the Wing–Gong linearizability search, generic over the sequential
 //! model, with memoization of (linearized set, state).
 //!
+//! An operation may take effect in several ways ([`Model::choices`]; say, a txn whose
+//! compares the model cannot decide): each is a separate choice to backtrack over.
+//!
 //! An operation with an unknown outcome never returns: it may take effect at any point after
 //! its invocation, or not at all. It is only linearized where it changes the state (one that
 //! changes nothing is the same as one that never happened), and the search is done once
@@ -16,13 +19,19 @@ pub trait Model {
     type Output;
     type State: Clone + PartialEq;
 
+    /// In how many ways `op` may take effect (most operations: one).
+    fn choices(&self, _op: &Self::Op, _output: Option<&Self::Output>) -> usize {
+        1
+    }
+
     /// The next state if `op` can take effect in `state` returning `output` (`None`:
-    /// unknown outcome, any output goes).
+    /// unknown outcome, any output goes), the `choice`-th way.
     fn step(
         &self,
         state: &Self::State,
         op: &Self::Op,
         output: Option<&Self::Output>,
+        choice: usize,
     ) -> Option<Self::State>;
 
     /// 128 bits standing for the state in the memo table.
@@ -41,20 +50,26 @@ pub struct Call<'a, O, R> {
     pub class: Option<usize>,
 }
 
-/// Where a failed search got furthest: how many operations linearized at most, and the
-/// operation whose return ended that attempt (an index into the calls).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deepest {
+/// How many operations linearized last a failure reports, for context.
+pub const RECENT_MAX: usize = 8;
+
+/// Where a failed search got furthest: how many operations linearized at most, the
+/// operation whose return ended that attempt (an index into the calls), the operations
+/// linearized last before it (oldest first, at most [`RECENT_MAX`]), and the state then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deepest<S> {
     pub linearized: usize,
     pub culprit: usize,
+    pub recent: Vec<usize>,
+    pub state: S,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<S> {
     Linearizable,
-    NotLinearizable(Deepest),
+    NotLinearizable(Deepest<S>),
     /// The step bound ran out first.
-    GaveUp(Deepest),
+    GaveUp(Deepest<S>),
 }
 
 /// A doubly linked list of call and return entries in time order (index 0 is the head).
@@ -143,13 +158,14 @@ fn zobrist(op: usize) -> u128 {
 
 /// Lowe's variant of the Wing–Gong search: linearize the earliest pending call that the
 /// model allows, backtrack when a known operation's return is reached with it not
-/// linearized, and never revisit a (linearized set, state) pair.
+/// linearized, and never revisit a (linearized set, state) pair. Gives up after
+/// `steps_max` steps (a step: one look at a call or return entry).
 pub fn search<M: Model>(
     model: &M,
     initial: M::State,
     calls: &[Call<'_, M::Op, M::Output>],
     steps_max: u64,
-) -> Outcome {
+) -> Outcome<M::State> {
     let mut entries = Entries::new(calls);
     let keys: Vec<u128> = (0..calls.len()).map(zobrist).collect();
     // Per class, its operations in invocation order; per operation, its rank there.
@@ -174,39 +190,48 @@ pub fn search<M: Model>(
     let mut used = vec![0usize; classes];
     let mut done: u128 = 0;
     let mut cache: HashSet<(u128, u128)> = HashSet::new();
-    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    // (operation, the choice it took, the state before it)
+    let mut stack: Vec<(usize, usize, M::State)> = Vec::new();
     let mut state = initial;
+    let mut deepest: Option<Deepest<M::State>> = None;
     let mut e = entries.next[0];
+    // After a backtrack: the first choice still to try at the call entry `e`.
+    let mut first_choice = 0;
     let mut steps = 0u64;
-    let mut deepest = Deepest {
-        linearized: 0,
-        culprit: 0,
-    };
-    while e != 0 {
+    'entries: while e != 0 {
         steps += 1;
         if steps > steps_max {
-            return Outcome::GaveUp(deepest);
+            return Outcome::GaveUp(deepest.unwrap_or_else(|| report(&stack, 0, &state)));
         }
         let (op, is_call) = entries.what[e];
         let c = &calls[op];
         let unknown = c.complete.is_none();
         if is_call {
+            let from = std::mem::take(&mut first_choice);
             let allowed = c.class.is_none_or(|class| rank[op] == used[class]);
-            let next = if allowed {
-                model.step(&state, c.op, c.complete.map(|(_, r)| r))
+            let output = c.complete.map(|(_, r)| r);
+            let choices = if allowed {
+                model.choices(c.op, output)
             } else {
-                None
+                0
             };
-            if let Some(next) = next.filter(|n| !(unknown && *n == state)) {
+            for choice in from..choices {
+                let Some(next) = model.step(&state, c.op, output, choice) else {
+                    continue;
+                };
+                // An unknown operation that changes nothing is the same as none at all.
+                if unknown && next == state {
+                    continue;
+                }
                 if cache.insert((done ^ keys[op], model.fingerprint(&next))) {
                     done ^= keys[op];
                     if let Some(class) = c.class {
                         used[class] += 1;
                     }
-                    stack.push((op, std::mem::replace(&mut state, next)));
+                    stack.push((op, choice, std::mem::replace(&mut state, next)));
                     entries.lift(op);
                     e = entries.next[0];
-                    continue;
+                    continue 'entries;
                 }
             }
             e = entries.next[e];
@@ -216,14 +241,11 @@ pub fn search<M: Model>(
             // Unknown outcomes return after everything: every known operation is in.
             return Outcome::Linearizable;
         }
-        if stack.len() >= deepest.linearized {
-            deepest = Deepest {
-                linearized: stack.len(),
-                culprit: op,
-            };
+        if deepest.as_ref().is_none_or(|d| stack.len() >= d.linearized) {
+            deepest = Some(report(&stack, op, &state));
         }
-        let Some((last, before)) = stack.pop() else {
-            return Outcome::NotLinearizable(deepest);
+        let Some((last, choice, before)) = stack.pop() else {
+            return Outcome::NotLinearizable(deepest.unwrap_or_else(|| report(&stack, op, &state)));
         };
         state = before;
         done ^= keys[last];
@@ -231,7 +253,18 @@ pub fn search<M: Model>(
             used[class] -= 1;
         }
         entries.unlift(last);
-        e = entries.next[entries.call[last]];
+        e = entries.call[last];
+        first_choice = choice + 1;
     }
     Outcome::Linearizable
+}
+
+fn report<S: Clone>(stack: &[(usize, usize, S)], culprit: usize, state: &S) -> Deepest<S> {
+    let recent = &stack[stack.len().saturating_sub(RECENT_MAX)..];
+    Deepest {
+        linearized: stack.len(),
+        culprit,
+        recent: recent.iter().map(|s| s.0).collect(),
+        state: state.clone(),
+    }
 }

@@ -7,8 +7,9 @@
 //! cannot return `w`'s value. Likewise a get that finds a key absent after some write to it
 //! completed. Keys that do not qualify are left to the full search.
 
+use crate::error::Describe;
 use crate::history::{History, HistoryOp};
-use crate::model::{Key, Op, Response, TxnOp, Val};
+use crate::op::{Key, Op, Response, TxnOp, Val};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -22,37 +23,48 @@ pub enum StaleRead {
         read: Box<HistoryOp>,
         txn: Box<HistoryOp>,
     },
-    /// A get returned `seen` although a later write completed before the get began.
+    /// A get returned what `written` wrote (`None`: found the key absent) although
+    /// `overwritten`, invoked after `written` completed, completed before the get began.
     Overwritten {
         key: Key,
         read: Box<HistoryOp>,
-        seen: Option<Val>,
-        overwritten_at: u64,
+        written: Option<Box<HistoryOp>>,
+        overwritten: Box<HistoryOp>,
     },
 }
 
 impl fmt::Display for StaleRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StaleRead::NeverWritten { key, read } => {
-                write!(f, "key {key}: read {read:?} returned a value nobody wrote")
-            }
+            StaleRead::NeverWritten { key, read } => write!(
+                f,
+                "key {key}: {} returned a value nobody wrote",
+                Describe(read)
+            ),
             StaleRead::NotTaken { key, read, txn } => write!(
                 f,
-                "key {key}: read {read:?} returned a value of a txn branch not taken {txn:?}"
+                "key {key}: {} returned a value only the branch not taken of {} writes",
+                Describe(read),
+                Describe(txn)
             ),
             StaleRead::Overwritten {
                 key,
                 read,
-                seen,
-                overwritten_at,
-            } => write!(
-                f,
-                "stale read on key {key}: client {} read {seen:?} (invoked at h{}), but a later \
-                 write had completed at h{overwritten_at} before the read began (h = history \
-                 order)",
-                read.client, read.invoke
-            ),
+                written,
+                overwritten,
+            } => {
+                write!(f, "stale read on key {key}: {} saw ", Describe(read))?;
+                match written {
+                    Some(w) => write!(f, "the value of {}", Describe(w))?,
+                    None => write!(f, "no value")?,
+                }
+                write!(
+                    f,
+                    ", but {} had overwritten it before the read began (h: positions in the \
+                     history's order of invocations and completions)",
+                    Describe(overwritten)
+                )
+            }
         }
     }
 }
@@ -100,10 +112,13 @@ fn deletes(op: &Op) -> Vec<Key> {
     }
 }
 
+/// The fast test (see the module comment).
 pub fn stale_reads(history: &History) -> Result<(), StaleRead> {
-    // Per key: its writes (op, value, certainly happened), and its plain gets.
+    // Per key: its writes (op, value, certainly happened), its plain gets, and whether
+    // anything may delete it.
     type Writes<'a> = Vec<(&'a HistoryOp, Val, Option<bool>)>;
     let mut keys: BTreeMap<Key, (Writes<'_>, Vec<&HistoryOp>, bool)> = BTreeMap::new();
+    let mut ranges: Vec<(Key, Key)> = Vec::new();
     for o in history.relevant() {
         for (k, v, happened) in writes(o) {
             keys.entry(k).or_default().0.push((o, v, happened));
@@ -111,11 +126,14 @@ pub fn stale_reads(history: &History) -> Result<(), StaleRead> {
         for k in deletes(&o.op) {
             keys.entry(k).or_default().2 = true;
         }
-        if let Op::Get { key } = o.op {
-            keys.entry(key).or_default().1.push(o);
+        match o.op {
+            Op::Get { key } => keys.entry(key).or_default().1.push(o),
+            Op::DeleteRange { start, end } => ranges.push((start, end)),
+            _ => {}
         }
     }
     for (key, (writes, reads, deleted)) in keys {
+        let deleted = deleted || ranges.iter().any(|&(s, e)| (s..e).contains(&key));
         let mut writer: BTreeMap<Val, (&HistoryOp, Option<bool>)> = BTreeMap::new();
         for &(o, v, happened) in &writes {
             if writer.insert(v, (o, happened)).is_some() {
@@ -128,28 +146,31 @@ pub fn stale_reads(history: &History) -> Result<(), StaleRead> {
             continue;
         }
         // Writes that took effect for sure, in invocation order, with the suffix minimum of
-        // their completion times: "some write invoked after t completed by time x?"
-        let mut certain: Vec<(u64, u64)> = writes
+        // their completion times: "which write invoked after t completed first?"
+        let mut certain: Vec<(u64, u64, &HistoryOp)> = writes
             .iter()
             .filter(|w| w.2 == Some(true))
-            .filter_map(|(o, _, _)| o.complete.as_ref().map(|(done, _)| (o.invoke, *done)))
+            .filter_map(|(o, _, _)| o.complete.as_ref().map(|(done, _)| (o.invoke, *done, *o)))
             .collect();
-        certain.sort_unstable();
-        let mut suffix_min = vec![u64::MAX; certain.len() + 1];
+        certain.sort_unstable_by_key(|c| (c.0, c.1));
+        let mut suffix_min: Vec<Option<(u64, &HistoryOp)>> = vec![None; certain.len() + 1];
         for i in (0..certain.len()).rev() {
-            suffix_min[i] = suffix_min[i + 1].min(certain[i].1);
+            let here = (certain[i].1, certain[i].2);
+            suffix_min[i] = Some(match suffix_min[i + 1] {
+                Some(later) if later.0 < here.0 => later,
+                _ => here,
+            });
         }
         let completed_after = |t: u64| {
-            let i = certain.partition_point(|&(invoke, _)| invoke <= t);
+            let i = certain.partition_point(|c| c.0 <= t);
             suffix_min[i]
         };
         for r in reads {
             let Some(Response::Get { read, .. }) = r.response() else {
                 continue;
             };
-            let seen = read.value;
-            let overwritten_by = match seen {
-                None => suffix_min[0],
+            let (written, overwritten) = match read.value {
+                None => (None, suffix_min[0]),
                 Some(v) => match writer.get(&v) {
                     None => {
                         return Err(StaleRead::NeverWritten {
@@ -165,18 +186,20 @@ pub fn stale_reads(history: &History) -> Result<(), StaleRead> {
                         })
                     }
                     Some((w, _)) => match &w.complete {
-                        Some((done, _)) => completed_after(*done),
-                        None => u64::MAX,
+                        Some((done, _)) => (Some(*w), completed_after(*done)),
+                        None => (Some(*w), None),
                     },
                 },
             };
-            if overwritten_by < r.invoke {
-                return Err(StaleRead::Overwritten {
-                    key,
-                    read: Box::new(r.clone()),
-                    seen,
-                    overwritten_at: overwritten_by,
-                });
+            if let Some((at, by)) = overwritten {
+                if at < r.invoke {
+                    return Err(StaleRead::Overwritten {
+                        key,
+                        read: Box::new(r.clone()),
+                        written: written.map(|w| Box::new(w.clone())),
+                        overwritten: Box::new(by.clone()),
+                    });
+                }
             }
         }
     }
