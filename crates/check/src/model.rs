@@ -16,6 +16,10 @@
 //! - What nothing in a history observes is not tracked (see [`KvModel::for_ops`]): a model
 //!   that tracks no revisions splits per key and memoizes as well as a plain register.
 //!
+//! With other writers the model bounds each key's revisions on its own: it does not relate
+//! the bounds of two writes whose revisions were not recorded to each other, so a history
+//! whose only flaw is such an order may pass (never the reverse).
+//!
 //! One exact pruning keeps unknown outcomes cheap when revisions are recorded: a revision
 //! some answer says its request created ([`Response::created_revision`]) belongs to that
 //! request, so no other write may take it.
@@ -126,6 +130,17 @@ pub struct KvModel {
 }
 
 impl KvModel {
+    /// The model that tracks everything and knows no recorded answers: the plain sequential
+    /// specification.
+    pub fn new(semantics: Semantics) -> KvModel {
+        KvModel {
+            semantics,
+            track_revisions: true,
+            track_versions: true,
+            claimed: Arc::from(Vec::new()),
+        }
+    }
+
     /// Tracks revisions if any of `ops` reports or compares one, versions if any reports or
     /// compares one. An untracked part never changes, which is exact: nothing looks at it.
     pub fn for_ops<'a>(

@@ -56,7 +56,16 @@ fn stale_read_fails() {
         ],
         exact(),
     );
-    assert!(e.to_string().contains("not linearizable"), "{e}");
+    // The fast test names the write read and the one that overwrote it.
+    let text = e.to_string();
+    assert!(matches!(e, CheckError::Stale(_)), "{text}");
+    assert!(
+        text.contains("stale read on key 1")
+            && text.contains("client 3's Get { key: 1 }")
+            && text.contains("the value of client 1's Put { key: 1, value: 1 }")
+            && text.contains("but client 2's Put { key: 1, value: 2 }"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,5 +1,9 @@
-//! Builders for hand-written histories.
+//! Builders for hand-written histories, and a reference store.
 #![allow(dead_code)]
+
+pub mod brute;
+pub mod gen;
+pub mod store;
 
 use synod_check::{
     Compare, History, HistoryOp, KeyMeta, Op, Read, Response, Rev, Target, Txn, TxnOp, TxnResult,
@@ -35,15 +39,7 @@ pub fn delete(key: u64) -> Op {
 
 /// A compare-and-set: puts `new` if the key holds `expect` (`None`: is absent).
 pub fn cas(key: u64, expect: Option<Val>, new: Val) -> Op {
-    let target = match expect {
-        Some(v) => Target::Value(v),
-        None => Target::Version(0),
-    };
-    Op::Txn(Txn {
-        compares: vec![Compare { key, target }],
-        success: vec![TxnOp::Put { key, value: new }],
-        failure: vec![],
-    })
+    Op::cas(key, expect, new)
 }
 
 /// Puts `new` if the key's mod revision is `rev`; else reads the key.
