@@ -27,7 +27,7 @@ impl Rng {
 
 fn random_history(rng: &mut Rng) -> Vec<HistoryOp> {
     let n = 1 + rng.next() % 6;
-    let record = rng.next() % 2 == 0;
+    let record = rng.byte() < 128;
     let specs: Vec<Spec> = (0..n)
         .map(|_| Spec {
             kind: rng.byte(),
@@ -35,7 +35,7 @@ fn random_history(rng: &mut Rng) -> Vec<HistoryOp> {
             arg: rng.byte(),
             invoke: rng.byte(),
             duration: rng.byte(),
-            unknown: rng.next() % 4 == 0,
+            unknown: rng.byte() < 64,
             corrupt: rng.byte(),
         })
         .collect();
