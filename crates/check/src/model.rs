@@ -28,6 +28,7 @@ use crate::op::{
     Compare, Key, KeyMeta, Op, Read, Response, Rev, Target, Txn, TxnOp, TxnResult, Val,
 };
 use crate::search::Model;
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -127,6 +128,82 @@ pub struct KvModel {
     pub track_versions: bool,
     /// Sorted.
     claimed: Arc<[Rev]>,
+    evidence: Arc<Evidence>,
+}
+
+/// What reads tell about the request that created a revision (see [`KvModel::fits`]).
+#[derive(Clone, Debug, Default)]
+struct Evidence {
+    /// Per revision: the keys reads found last modified there, with their values.
+    modified: BTreeMap<Rev, Vec<(Key, Val)>>,
+    /// Per (key, value) that only one request of the history may write: the revisions at
+    /// which reads found it.
+    sole: BTreeMap<(Key, Val), Vec<Rev>>,
+}
+
+impl Evidence {
+    fn gather<'a>(ops: impl IntoIterator<Item = (&'a Op, Option<&'a Response>)>) -> Evidence {
+        let mut e = Evidence::default();
+        let mut writers: BTreeMap<(Key, Val), usize> = BTreeMap::new();
+        let mut seen: Vec<(Key, Val, Rev)> = Vec::new();
+        for (op, response) in ops {
+            let mut puts: Vec<(Key, Val)> = match op {
+                Op::Put { key, value } => vec![(*key, *value)],
+                Op::Txn(t) => t
+                    .success
+                    .iter()
+                    .chain(&t.failure)
+                    .filter_map(|o| match *o {
+                        TxnOp::Put { key, value } => Some((key, value)),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            puts.sort_unstable();
+            puts.dedup();
+            for p in puts {
+                *writers.entry(p).or_default() += 1;
+            }
+            let mut read = |key: Key, r: &Read| {
+                if let (Some(v), Some(m)) = (r.value, r.meta) {
+                    seen.push((key, v, m.mod_revision));
+                }
+            };
+            match (op, response) {
+                (Op::Get { key }, Some(Response::Get { read: r, .. })) => read(*key, r),
+                (_, Some(Response::Range { reads, .. })) => {
+                    reads.iter().for_each(|(k, r)| read(*k, r))
+                }
+                (
+                    Op::Txn(t),
+                    Some(Response::Txn {
+                        succeeded, results, ..
+                    }),
+                ) => {
+                    let ops = if *succeeded { &t.success } else { &t.failure };
+                    for (o, r) in ops.iter().zip(results) {
+                        if let TxnResult::Get(r) = r {
+                            read(o.key(), r);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        for (k, v, m) in seen {
+            let at = e.modified.entry(m).or_default();
+            if !at.contains(&(k, v)) {
+                at.push((k, v));
+            }
+            if writers.get(&(k, v)) == Some(&1) {
+                e.sole.entry((k, v)).or_default().push(m);
+            }
+        }
+        e
+    }
 }
 
 impl KvModel {
@@ -138,6 +215,7 @@ impl KvModel {
             track_revisions: true,
             track_versions: true,
             claimed: Arc::from(Vec::new()),
+            evidence: Arc::default(),
         }
     }
 
@@ -149,7 +227,8 @@ impl KvModel {
     ) -> KvModel {
         let (mut track_revisions, mut track_versions) = (false, false);
         let mut claimed = Vec::new();
-        for (op, response) in ops {
+        let ops: Vec<(&Op, Option<&Response>)> = ops.into_iter().collect();
+        for &(op, response) in &ops {
             let (revisions, versions) = observes(op, response);
             track_revisions |= revisions;
             track_versions |= versions;
@@ -161,6 +240,7 @@ impl KvModel {
             track_revisions,
             track_versions,
             claimed: claimed.into(),
+            evidence: Arc::new(Evidence::gather(ops)),
         }
     }
 
@@ -511,6 +591,66 @@ impl Model for KvModel {
         response: Option<&Response>,
         choice: usize,
     ) -> Option<State> {
+        let next = self.apply(state, op, response, choice)?;
+        if self.track_revisions && op.may_write() {
+            let created = if self.semantics.other_writers {
+                response.and_then(|r| r.created_revision(op))
+            } else {
+                (next.revision > state.revision).then_some(next.revision)
+            };
+            if created.is_some_and(|r| !self.fits(r, &next)) {
+                return None;
+            }
+        }
+        Some(next)
+    }
+
+    fn fingerprint(&self, state: &State) -> u128 {
+        let half = |salt: u64| {
+            let mut h = DefaultHasher::new();
+            salt.hash(&mut h);
+            state.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(half(0x5EED_0001)) << 64) | u128::from(half(0x5EED_0002))
+    }
+}
+
+impl KvModel {
+    /// Whether a request that created revision `r` and left `next` fits what reads say of
+    /// it, both exact: a key some read found last modified at `r` was put there, with the
+    /// value read, by this request (only one request creates a revision); and a value only
+    /// one request may write, read with another mod revision, was not written at `r`. So a
+    /// write whose outcome is unknown goes where reads place it, not into every gap in the
+    /// revisions on the way.
+    fn fits(&self, r: Rev, next: &State) -> bool {
+        let at = Revision::Known(r);
+        if let Some(seen) = self.evidence.modified.get(&r) {
+            let put = |&(k, v): &(Key, Val)| {
+                next.get(k)
+                    .is_some_and(|e| e.value == v && e.modified == at)
+            };
+            if !seen.iter().all(put) {
+                return false;
+            }
+        }
+        next.keys.iter().all(|(k, e)| {
+            e.modified != at
+                || self
+                    .evidence
+                    .sole
+                    .get(&(*k, e.value))
+                    .is_none_or(|revs| revs.contains(&r))
+        })
+    }
+
+    fn apply(
+        &self,
+        state: &State,
+        op: &Op,
+        response: Option<&Response>,
+        choice: usize,
+    ) -> Option<State> {
         let recorded = response.and_then(Response::revision);
         match (op, response) {
             (Op::Get { .. } | Op::Range { .. }, None) => Some(state.clone()),
@@ -546,15 +686,5 @@ impl Model for KvModel {
             }
             _ => None,
         }
-    }
-
-    fn fingerprint(&self, state: &State) -> u128 {
-        let half = |salt: u64| {
-            let mut h = DefaultHasher::new();
-            salt.hash(&mut h);
-            state.hash(&mut h);
-            h.finish()
-        };
-        (u128::from(half(0x5EED_0001)) << 64) | u128::from(half(0x5EED_0002))
     }
 }

@@ -1,6 +1,5 @@
-//! The checker against brute force on many random small histories (see `support::gen`):
-//! with the exact semantics against an independent reference store, with other writers
-//! against the checker's own model without its reductions.
+//! The checker against brute force with an independent reference store on many random
+//! small histories (see `support::gen`).
 
 mod support;
 
@@ -42,33 +41,42 @@ fn random_history(rng: &mut Rng) -> Vec<HistoryOp> {
     build(&specs, record)
 }
 
-fn agree(semantics: Semantics, expected: impl Fn(&[HistoryOp]) -> bool) {
+/// Runs the comparison; returns how many histories the checker let pass although they are
+/// not linearizable (`exact`: none may).
+fn agree(semantics: Semantics, expected: impl Fn(&[HistoryOp]) -> bool, exact: bool) -> u64 {
     let mut rng = Rng(2024);
-    let (mut yes, mut no) = (0, 0);
+    let (mut yes, mut no, mut missed) = (0, 0, 0);
     for _ in 0..20_000 {
         let ops = random_history(&mut rng);
         let expected = expected(&ops);
         let got = check(&history(ops.clone()), semantics);
-        assert_eq!(got.is_ok(), expected, "{semantics:?}: {got:?} for {ops:#?}");
+        if expected || exact {
+            assert_eq!(got.is_ok(), expected, "{semantics:?}: {got:?} for {ops:#?}");
+        }
         if expected {
             yes += 1;
         } else {
             no += 1;
+            missed += u64::from(got.is_ok());
         }
     }
     assert!(yes > 1000 && no > 1000, "{yes} linearizable, {no} not");
+    missed
 }
 
 #[test]
 fn agrees_with_the_reference_store() {
-    agree(Semantics::default(), brute::linearizable);
+    agree(Semantics::default(), brute::linearizable, true);
 }
 
 #[test]
-fn agrees_with_the_plain_model_when_others_write_too() {
+fn with_other_writers_never_a_false_alarm_and_rarely_a_miss() {
     let others = Semantics {
         other_writers: true,
         ..Semantics::default()
     };
-    agree(others, |ops| brute::linearizable_by_model(ops, others));
+    // Misses: histories whose only flaw is in the order of revisions nobody recorded (see
+    // the model's relaxation for other writers).
+    let missed = agree(others, brute::linearizable_with_other_writers, false);
+    assert!(missed < 20, "{missed} non-linearizable histories passed");
 }
