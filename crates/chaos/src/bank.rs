@@ -1,20 +1,23 @@
 //! The bank workload: accounts `b/00..`, transfers between two of them as one Txn guarded by
 //! both accounts' mod revisions, and reads of all accounts at once. Every read, at any
 //! member, linearizable or serializable, must show every account and the same total: a
-//! transfer applied in part, twice, or on a stale balance breaks it.
+//! transfer applied in part, twice, or on a stale balance breaks it. The setup, the
+//! transfers and the linearizable reads go into the history too (serializable reads may
+//! be stale by design and stay out of it).
 
-use crate::clients::{classify, Failure, Members, Roster};
-use crate::workload::{Shared, WorkloadSpec};
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use crate::clients::{Members, Roster};
+use crate::etcd::{all_accounts, range_of, ACCOUNTS};
+use crate::workload::{run_one, Outcome, Shared, WorkloadSpec, HARNESS_CLIENT};
+use etcd_client::{Client, GetOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use synod_check::{Compare, Op, Response, Target, Txn, TxnOp};
 use synod_sim::rng::Rng;
 
-pub fn account_key(a: u64) -> String {
-    format!("b/{a:02}")
+/// The checker key of account `a` (etcd key `b/{a:02}`).
+pub fn account(a: u64) -> u64 {
+    ACCOUNTS + a
 }
-
-const PREFIX: &str = "b/";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BankCounts {
@@ -62,29 +65,54 @@ impl BankLog {
 }
 
 /// One account as read: balance and mod revision.
-type Account = (u64, i64);
+type Account = (u64, u64);
 
-/// Reads every account at `client`, checks the total, and returns the accounts.
+/// Reads every account at member `node` as client `id`, records a linearizable read,
+/// checks the total, and returns the accounts (`None`: no answer).
 pub async fn read_and_check(
     mut client: Client,
     serializable: bool,
     spec: &WorkloadSpec,
     shared: &Shared,
-    node: usize,
-) -> Result<Vec<Account>, etcd_client::Error> {
+    (id, node): (u64, usize),
+) -> Option<Vec<Account>> {
     let mut options = GetOptions::new().with_prefix();
     if serializable {
         options = options.with_serializable();
     }
-    let r = client.get(PREFIX, Some(options)).await?;
-    let mut accounts = Vec::with_capacity(r.kvs().len());
-    let mut malformed = None;
-    for kv in r.kvs() {
-        match crate::history::decode_value(kv.value()) {
-            Ok(b) => accounts.push((b, kv.mod_revision())),
-            Err(e) => malformed = Some(e),
+    let index = (!serializable).then(|| shared.recorder.invoke(id, all_accounts(), node));
+    let answer = tokio::time::timeout(spec.op_timeout, client.get("b/", Some(options))).await;
+    let Ok(Ok(r)) = answer else {
+        // A read that failed changed nothing.
+        if let Some(i) = index {
+            shared.recorder.failed(i);
         }
-    }
+        return None;
+    };
+    let (accounts, malformed) = match range_of(&r) {
+        Ok(response) => {
+            let accounts = match &response {
+                Response::Range { reads, .. } => reads
+                    .iter()
+                    .map(|(_, read)| {
+                        let m = read.meta.map_or(0, |m| m.mod_revision);
+                        (read.value.unwrap_or(0), m)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if let Some(i) = index {
+                shared.recorder.complete(i, response);
+            }
+            (accounts, None)
+        }
+        Err(m) => {
+            if let Some(i) = index {
+                shared.recorder.unknown(i);
+            }
+            (Vec::new(), Some(m))
+        }
+    };
     let total: u64 = accounts.iter().map(|a| a.0).sum();
     let expected = spec.accounts * spec.initial_balance;
     let revision = r.header().map_or(0, |h| h.revision());
@@ -105,39 +133,53 @@ pub async fn read_and_check(
                  totalling {total}, expected {} totalling {expected}{}: {:?}",
                 accounts.len(),
                 spec.accounts,
-                malformed.map_or(String::new(), |m| format!(" ({m})")),
+                malformed
+                    .as_ref()
+                    .map_or(String::new(), |m| format!(" ({m})")),
                 accounts.iter().map(|a| a.0).collect::<Vec<_>>(),
             ));
         }
     });
-    Ok(accounts)
+    Some(accounts)
 }
 
 /// Creates the accounts once (idempotent: guarded by the first account's absence), retrying
 /// until it is known to be done.
 pub async fn init(
-    endpoints: &[String],
+    roster: Arc<Roster>,
     spec: &WorkloadSpec,
+    shared: &Shared,
     within: Duration,
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + within;
-    let mut members = Members::new(endpoints.to_vec(), spec.op_timeout);
+    let mut members = Members::over(roster, spec.op_timeout);
     let mut rng = Rng::new(1);
+    let create = Op::Txn(Txn {
+        compares: vec![Compare {
+            key: account(0),
+            target: Target::Version(0),
+        }],
+        success: (0..spec.accounts)
+            .map(|a| TxnOp::Put {
+                key: account(a),
+                value: spec.initial_balance,
+            })
+            .collect(),
+        failure: Vec::new(),
+    });
     loop {
         let node = members.pick(&mut rng);
-        if let Some(mut c) = members.client(node).await {
-            let txn = Txn::new()
-                .when([Compare::version(account_key(0), CompareOp::Equal, 0)])
-                .and_then(
-                    (0..spec.accounts)
-                        .map(|a| TxnOp::put(account_key(a), spec.initial_balance.to_string(), None))
-                        .collect::<Vec<_>>(),
-                );
-            match tokio::time::timeout(spec.op_timeout, c.txn(txn)).await {
-                // Not succeeded: an earlier attempt did it.
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(_)) | Err(_) => members.failed(node),
-            }
+        let outcome = run_one(
+            HARNESS_CLIENT,
+            &create,
+            node,
+            &mut members,
+            spec.op_timeout,
+            shared,
+        );
+        // Answered but not succeeded: an earlier attempt did it.
+        if let Outcome::Answered(_) = outcome.await {
+            return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
@@ -151,6 +193,7 @@ pub async fn init(
 /// One bank client, until `shared.stop`: read everything (checking the total), then often
 /// move a little money between two accounts.
 pub async fn bank_worker(
+    id: u64,
     roster: Arc<Roster>,
     spec: WorkloadSpec,
     shared: Arc<Shared>,
@@ -161,20 +204,14 @@ pub async fn bank_worker(
         let node = members.pick(&mut rng);
         let serializable = rng.chance(0.3);
         let read = match members.client(node).await {
-            Some(c) => tokio::time::timeout(
-                spec.op_timeout,
-                read_and_check(c, serializable, &spec, &shared, node),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok),
+            Some(c) => read_and_check(c, serializable, &spec, &shared, (id, node)).await,
             None => None,
         };
         match read {
             None => members.failed(node),
             Some(accounts) if !serializable && accounts.len() as u64 == spec.accounts => {
                 if rng.chance(0.8) {
-                    transfer(&accounts, &mut members, &spec, &shared, &mut rng).await;
+                    transfer(id, &accounts, &mut members, &spec, &shared, &mut rng).await;
                 }
             }
             Some(_) => {}
@@ -185,6 +222,7 @@ pub async fn bank_worker(
 }
 
 async fn transfer(
+    id: u64,
     accounts: &[Account],
     members: &mut Members,
     spec: &WorkloadSpec,
@@ -199,28 +237,32 @@ async fn transfer(
         return;
     }
     let amount = rng.range(1, fb.min(10));
-    let txn = Txn::new()
-        .when([
-            Compare::mod_revision(account_key(from), CompareOp::Equal, fr),
-            Compare::mod_revision(account_key(to), CompareOp::Equal, tr),
-        ])
-        .and_then([
-            TxnOp::put(account_key(from), (fb - amount).to_string(), None),
-            TxnOp::put(account_key(to), (tb + amount).to_string(), None),
-        ]);
-    let node = members.pick(rng);
-    let Some(mut c) = members.client(node).await else {
-        members.failed(node);
-        return;
+    let guard = |a, r| Compare {
+        key: account(a),
+        target: Target::ModRevision(r),
     };
-    let outcome = tokio::time::timeout(spec.op_timeout, c.txn(txn)).await;
-    shared.bank.update(|counts, _| match &outcome {
-        Ok(Ok(r)) if r.succeeded() => counts.transfers_ok += 1,
-        Ok(Ok(_)) => counts.transfers_conflicted += 1,
-        Ok(Err(e)) if classify(e).0 == Failure::Definite => counts.transfers_failed += 1,
-        _ => counts.transfers_unknown += 1,
+    let op = Op::Txn(Txn {
+        compares: vec![guard(from, fr), guard(to, tr)],
+        success: vec![
+            TxnOp::Put {
+                key: account(from),
+                value: fb - amount,
+            },
+            TxnOp::Put {
+                key: account(to),
+                value: tb + amount,
+            },
+        ],
+        failure: Vec::new(),
     });
-    if !matches!(outcome, Ok(Ok(_))) {
-        members.failed(node);
-    }
+    let node = members.pick(rng);
+    let outcome = run_one(id, &op, node, members, spec.op_timeout, shared).await;
+    shared.bank.update(|counts, _| match outcome {
+        Outcome::Answered(Response::Txn {
+            succeeded: true, ..
+        }) => counts.transfers_ok += 1,
+        Outcome::Answered(_) => counts.transfers_conflicted += 1,
+        Outcome::Failed => counts.transfers_failed += 1,
+        Outcome::Unknown => counts.transfers_unknown += 1,
+    });
 }

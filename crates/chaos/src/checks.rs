@@ -4,12 +4,33 @@ use crate::history::OpMeta;
 use crate::nemesis::FaultRecord;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use synod_sim::client::{History, HistoryOp};
-use synod_sim::ops::{KvOp, KvResult};
+use synod_check::{CheckError, History, HistoryOp, Op, Response, Semantics, TxnOp, Val};
 
-/// (a) The history is linearizable: the simulator's checker, on the real history.
-pub fn linearizable(history: &History) -> Result<(), String> {
-    synod_sim::linearizability::check(history)
+/// (a) The history is linearizable, values and revisions: every request that writes is in
+/// it, on a store that started empty at revision 1.
+pub fn linearizable(history: &History) -> Result<(), CheckError> {
+    synod_check::check(history, Semantics::default())
+}
+
+/// The value `o` writes to `key` if it may have taken effect, and whether it was
+/// acknowledged as written.
+fn write_to(o: &HistoryOp, key: u64) -> Option<(Val, bool)> {
+    let put = |ops: &[TxnOp]| {
+        ops.iter().find_map(|p| match *p {
+            TxnOp::Put { key: k, value } if k == key => Some(value),
+            _ => None,
+        })
+    };
+    match (&o.op, o.response()) {
+        (Op::Put { key: k, value }, r) if *k == key => Some((*value, r.is_some())),
+        (Op::Txn(t), Some(Response::Txn { succeeded, .. })) => {
+            put(if *succeeded { &t.success } else { &t.failure }).map(|v| (v, true))
+        }
+        (Op::Txn(t), None) => put(&t.success)
+            .or_else(|| put(&t.failure))
+            .map(|v| (v, false)),
+        _ => None,
+    }
 }
 
 /// (b) No acknowledged write is lost. `finals` holds each register's value as read after
@@ -20,50 +41,39 @@ pub fn linearizable(history: &History) -> Result<(), String> {
 pub fn lost_writes(ops: &[HistoryOp], finals: &BTreeMap<u64, Option<u64>>) -> Vec<String> {
     let mut problems = Vec::new();
     for (&key, &last) in finals {
-        let writes: Vec<(&HistoryOp, u64)> = ops
+        let writes: Vec<(&HistoryOp, u64, bool)> = ops
             .iter()
-            .filter(|o| !o.discarded && o.op.key() == key)
-            // A compare-and-set that failed wrote nothing.
-            .filter(|o| !matches!(o.complete, Some((_, KvResult::Swapped(false)))))
-            .filter_map(|o| match o.op {
-                KvOp::Put { value, .. } => Some((o, value)),
-                KvOp::Cas { new, .. } => Some((o, new)),
-                KvOp::Get { .. } => None,
-            })
+            .filter(|o| !o.discarded)
+            .filter_map(|o| write_to(o, key).map(|(v, acked)| (o, v, acked)))
             .collect();
-        let acked = |o: &HistoryOp| {
-            matches!(
-                o.complete,
-                Some((_, KvResult::Written)) | Some((_, KvResult::Swapped(true)))
-            )
-        };
+        let done = |o: &HistoryOp| o.complete.as_ref().map_or(0, |c| c.0);
         let Some(value) = last else {
-            if let Some((o, v)) = writes.iter().find(|(o, _)| acked(o)) {
+            if let Some((o, v, _)) = writes.iter().find(|w| w.2) {
                 problems.push(format!(
                     "lost write: key {key} is absent at the end, but client {} wrote {v} \
                      (acknowledged at h{})",
                     o.client,
-                    o.complete.map_or(0, |c| c.0)
+                    done(o)
                 ));
             }
             continue;
         };
-        let Some(&(writer, _)) = writes.iter().find(|(_, v)| *v == value) else {
+        let Some(&(writer, _, _)) = writes.iter().find(|w| w.1 == value) else {
             problems.push(format!(
                 "key {key} ends with {value}, which no client wrote"
             ));
             continue;
         };
-        if let Some((done, _)) = writer.complete {
-            for (o, v) in &writes {
-                if acked(o) && o.invoke > done {
+        if let Some(written) = writer.complete.as_ref().map(|c| c.0) {
+            for (o, v, acked) in &writes {
+                if *acked && o.invoke > written {
                     problems.push(format!(
-                        "lost write: key {key} ends with {value} (written by h{}..h{done}), \
+                        "lost write: key {key} ends with {value} (written by h{}..h{written}), \
                          but client {} wrote {v} later (h{}..h{}, acknowledged)",
                         writer.invoke,
                         o.client,
                         o.invoke,
-                        o.complete.map_or(0, |c| c.0)
+                        done(o)
                     ));
                 }
             }

@@ -7,7 +7,7 @@ use crate::nemesis::FaultRecord;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
-use synod_sim::client::HistoryOp;
+use synod_check::HistoryOp;
 
 /// Writes `history.txt` and `faults.txt` into `dir`. Real times are milliseconds since
 /// `start`, the same origin as the fault times.
@@ -27,11 +27,13 @@ pub fn write(
             h,
             "h{} {} c{} m{} {:?} -> {} | {:.1} {}",
             op.invoke,
-            op.complete.map_or("h?".into(), |(t, _)| format!("h{t}")),
+            op.complete
+                .as_ref()
+                .map_or("h?".into(), |(t, _)| format!("h{t}")),
             op.client,
             meta.node + 1,
             op.op,
-            match (op.discarded, op.complete) {
+            match (op.discarded, &op.complete) {
                 (true, _) => "FAILED (no effect)".to_string(),
                 (false, None) => "UNKNOWN".to_string(),
                 (false, Some((_, r))) => format!("{r:?}"),

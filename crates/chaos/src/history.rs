@@ -1,19 +1,19 @@
-//! Recording what clients did, in the simulator's history format, so that the simulator's
-//! linearizability checker judges real runs too.
+//! Recording what clients did as a [`synod_check::History`]: every request of the run that
+//! can change the store (registers, bank, recovery probes) and every linearizable read, with
+//! the revisions the members answered, so that the history is checked whole, values and
+//! revisions, with no writer outside it.
 //!
 //! Times are positions in one global order of invocations and completions: a counter bumped
 //! under the recorder's lock at the moment a request is sent and at the moment its answer
 //! arrives. "Completed before invoked" is then exact (both events are ordered by the same
 //! lock), whatever the clocks of the machine do.
 //!
-//! Keys and values map to the model's u64s: register `k` is etcd key `r/{k}`, a value is the
-//! decimal string of its u64. Every written value is unique (`client << 32 | seq`), which is
-//! what keeps the checker's search narrow.
+//! Keys and values map to the checker's u64s (see [`crate::etcd`]); a value is the decimal
+//! string of its u64. Every register value written is unique (`client << 32 | seq`).
 
 use std::sync::Mutex;
 use std::time::Instant;
-use synod_sim::client::{History, HistoryOp};
-use synod_sim::ops::{KvOp, KvResult};
+use synod_check::{History, HistoryOp, Op, Response};
 
 /// How an operation ended, for the counts in reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl Recorder {
     }
 
     /// Call right before sending the request; returns the operation's handle.
-    pub fn invoke(&self, client: u64, op: KvOp, node: usize) -> usize {
+    pub fn invoke(&self, client: u64, op: Op, node: usize) -> usize {
         let mut g = self.lock();
         g.clock += 1;
         let invoke = g.clock;
@@ -85,7 +85,7 @@ impl Recorder {
     }
 
     /// Call as soon as the answer arrived.
-    pub fn complete(&self, index: usize, result: KvResult) {
+    pub fn complete(&self, index: usize, result: Response) {
         let mut g = self.lock();
         g.clock += 1;
         let at = g.clock;
@@ -113,9 +113,7 @@ impl Recorder {
 
     /// The history in the checker's format.
     pub fn history(&self) -> History {
-        let mut h = History::default();
-        h.ops = self.lock().ops.clone();
-        h
+        History::from_ops(self.lock().ops.clone())
     }
 
     /// Every operation with where and when it ran.
@@ -125,23 +123,19 @@ impl Recorder {
     }
 }
 
-/// The etcd key of register `k`.
-pub fn register_key(k: u64) -> String {
-    format!("r/{k}")
-}
-
-/// A register value as stored in etcd.
+/// A value as stored in etcd.
 pub fn encode_value(v: u64) -> String {
     v.to_string()
 }
 
+/// A stored value: what a client wrote must decode, anything else is a finding.
 pub fn decode_value(bytes: &[u8]) -> Result<u64, String> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
             format!(
-                "a register holds {:?}, not a u64",
+                "a key holds {:?}, not a u64",
                 String::from_utf8_lossy(bytes)
             )
         })

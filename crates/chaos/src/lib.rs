@@ -8,9 +8,9 @@
 //! one-way partitions, the leader isolated, partial connectivity, lossy and slow links,
 //! connection resets, a member's write-ahead log losing its synced tail ([`tail`])), heals,
 //! and checks ([`checks`]):
-//! (a) the history is linearizable (the simulator's checker), (b) no acknowledged write is
-//! lost, (c) every member serves again within a bound after healing, (d) every bank read
-//! shows the same total.
+//! (a) the history of every write and linearizable read is linearizable, values and
+//! revisions ([`synod_check`]), (b) no acknowledged write is lost, (c) every member serves
+//! again within a bound after healing, (d) every bank read shows the same total.
 //!
 //! ```sh
 //! cargo build --release -p synod-server -p synod-chaos
@@ -25,6 +25,7 @@ pub mod binary;
 pub mod checks;
 pub mod clients;
 pub mod cluster;
+pub mod etcd;
 pub mod evidence;
 pub mod history;
 pub mod membership;

@@ -1,23 +1,32 @@
 //! (c) Progress after healing: how long until every member serves a write and a
 //! linearizable read again. Each member is probed on its own (a slow one must not delay the
-//! others' measurement), on keys the register check does not look at.
+//! others' measurement), on keys of its own. The probes go into the history: they write,
+//! and the history must hold every write for its revisions to be checked exactly.
 
 use crate::clients::{Members, Roster};
+use crate::etcd::PROBES;
+use crate::workload::{run_one, Outcome, Shared, HARNESS_CLIENT};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use synod_check::Op;
 
 /// Time from now until every member of `at` answered a put and then a linearizable get, or
 /// `None` if some member did not within `limit`.
-pub async fn measure(roster: &Arc<Roster>, at: &[usize], limit: Duration) -> Option<Duration> {
+pub async fn measure(
+    roster: &Arc<Roster>,
+    at: &[usize],
+    limit: Duration,
+    shared: &Arc<Shared>,
+) -> Option<Duration> {
     let start = Instant::now();
     let mut probes = Vec::new();
     for &i in at {
         let roster = roster.clone();
+        let shared = shared.clone();
         probes.push(tokio::spawn(async move {
             let mut members = Members::over(roster, Duration::from_secs(1));
-            let key = format!("probe/{i}");
             while start.elapsed() < limit {
-                if probe(&mut members, i, &key).await {
+                if probe(&mut members, i, &shared).await {
                     return Some(start.elapsed());
                 }
                 members.failed(i);
@@ -33,14 +42,19 @@ pub async fn measure(roster: &Arc<Roster>, at: &[usize], limit: Duration) -> Opt
     Some(slowest)
 }
 
-async fn probe(members: &mut Members, i: usize, key: &str) -> bool {
-    let Some(mut c) = members.client(i).await else {
-        return false;
-    };
+async fn probe(members: &mut Members, i: usize, shared: &Shared) -> bool {
+    let key = PROBES + i as u64;
     let t = Duration::from_secs(1);
-    let put = tokio::time::timeout(t, c.put(key, "x", None)).await;
-    if !matches!(put, Ok(Ok(_))) {
+    let put = Op::Put { key, value: 0 };
+    if !matches!(
+        run_one(HARNESS_CLIENT, &put, i, members, t, shared).await,
+        Outcome::Answered(_)
+    ) {
         return false;
     }
-    matches!(tokio::time::timeout(t, c.get(key, None)).await, Ok(Ok(_)))
+    let get = Op::Get { key };
+    matches!(
+        run_one(HARNESS_CLIENT, &get, i, members, t, shared).await,
+        Outcome::Answered(_)
+    )
 }

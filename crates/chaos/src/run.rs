@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synod_sim::ops::{KvOp, KvResult};
+use synod_check::{Op, Response};
 use synod_sim::rng::Rng;
 
 #[derive(Clone, Debug)]
@@ -170,17 +170,21 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     let mut cluster = Cluster::start(&cfg.cluster, dir.path(), cfg.seed)
         .await
         .map_err(|e| format!("starting the cluster: {e}"))?;
-    let endpoints: Vec<String> = (0..n).map(|i| cluster.endpoint(i)).collect();
     let roster = cluster.roster.clone();
     if let Err(e) = cluster.wait_leader(Duration::from_secs(30)).await {
         let _ = dir.keep();
         return Err(format!("{e} (logs in {})", cluster.dir.display()));
     }
-    bank::init(&endpoints, &cfg.workload, Duration::from_secs(30)).await?;
-
     let shared = Shared::new();
     // Whatever way this function returns, the clients stop.
     let _stop = StopOnDrop(shared.clone());
+    bank::init(
+        roster.clone(),
+        &cfg.workload,
+        &shared,
+        Duration::from_secs(30),
+    )
+    .await?;
     let workers = start_workers(&roster, &cfg.workload, &shared, &mut rng);
 
     let run_start = Instant::now();
@@ -209,7 +213,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
         }
     }
     let finals_at = cluster.current();
-    let recovery = recovery::measure(&roster, &finals_at, cfg.recovery_bound * 3).await;
+    let recovery = recovery::measure(&roster, &finals_at, cfg.recovery_bound * 3, &shared).await;
     // A member recovering from a lost tail already forwards writes and linearizable reads,
     // so the probe above may pass before it is done: its recovery is waited for on its own.
     for i in cluster
@@ -236,8 +240,8 @@ pub async fn run(cfg: &RunConfig) -> Result<RunReport, String> {
     let mut members = crate::clients::Members::over(roster.clone(), cfg.workload.op_timeout);
     for &i in &finals_at {
         if let Some(c) = members.client(i).await {
-            let read = bank::read_and_check(c, false, &cfg.workload, &shared, i);
-            let _ = tokio::time::timeout(cfg.workload.op_timeout, read).await;
+            let client = (workload::HARNESS_CLIENT, i);
+            bank::read_and_check(c, false, &cfg.workload, &shared, client).await;
         }
     }
     // A removed member stops by itself once the change is in force (one that was down then
@@ -394,8 +398,10 @@ fn start_workers(
             pin,
         )));
     }
-    for _ in 0..spec.bank_clients {
+    let first_bank_client = (spec.register_clients + pinned) as u64 + 1;
+    for id in first_bank_client..first_bank_client + spec.bank_clients as u64 {
         workers.push(tokio::spawn(bank::bank_worker(
+            id,
             roster.clone(),
             spec.clone(),
             shared.clone(),
@@ -419,11 +425,11 @@ async fn final_reads(
         for &node in at {
             // A healed cluster answers; a few tries cover a member still catching up.
             for _ in 0..10 {
-                let op = KvOp::Get { key };
-                if let Some(KvResult::Value(v)) =
-                    workload::run_one(0, op, node, &mut members, spec, shared).await
-                {
-                    finals.insert(key, v);
+                let op = Op::Get { key };
+                let (client, timeout) = (workload::HARNESS_CLIENT, spec.op_timeout);
+                let outcome = workload::run_one(client, &op, node, &mut members, timeout, shared);
+                if let Some(Response::Get { read, .. }) = outcome.await.answer() {
+                    finals.insert(key, read.value);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -2,13 +2,12 @@
 //! keys, each request to a random member, every one recorded for the linearizability check.
 
 use crate::clients::{classify, Failure, Members, Roster};
-use crate::history::{decode_value, encode_value, register_key, Recorder};
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use crate::history::Recorder;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use synod_sim::ops::{KvOp, KvResult};
+use synod_check::{Op, Response};
 use synod_sim::rng::Rng;
 
 #[derive(Clone, Debug)]
@@ -99,31 +98,34 @@ pub async fn register_worker(
         let key = rng.range(1, spec.keys);
         let value = (id << 32) | seq;
         let op = if pinned.is_some() || rng.below(100) < spec.read_pct {
-            KvOp::Get { key }
+            Op::Get { key }
         } else if rng.below(100) < spec.cas_pct {
             let expect = match seen.get(&key) {
                 Some(&v) if rng.chance(0.8) => v,
                 _ => None,
             };
-            KvOp::Cas {
-                key,
-                expect,
-                new: value,
-            }
+            Op::cas(key, expect, value)
         } else {
-            KvOp::Put { key, value }
+            Op::Put { key, value }
         };
         let node = pinned.unwrap_or_else(|| members.pick(&mut rng));
-        if let Some(result) = run_one(id, op, node, &mut members, &spec, &shared).await {
-            match (op, result) {
-                (KvOp::Get { .. }, KvResult::Value(v)) => {
-                    seen.insert(key, v);
+        let timeout = spec.op_timeout;
+        let outcome = run_one(id, &op, node, &mut members, timeout, &shared).await;
+        if let Outcome::Answered(result) = outcome {
+            match (&op, result) {
+                (Op::Get { .. }, Response::Get { read, .. }) => {
+                    seen.insert(key, read.value);
                 }
-                (KvOp::Put { value, .. }, _) => {
+                (Op::Put { value, .. }, _) => {
+                    seen.insert(key, Some(*value));
+                }
+                (
+                    Op::Txn(_),
+                    Response::Txn {
+                        succeeded: true, ..
+                    },
+                ) => {
                     seen.insert(key, Some(value));
-                }
-                (KvOp::Cas { new, .. }, KvResult::Swapped(true)) => {
-                    seen.insert(key, Some(new));
                 }
                 _ => {}
             }
@@ -133,31 +135,53 @@ pub async fn register_worker(
     }
 }
 
-/// Sends one operation to member `node` and records it; returns its result if it has one.
+/// The client id of the harness's own requests (bank setup, recovery probes, final reads).
+pub const HARNESS_CLIENT: u64 = 0;
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Answered(Response),
+    /// Definitely no effect (or a read: no effect either way).
+    Failed,
+    /// It may have taken effect, or may still.
+    Unknown,
+}
+
+impl Outcome {
+    pub fn answer(self) -> Option<Response> {
+        match self {
+            Outcome::Answered(r) => Some(r),
+            Outcome::Failed | Outcome::Unknown => None,
+        }
+    }
+}
+
+/// Sends one operation to member `node` and records it.
 pub async fn run_one(
     client_id: u64,
-    op: KvOp,
+    op: &Op,
     node: usize,
     members: &mut Members,
-    spec: &WorkloadSpec,
+    timeout: Duration,
     shared: &Shared,
-) -> Option<KvResult> {
+) -> Outcome {
     let recorder = &shared.recorder;
     let Some(client) = members.client(node).await else {
         // Not even connected: nothing was sent.
         members.failed(node);
-        return None;
+        return Outcome::Failed;
     };
-    let index = recorder.invoke(client_id, op, node);
-    match tokio::time::timeout(spec.op_timeout, execute(client, op)).await {
+    let index = recorder.invoke(client_id, op.clone(), node);
+    match tokio::time::timeout(timeout, crate::etcd::execute(client, op)).await {
         Ok(Ok(Ok(result))) => {
-            recorder.complete(index, result);
-            Some(result)
+            recorder.complete(index, result.clone());
+            Outcome::Answered(result)
         }
         Ok(Ok(Err(malformed))) => {
             shared.anomaly(format!("member {node}: {malformed}"));
             recorder.unknown(index);
-            None
+            Outcome::Unknown
         }
         Ok(Err(e)) => {
             let (failure, unexpected) = classify(&e);
@@ -168,53 +192,21 @@ pub async fn run_one(
             // A read that failed changed nothing, whatever the error.
             if failure == Failure::Definite || op.is_read() {
                 recorder.failed(index);
+                Outcome::Failed
             } else {
                 recorder.unknown(index);
+                Outcome::Unknown
             }
-            None
         }
         Err(_elapsed) => {
             members.failed(node);
             if op.is_read() {
                 recorder.failed(index);
+                Outcome::Failed
             } else {
                 recorder.unknown(index);
+                Outcome::Unknown
             }
-            None
         }
     }
-}
-
-/// The etcd request for one model operation. The inner error is a malformed answer.
-async fn execute(
-    mut client: Client,
-    op: KvOp,
-) -> Result<Result<KvResult, String>, etcd_client::Error> {
-    Ok(match op {
-        KvOp::Get { key } => {
-            let r = client.get(register_key(key), None).await?;
-            match r.kvs().first() {
-                None => Ok(KvResult::Value(None)),
-                Some(kv) => decode_value(kv.value()).map(|v| KvResult::Value(Some(v))),
-            }
-        }
-        KvOp::Put { key, value } => {
-            client
-                .put(register_key(key), encode_value(value), None)
-                .await?;
-            Ok(KvResult::Written)
-        }
-        KvOp::Cas { key, expect, new } => {
-            let k = register_key(key);
-            let compare = match expect {
-                Some(v) => Compare::value(k.clone(), CompareOp::Equal, encode_value(v)),
-                None => Compare::version(k.clone(), CompareOp::Equal, 0),
-            };
-            let txn = Txn::new()
-                .when([compare])
-                .and_then([TxnOp::put(k, encode_value(new), None)]);
-            let r = client.txn(txn).await?;
-            Ok(KvResult::Swapped(r.succeeded()))
-        }
-    })
 }

@@ -1,0 +1,270 @@
+//! Lowe's variant of the Wing–Gong linearizability search, generic over the sequential
+//! model, with memoization of (linearized set, state).
+//!
+//! An operation may take effect in several ways ([`Model::choices`]; say, a txn whose
+//! compares the model cannot decide): each is a separate choice to backtrack over.
+//!
+//! An operation with an unknown outcome never returns: it may take effect at any point after
+//! its invocation, or not at all. It is only linearized where it changes the state (one that
+//! changes nothing is the same as one that never happened), and the search is done once
+//! every *known* operation is linearized. Unknown operations the caller puts in one class are
+//! interchangeable (same effect in every state), so they are used strictly in invocation
+//! order: a linearization using a later one while an earlier one is unused can swap the two.
+
+use std::collections::HashSet;
+
+/// A sequential specification.
+pub trait Model {
+    type Op;
+    type Output;
+    type State: Clone + PartialEq;
+
+    /// In how many ways `op` may take effect (most operations: one).
+    fn choices(&self, _op: &Self::Op, _output: Option<&Self::Output>) -> usize {
+        1
+    }
+
+    /// The next state if `op` can take effect in `state` returning `output` (`None`:
+    /// unknown outcome, any output goes), the `choice`-th way.
+    fn step(
+        &self,
+        state: &Self::State,
+        op: &Self::Op,
+        output: Option<&Self::Output>,
+        choice: usize,
+    ) -> Option<Self::State>;
+
+    /// 128 bits standing for the state in the memo table.
+    fn fingerprint(&self, state: &Self::State) -> u128;
+}
+
+/// One operation as the search sees it. Times are positions in one order of invocations and
+/// completions.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a, O, R> {
+    pub invoke: u64,
+    /// `None`: the outcome is unknown.
+    pub complete: Option<(u64, &'a R)>,
+    pub op: &'a O,
+    /// Unknown operations of one class are interchangeable (see the module comment).
+    pub class: Option<usize>,
+}
+
+/// How many operations linearized last a failure reports, for context.
+pub const RECENT_MAX: usize = 8;
+
+/// Where a failed search got furthest: how many operations linearized at most, the
+/// operation whose return ended that attempt (an index into the calls), the operations
+/// linearized last before it (oldest first, at most [`RECENT_MAX`]), and the state then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deepest<S> {
+    pub linearized: usize,
+    pub culprit: usize,
+    pub recent: Vec<usize>,
+    pub state: S,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<S> {
+    Linearizable,
+    NotLinearizable(Deepest<S>),
+    /// The step bound ran out first.
+    GaveUp(Deepest<S>),
+}
+
+/// A doubly linked list of call and return entries in time order (index 0 is the head).
+struct Entries {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// Per entry: the operation and whether it is its call.
+    what: Vec<(usize, bool)>,
+    /// Per operation: its call and return entry.
+    call: Vec<usize>,
+    ret: Vec<usize>,
+}
+
+impl Entries {
+    fn new<O, R>(calls: &[Call<'_, O, R>]) -> Entries {
+        let mut events: Vec<(u64, usize, bool)> = Vec::with_capacity(2 * calls.len());
+        for (i, c) in calls.iter().enumerate() {
+            events.push((c.invoke, i, true));
+            // Unknown outcomes return after everything, in a fixed order.
+            let ret = c.complete.map_or(u64::MAX, |(t, _)| t);
+            events.push((ret, i, false));
+        }
+        events.sort_unstable();
+        let m = events.len();
+        let mut e = Entries {
+            next: (1..=m + 1).collect(),
+            prev: (0..=m).map(|i| i.wrapping_sub(1)).collect(),
+            what: vec![(0, false); m + 1],
+            call: vec![0; calls.len()],
+            ret: vec![0; calls.len()],
+        };
+        e.next[m] = 0;
+        for (k, &(_, op, is_call)) in events.iter().enumerate() {
+            e.what[k + 1] = (op, is_call);
+            if is_call {
+                e.call[op] = k + 1;
+            } else {
+                e.ret[op] = k + 1;
+            }
+        }
+        e
+    }
+
+    fn unlink(&mut self, x: usize) {
+        let (p, n) = (self.prev[x], self.next[x]);
+        self.next[p] = n;
+        if n != 0 {
+            self.prev[n] = p;
+        }
+    }
+
+    fn relink(&mut self, x: usize) {
+        let (p, n) = (self.prev[x], self.next[x]);
+        self.next[p] = x;
+        if n != 0 {
+            self.prev[n] = x;
+        }
+    }
+
+    fn lift(&mut self, op: usize) {
+        self.unlink(self.call[op]);
+        self.unlink(self.ret[op]);
+    }
+
+    fn unlift(&mut self, op: usize) {
+        self.relink(self.ret[op]);
+        self.relink(self.call[op]);
+    }
+}
+
+/// A 128-bit random key per operation: the linearized set is identified by the XOR of its
+/// members' keys (Zobrist hashing), so a cache entry costs O(1) instead of a bitset copy. A
+/// false cache hit needs two sets colliding on 128 random bits.
+fn zobrist(op: usize) -> u128 {
+    let mut x = op as u64 ^ 0x5A0B_2157;
+    let mut next = || {
+        // splitmix64
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (u128::from(next()) << 64) | u128::from(next())
+}
+
+/// Lowe's variant of the Wing–Gong search: linearize the earliest pending call that the
+/// model allows, backtrack when a known operation's return is reached with it not
+/// linearized, and never revisit a (linearized set, state) pair. Gives up after
+/// `steps_max` steps (a step: one look at a call or return entry).
+pub fn search<M: Model>(
+    model: &M,
+    initial: M::State,
+    calls: &[Call<'_, M::Op, M::Output>],
+    steps_max: u64,
+) -> Outcome<M::State> {
+    let mut entries = Entries::new(calls);
+    let keys: Vec<u128> = (0..calls.len()).map(zobrist).collect();
+    // Per class, its operations in invocation order; per operation, its rank there.
+    let classes = calls
+        .iter()
+        .filter_map(|c| c.class)
+        .max()
+        .map_or(0, |m| m + 1);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, c) in calls.iter().enumerate() {
+        if let Some(class) = c.class {
+            by_class[class].push(i);
+        }
+    }
+    let mut rank = vec![0usize; calls.len()];
+    for members in &mut by_class {
+        members.sort_by_key(|&i| calls[i].invoke);
+        for (r, &i) in members.iter().enumerate() {
+            rank[i] = r;
+        }
+    }
+    let mut used = vec![0usize; classes];
+    let mut done: u128 = 0;
+    let mut cache: HashSet<(u128, u128)> = HashSet::new();
+    // (operation, the choice it took, the state before it)
+    let mut stack: Vec<(usize, usize, M::State)> = Vec::new();
+    let mut state = initial;
+    let mut deepest: Option<Deepest<M::State>> = None;
+    let mut e = entries.next[0];
+    // After a backtrack: the first choice still to try at the call entry `e`.
+    let mut first_choice = 0;
+    let mut steps = 0u64;
+    'entries: while e != 0 {
+        steps += 1;
+        if steps > steps_max {
+            return Outcome::GaveUp(deepest.unwrap_or_else(|| report(&stack, 0, &state)));
+        }
+        let (op, is_call) = entries.what[e];
+        let c = &calls[op];
+        let unknown = c.complete.is_none();
+        if is_call {
+            let from = std::mem::take(&mut first_choice);
+            let allowed = c.class.is_none_or(|class| rank[op] == used[class]);
+            let output = c.complete.map(|(_, r)| r);
+            let choices = if allowed {
+                model.choices(c.op, output)
+            } else {
+                0
+            };
+            for choice in from..choices {
+                let Some(next) = model.step(&state, c.op, output, choice) else {
+                    continue;
+                };
+                // An unknown operation that changes nothing is the same as none at all.
+                if unknown && next == state {
+                    continue;
+                }
+                if cache.insert((done ^ keys[op], model.fingerprint(&next))) {
+                    done ^= keys[op];
+                    if let Some(class) = c.class {
+                        used[class] += 1;
+                    }
+                    stack.push((op, choice, std::mem::replace(&mut state, next)));
+                    entries.lift(op);
+                    e = entries.next[0];
+                    continue 'entries;
+                }
+            }
+            e = entries.next[e];
+            continue;
+        }
+        if unknown {
+            // Unknown outcomes return after everything: every known operation is in.
+            return Outcome::Linearizable;
+        }
+        if deepest.as_ref().is_none_or(|d| stack.len() >= d.linearized) {
+            deepest = Some(report(&stack, op, &state));
+        }
+        let Some((last, choice, before)) = stack.pop() else {
+            return Outcome::NotLinearizable(deepest.unwrap_or_else(|| report(&stack, op, &state)));
+        };
+        state = before;
+        done ^= keys[last];
+        if let Some(class) = calls[last].class {
+            used[class] -= 1;
+        }
+        entries.unlift(last);
+        e = entries.call[last];
+        first_choice = choice + 1;
+    }
+    Outcome::Linearizable
+}
+
+fn report<S: Clone>(stack: &[(usize, usize, S)], culprit: usize, state: &S) -> Deepest<S> {
+    let recent = &stack[stack.len().saturating_sub(RECENT_MAX)..];
+    Deepest {
+        linearized: stack.len(),
+        culprit,
+        recent: recent.iter().map(|s| s.0).collect(),
+        state: state.clone(),
+    }
+}
