@@ -24,11 +24,11 @@
 //! some answer says its request created ([`Response::created_revision`]) belongs to that
 //! request, so no other write may take it.
 
+use crate::evidence::Evidence;
 use crate::op::{
     Compare, Key, KeyMeta, Op, Read, Response, Rev, Target, Txn, TxnOp, TxnResult, Val,
 };
 use crate::search::Model;
-use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -129,81 +129,10 @@ pub struct KvModel {
     /// Sorted.
     claimed: Arc<[Rev]>,
     evidence: Arc<Evidence>,
-}
-
-/// What reads tell about the request that created a revision (see [`KvModel::fits`]).
-#[derive(Clone, Debug, Default)]
-struct Evidence {
-    /// Per revision: the keys reads found last modified there, with their values.
-    modified: BTreeMap<Rev, Vec<(Key, Val)>>,
-    /// Per (key, value) that only one request of the history may write: the revisions at
-    /// which reads found it.
-    sole: BTreeMap<(Key, Val), Vec<Rev>>,
-}
-
-impl Evidence {
-    fn gather<'a>(ops: impl IntoIterator<Item = (&'a Op, Option<&'a Response>)>) -> Evidence {
-        let mut e = Evidence::default();
-        let mut writers: BTreeMap<(Key, Val), usize> = BTreeMap::new();
-        let mut seen: Vec<(Key, Val, Rev)> = Vec::new();
-        for (op, response) in ops {
-            let mut puts: Vec<(Key, Val)> = match op {
-                Op::Put { key, value } => vec![(*key, *value)],
-                Op::Txn(t) => t
-                    .success
-                    .iter()
-                    .chain(&t.failure)
-                    .filter_map(|o| match *o {
-                        TxnOp::Put { key, value } => Some((key, value)),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            puts.sort_unstable();
-            puts.dedup();
-            for p in puts {
-                *writers.entry(p).or_default() += 1;
-            }
-            let mut read = |key: Key, r: &Read| {
-                if let (Some(v), Some(m)) = (r.value, r.meta) {
-                    seen.push((key, v, m.mod_revision));
-                }
-            };
-            match (op, response) {
-                (Op::Get { key }, Some(Response::Get { read: r, .. })) => read(*key, r),
-                (_, Some(Response::Range { reads, .. })) => {
-                    reads.iter().for_each(|(k, r)| read(*k, r))
-                }
-                (
-                    Op::Txn(t),
-                    Some(Response::Txn {
-                        succeeded, results, ..
-                    }),
-                ) => {
-                    let ops = if *succeeded { &t.success } else { &t.failure };
-                    for (o, r) in ops.iter().zip(results) {
-                        if let TxnResult::Get(r) = r {
-                            read(o.key(), r);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        seen.sort_unstable();
-        seen.dedup();
-        for (k, v, m) in seen {
-            let at = e.modified.entry(m).or_default();
-            if !at.contains(&(k, v)) {
-                at.push((k, v));
-            }
-            if writers.get(&(k, v)) == Some(&1) {
-                e.sole.entry((k, v)).or_default().push(m);
-            }
-        }
-        e
-    }
+    /// The newest revision any answer mentions, when every answer records its revision
+    /// and nobody else writes: a write creating a later one can be followed by no answered
+    /// request, so it is pointless to place it.
+    revision_max: Option<Rev>,
 }
 
 impl KvModel {
@@ -216,6 +145,7 @@ impl KvModel {
             track_versions: true,
             claimed: Arc::from(Vec::new()),
             evidence: Arc::default(),
+            revision_max: None,
         }
     }
 
@@ -228,7 +158,14 @@ impl KvModel {
         let (mut track_revisions, mut track_versions) = (false, false);
         let mut claimed = Vec::new();
         let ops: Vec<(&Op, Option<&Response>)> = ops.into_iter().collect();
+        let mut revision_max = (!semantics.other_writers).then_some(semantics.initial_revision);
         for &(op, response) in &ops {
+            if let Some(r) = response {
+                revision_max = match (revision_max, r.revision()) {
+                    (Some(m), Some(h)) => Some(m.max(h).max(mentioned(r))),
+                    _ => None,
+                };
+            }
             let (revisions, versions) = observes(op, response);
             track_revisions |= revisions;
             track_versions |= versions;
@@ -240,7 +177,8 @@ impl KvModel {
             track_revisions,
             track_versions,
             claimed: claimed.into(),
-            evidence: Arc::new(Evidence::gather(ops)),
+            evidence: Arc::new(Evidence::gather(&ops)),
+            revision_max,
         }
     }
 
@@ -258,11 +196,9 @@ impl KvModel {
         match (recorded, self.semantics.other_writers) {
             (Some(r), false) => (r == next).then_some((r, Revision::Known(r))),
             (Some(r), true) => (r >= next).then_some((r, Revision::Known(r))),
-            (None, false) => self
-                .claimed
-                .binary_search(&next)
-                .is_err()
-                .then_some((next, Revision::Known(next))),
+            (None, false) => (self.claimed.binary_search(&next).is_err()
+                && self.revision_max.is_none_or(|m| next <= m))
+            .then_some((next, Revision::Known(next))),
             (None, true) => Some((next, Revision::AtLeast(next))),
         }
     }
@@ -533,6 +469,24 @@ impl KvModel {
     }
 }
 
+/// The newest revision a response's key metadata mentions (0: none).
+fn mentioned(r: &Response) -> Rev {
+    let read = |r: &Read| r.meta.map_or(0, |m| m.mod_revision.max(m.create_revision));
+    match r {
+        Response::Get { read: g, .. } => read(g),
+        Response::Range { reads, .. } => reads.iter().map(|(_, g)| read(g)).max().unwrap_or(0),
+        Response::Txn { results, .. } => results
+            .iter()
+            .map(|t| match t {
+                TxnResult::Get(g) => read(g),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Whether an operation reports or compares (revisions, versions).
 fn observes(op: &Op, response: Option<&Response>) -> (bool, bool) {
     let (mut revisions, mut versions) = (false, false);
@@ -575,8 +529,10 @@ impl Model for KvModel {
     type State = State;
 
     fn choices(&self, op: &Op, response: Option<&Response>) -> usize {
-        // Only with other writers can a compare be undecidable (a revision only bounded).
-        let open = response.is_none() && self.semantics.other_writers;
+        // Only a revision the model bounds but does not know (other writers, or revisions
+        // not tracked) leaves a compare undecidable.
+        let bounded = self.semantics.other_writers || !self.track_revisions;
+        let open = response.is_none() && bounded;
         if open && matches!(op, Op::Txn(_)) {
             2
         } else {
@@ -618,30 +574,14 @@ impl Model for KvModel {
 
 impl KvModel {
     /// Whether a request that created revision `r` and left `next` fits what reads say of
-    /// it, both exact: a key some read found last modified at `r` was put there, with the
-    /// value read, by this request (only one request creates a revision); and a value only
-    /// one request may write, read with another mod revision, was not written at `r`. So a
-    /// write whose outcome is unknown goes where reads place it, not into every gap in the
-    /// revisions on the way.
+    /// it ([`Evidence`]). So a write whose outcome is unknown goes where reads place it, not
+    /// into every gap in the revisions on the way.
     fn fits(&self, r: Rev, next: &State) -> bool {
         let at = Revision::Known(r);
-        if let Some(seen) = self.evidence.modified.get(&r) {
-            let put = |&(k, v): &(Key, Val)| {
-                next.get(k)
-                    .is_some_and(|e| e.value == v && e.modified == at)
-            };
-            if !seen.iter().all(put) {
-                return false;
-            }
-        }
-        next.keys.iter().all(|(k, e)| {
-            e.modified != at
-                || self
-                    .evidence
-                    .sole
-                    .get(&(*k, e.value))
-                    .is_none_or(|revs| revs.contains(&r))
-        })
+        let written = next.keys.iter().filter(|(_, e)| e.modified == at);
+        let written: Vec<(Key, Val)> = written.map(|(k, e)| (*k, e.value)).collect();
+        let answered = self.claimed.binary_search(&r).is_ok();
+        self.evidence.admits(r, &written, answered)
     }
 
     fn apply(
