@@ -46,7 +46,7 @@ fn next_op(id: u64, c: &mut Client, rng: &mut Rng) -> Op {
     let value = (id << 32) | c.seq;
     let key = 1 + rng.below(REGISTERS);
     match rng.below(10) {
-        0 | 1 | 2 => Op::Get { key },
+        0..=2 => Op::Get { key },
         3 | 4 => Op::Put { key, value },
         5 | 6 => Op::cas(key, c.registers[key as usize - 1], value),
         7 => Op::Range {
@@ -162,7 +162,8 @@ fn simulate(seed: u64, clients: u64, ops: usize, burst_every: u64) -> History {
                 });
                 pending.push(None);
                 let effect = tick + rng.below(5);
-                let faulty = (effect / 50) % burst_every == 0;
+                // One window of 50 ticks in every `burst_every` is faulty.
+                let faulty = matches!((effect / 50) % burst_every, 0);
                 if !faulty || rng.below(2) == 0 {
                     queue.push(Reverse((effect, Event::Effect(i))));
                 }
