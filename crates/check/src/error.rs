@@ -2,6 +2,7 @@
 
 use crate::history::HistoryOp;
 use crate::op::{Key, Rev, Val};
+use crate::order::RevisionOrder;
 use crate::stale::StaleRead;
 use std::fmt;
 
@@ -11,6 +12,9 @@ pub enum CheckError {
     /// A read returned a value that was overwritten before it began, or never written (the
     /// fast test, [`crate::stale_reads`]).
     Stale(StaleRead),
+    /// Two requests created one revision, or a revision went back (the fast test,
+    /// [`crate::revision_order`]).
+    Revisions(RevisionOrder),
     /// No linearization exists.
     NotLinearizable(Box<Failure>),
     /// The search ran out of steps before deciding (an unchecked history must not pass).
@@ -32,9 +36,9 @@ pub struct Failure {
     pub culprit: HistoryOp,
     /// ...after these (the last ones ordered, oldest first)...
     pub recent: Vec<HistoryOp>,
-    /// ...which left the store at this revision (a lower bound with other writers, the
-    /// initial one if the part records no revisions)...
-    pub revision: Rev,
+    /// ...which left the store at this revision (a lower bound with other writers; `None`:
+    /// this search left revisions aside)...
+    pub revision: Option<Rev>,
     /// ...with these values on the culprit's keys.
     pub values: Vec<(Key, Option<Val>)>,
 }
@@ -43,6 +47,7 @@ impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CheckError::Stale(s) => write!(f, "{s}"),
+            CheckError::Revisions(r) => write!(f, "{r}"),
             CheckError::NotLinearizable(failure) => write!(f, "not linearizable: {failure}"),
             CheckError::GaveUp { steps_max, failure } => write!(
                 f,
@@ -58,18 +63,30 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "keys {:?}: at most {} of {} operations linearize, then {} fits nowhere (the store \
-             then at revision {}",
+            "keys {:?}{}: at most {} of {} operations linearize, then {} fits nowhere (the \
+             store then",
             self.keys,
+            if self.revision.is_none() {
+                " (revisions aside)"
+            } else {
+                ""
+            },
             self.linearized,
             self.ops,
             Describe(&self.culprit),
-            self.revision
         )?;
-        for (k, v) in &self.values {
+        if let Some(r) = self.revision {
+            write!(f, " at revision {r}")?;
+        }
+        for (i, (k, v)) in self.values.iter().enumerate() {
+            let sep = if i == 0 && self.revision.is_none() {
+                ""
+            } else {
+                ","
+            };
             match v {
-                Some(v) => write!(f, ", key {k} = {v}")?,
-                None => write!(f, ", key {k} absent")?,
+                Some(v) => write!(f, "{sep} key {k} = {v}")?,
+                None => write!(f, "{sep} key {k} absent")?,
             }
         }
         write!(f, "); the last linearized before it:")?;

@@ -2,8 +2,9 @@
 //!
 //! The simulator and the chaos harness record what their clients did as a [`History`] of
 //! etcd-style requests ([`Op`]) and responses ([`Response`]) with revisions, and check it
-//! against etcd's key-value semantics ([`model`]) with [`check`]: a fast stale-read test
-//! ([`stale_reads`], whose report names the writes involved), then Lowe's variant of the
+//! against etcd's key-value semantics ([`model`]) with [`check`]: fast tests of stale reads
+//! and of revision order ([`stale_reads`], [`revision_order`], whose reports name the
+//! operations involved), then Lowe's variant of the
 //! Wing–Gong search ([`search`], generic over the sequential model) with exact reductions
 //! for operations whose outcome is unknown. Keys and values are small integers; clients
 //! with byte keys or values map them with an [`Interner`].
@@ -24,11 +25,13 @@
 //! ```
 
 pub mod error;
+mod evidence;
 pub mod history;
 pub mod interner;
 pub mod linearizability;
 pub mod model;
 pub mod op;
+pub mod order;
 pub mod search;
 pub mod stale;
 
@@ -38,4 +41,5 @@ pub use interner::Interner;
 pub use linearizability::{check, check_bounded, JUNK, STEPS_MAX};
 pub use model::{KvModel, Semantics};
 pub use op::{Compare, Key, KeyMeta, Op, Read, Response, Rev, Target, Txn, TxnOp, TxnResult, Val};
+pub use order::{revision_order, RevisionOrder};
 pub use stale::{stale_reads, StaleRead};

@@ -48,6 +48,9 @@ pub struct Call<'a, O, R> {
     pub op: &'a O,
     /// Unknown operations of one class are interchangeable (see the module comment).
     pub class: Option<usize>,
+    /// Among the operations that may go next, those with a lower `order` are tried first
+    /// (a hint: where the operation likely goes, say by its revision).
+    pub order: u64,
 }
 
 /// How many operations linearized last a failure reports, for context.
@@ -156,10 +159,10 @@ fn zobrist(op: usize) -> u128 {
     (u128::from(next()) << 64) | u128::from(next())
 }
 
-/// Lowe's variant of the Wing–Gong search: linearize the earliest pending call that the
-/// model allows, backtrack when a known operation's return is reached with it not
-/// linearized, and never revisit a (linearized set, state) pair. Gives up after
-/// `steps_max` steps (a step: one look at a call or return entry).
+/// Lowe's variant of the Wing–Gong search: linearize one of the calls that may go next
+/// (those before the first pending return), backtrack when none can, and never revisit a
+/// (linearized set, state) pair. Gives up after `steps_max` steps (a step: one try of an
+/// operation, or one dead end).
 pub fn search<M: Model>(
     model: &M,
     initial: M::State,
@@ -190,37 +193,48 @@ pub fn search<M: Model>(
     let mut used = vec![0usize; classes];
     let mut done: u128 = 0;
     let mut cache: HashSet<(u128, u128)> = HashSet::new();
-    // (operation, the choice it took, the state before it)
-    let mut stack: Vec<(usize, usize, M::State)> = Vec::new();
+    // (the candidate taken, its index among the node's candidates, its choice, the state
+    // before it)
+    let mut stack: Vec<(usize, usize, usize, M::State)> = Vec::new();
     let mut state = initial;
     let mut deepest: Option<Deepest<M::State>> = None;
-    let mut e = entries.next[0];
-    // After a backtrack: the first choice still to try at the call entry `e`.
-    let mut first_choice = 0;
+    // Where to resume among the current node's candidates: (index, choice).
+    let mut resume = (0, 0);
+    let mut candidates: Vec<usize> = Vec::new();
     let mut steps = 0u64;
-    'entries: while e != 0 {
-        steps += 1;
-        if steps > steps_max {
-            return Outcome::GaveUp(deepest.unwrap_or_else(|| report(&stack, 0, &state)));
+    'nodes: loop {
+        // The calls that may go next, known ones first; and the first pending return.
+        candidates.clear();
+        let mut e = entries.next[0];
+        while e != 0 && entries.what[e].1 {
+            candidates.push(entries.what[e].0);
+            e = entries.next[e];
         }
-        let (op, is_call) = entries.what[e];
-        let c = &calls[op];
-        let unknown = c.complete.is_none();
-        if is_call {
-            let from = std::mem::take(&mut first_choice);
-            let allowed = c.class.is_none_or(|class| rank[op] == used[class]);
+        if e == 0 || calls[entries.what[e].0].complete.is_none() {
+            // Every known operation is in; unknown ones may all take effect later or never.
+            return Outcome::Linearizable;
+        }
+        let blocking = entries.what[e].0;
+        candidates.sort_by_key(|&op| (calls[op].complete.is_none(), calls[op].order));
+        let (from, mut first_choice) = std::mem::take(&mut resume);
+        for (index, &op) in candidates.iter().enumerate().skip(from) {
+            let choice_from = std::mem::take(&mut first_choice);
+            let c = &calls[op];
+            if c.class.is_some_and(|class| rank[op] != used[class]) {
+                continue;
+            }
             let output = c.complete.map(|(_, r)| r);
-            let choices = if allowed {
-                model.choices(c.op, output)
-            } else {
-                0
-            };
-            for choice in from..choices {
+            for choice in choice_from..model.choices(c.op, output) {
+                steps += 1;
+                if steps > steps_max {
+                    let d = deepest.unwrap_or_else(|| report(&stack, blocking, &state));
+                    return Outcome::GaveUp(d);
+                }
                 let Some(next) = model.step(&state, c.op, output, choice) else {
                     continue;
                 };
                 // An unknown operation that changes nothing is the same as none at all.
-                if unknown && next == state {
+                if c.complete.is_none() && next == state {
                     continue;
                 }
                 if cache.insert((done ^ keys[op], model.fingerprint(&next))) {
@@ -228,24 +242,21 @@ pub fn search<M: Model>(
                     if let Some(class) = c.class {
                         used[class] += 1;
                     }
-                    stack.push((op, choice, std::mem::replace(&mut state, next)));
+                    stack.push((op, index, choice, std::mem::replace(&mut state, next)));
                     entries.lift(op);
-                    e = entries.next[0];
-                    continue 'entries;
+                    continue 'nodes;
                 }
             }
-            e = entries.next[e];
-            continue;
         }
-        if unknown {
-            // Unknown outcomes return after everything: every known operation is in.
-            return Outcome::Linearizable;
-        }
+        // A dead end: nothing can go before `blocking` returns.
+        steps += 1;
         if deepest.as_ref().is_none_or(|d| stack.len() >= d.linearized) {
-            deepest = Some(report(&stack, op, &state));
+            deepest = Some(report(&stack, blocking, &state));
         }
-        let Some((last, choice, before)) = stack.pop() else {
-            return Outcome::NotLinearizable(deepest.unwrap_or_else(|| report(&stack, op, &state)));
+        let Some((last, index, choice, before)) = stack.pop() else {
+            return Outcome::NotLinearizable(
+                deepest.unwrap_or_else(|| report(&stack, blocking, &state)),
+            );
         };
         state = before;
         done ^= keys[last];
@@ -253,13 +264,11 @@ pub fn search<M: Model>(
             used[class] -= 1;
         }
         entries.unlift(last);
-        e = entries.call[last];
-        first_choice = choice + 1;
+        resume = (index, choice + 1);
     }
-    Outcome::Linearizable
 }
 
-fn report<S: Clone>(stack: &[(usize, usize, S)], culprit: usize, state: &S) -> Deepest<S> {
+fn report<S: Clone>(stack: &[(usize, usize, usize, S)], culprit: usize, state: &S) -> Deepest<S> {
     let recent = &stack[stack.len().saturating_sub(RECENT_MAX)..];
     Deepest {
         linearized: stack.len(),

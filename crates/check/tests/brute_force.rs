@@ -5,7 +5,7 @@ mod support;
 
 use support::gen::{build, Spec};
 use support::{brute, history};
-use synod_check::{check, HistoryOp, Semantics};
+use synod_check::{check, check_bounded, CheckError, HistoryOp, Semantics};
 
 /// splitmix64: deterministic, no dependencies.
 struct Rng(u64);
@@ -79,4 +79,28 @@ fn with_other_writers_never_a_false_alarm_and_rarely_a_miss() {
     // the model's relaxation for other writers).
     let missed = agree(others, brute::linearizable_with_other_writers, false);
     assert!(missed < 20, "{missed} non-linearizable histories passed");
+}
+
+#[test]
+fn what_the_search_without_revisions_finds_when_the_full_one_gives_up_is_real() {
+    // A bound so small that the full search gives up and the one without revisions runs:
+    // it may fail to decide, but must never call a linearizable history not linearizable.
+    let mut rng = Rng(77);
+    let (mut proved, mut gave_up) = (0, 0);
+    for _ in 0..20_000 {
+        let ops = random_history(&mut rng);
+        let linearizable = brute::linearizable(&ops);
+        match check_bounded(&history(ops.clone()), Semantics::default(), 3) {
+            Err(CheckError::NotLinearizable(f)) => {
+                assert!(!linearizable, "{f} for {ops:#?}");
+                proved += 1;
+            }
+            Err(CheckError::GaveUp { .. }) => gave_up += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        proved > 100 && gave_up > 100,
+        "{proved} proved, {gave_up} gave up"
+    );
 }

@@ -24,11 +24,11 @@
 //! some answer says its request created ([`Response::created_revision`]) belongs to that
 //! request, so no other write may take it.
 
-use crate::op::{
-    Compare, Key, KeyMeta, Op, Read, Response, Rev, Target, Txn, TxnOp, TxnResult, Val,
-};
+use crate::evidence::Evidence;
+use crate::op::{Key, KeyMeta, Op, Read, Response, Rev, Target, TxnResult, Val};
 use crate::search::Model;
-use std::collections::BTreeMap;
+
+mod txn;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -129,81 +129,10 @@ pub struct KvModel {
     /// Sorted.
     claimed: Arc<[Rev]>,
     evidence: Arc<Evidence>,
-}
-
-/// What reads tell about the request that created a revision (see [`KvModel::fits`]).
-#[derive(Clone, Debug, Default)]
-struct Evidence {
-    /// Per revision: the keys reads found last modified there, with their values.
-    modified: BTreeMap<Rev, Vec<(Key, Val)>>,
-    /// Per (key, value) that only one request of the history may write: the revisions at
-    /// which reads found it.
-    sole: BTreeMap<(Key, Val), Vec<Rev>>,
-}
-
-impl Evidence {
-    fn gather<'a>(ops: impl IntoIterator<Item = (&'a Op, Option<&'a Response>)>) -> Evidence {
-        let mut e = Evidence::default();
-        let mut writers: BTreeMap<(Key, Val), usize> = BTreeMap::new();
-        let mut seen: Vec<(Key, Val, Rev)> = Vec::new();
-        for (op, response) in ops {
-            let mut puts: Vec<(Key, Val)> = match op {
-                Op::Put { key, value } => vec![(*key, *value)],
-                Op::Txn(t) => t
-                    .success
-                    .iter()
-                    .chain(&t.failure)
-                    .filter_map(|o| match *o {
-                        TxnOp::Put { key, value } => Some((key, value)),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            puts.sort_unstable();
-            puts.dedup();
-            for p in puts {
-                *writers.entry(p).or_default() += 1;
-            }
-            let mut read = |key: Key, r: &Read| {
-                if let (Some(v), Some(m)) = (r.value, r.meta) {
-                    seen.push((key, v, m.mod_revision));
-                }
-            };
-            match (op, response) {
-                (Op::Get { key }, Some(Response::Get { read: r, .. })) => read(*key, r),
-                (_, Some(Response::Range { reads, .. })) => {
-                    reads.iter().for_each(|(k, r)| read(*k, r))
-                }
-                (
-                    Op::Txn(t),
-                    Some(Response::Txn {
-                        succeeded, results, ..
-                    }),
-                ) => {
-                    let ops = if *succeeded { &t.success } else { &t.failure };
-                    for (o, r) in ops.iter().zip(results) {
-                        if let TxnResult::Get(r) = r {
-                            read(o.key(), r);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        seen.sort_unstable();
-        seen.dedup();
-        for (k, v, m) in seen {
-            let at = e.modified.entry(m).or_default();
-            if !at.contains(&(k, v)) {
-                at.push((k, v));
-            }
-            if writers.get(&(k, v)) == Some(&1) {
-                e.sole.entry((k, v)).or_default().push(m);
-            }
-        }
-        e
-    }
+    /// The newest revision any answer mentions, when every answer records its revision
+    /// and nobody else writes: a write creating a later one can be followed by no answered
+    /// request, so it is pointless to place it.
+    revision_max: Option<Rev>,
 }
 
 impl KvModel {
@@ -216,6 +145,7 @@ impl KvModel {
             track_versions: true,
             claimed: Arc::from(Vec::new()),
             evidence: Arc::default(),
+            revision_max: None,
         }
     }
 
@@ -228,7 +158,14 @@ impl KvModel {
         let (mut track_revisions, mut track_versions) = (false, false);
         let mut claimed = Vec::new();
         let ops: Vec<(&Op, Option<&Response>)> = ops.into_iter().collect();
+        let mut revision_max = (!semantics.other_writers).then_some(semantics.initial_revision);
         for &(op, response) in &ops {
+            if let Some(r) = response {
+                revision_max = match (revision_max, r.revision()) {
+                    (Some(m), Some(h)) => Some(m.max(h).max(mentioned(r))),
+                    _ => None,
+                };
+            }
             let (revisions, versions) = observes(op, response);
             track_revisions |= revisions;
             track_versions |= versions;
@@ -240,7 +177,8 @@ impl KvModel {
             track_revisions,
             track_versions,
             claimed: claimed.into(),
-            evidence: Arc::new(Evidence::gather(ops)),
+            evidence: Arc::new(Evidence::gather(&ops)),
+            revision_max,
         }
     }
 
@@ -258,11 +196,9 @@ impl KvModel {
         match (recorded, self.semantics.other_writers) {
             (Some(r), false) => (r == next).then_some((r, Revision::Known(r))),
             (Some(r), true) => (r >= next).then_some((r, Revision::Known(r))),
-            (None, false) => self
-                .claimed
-                .binary_search(&next)
-                .is_err()
-                .then_some((next, Revision::Known(next))),
+            (None, false) => (self.claimed.binary_search(&next).is_err()
+                && self.revision_max.is_none_or(|m| next <= m))
+            .then_some((next, Revision::Known(next))),
             (None, true) => Some((next, Revision::AtLeast(next))),
         }
     }
@@ -341,144 +277,6 @@ impl KvModel {
         state.set(key, Some(entry));
     }
 
-    /// Whether the compare holds; `None` when the model cannot tell (a revision it only
-    /// bounds), which the caller resolves.
-    fn compare(&self, state: &State, c: &Compare) -> Option<bool> {
-        let entry = state.get(c.key);
-        let revision = |f: fn(&KeyState) -> Revision, r: Rev| match entry {
-            None => Some(r == 0),
-            // A present key was written at some revision, and revisions start at 1.
-            Some(_) if r == 0 => Some(false),
-            Some(e) => match f(e) {
-                Revision::Known(k) => Some(k == r),
-                Revision::AtLeast(lo) if r < lo => Some(false),
-                Revision::AtLeast(_) => None,
-            },
-        };
-        match c.target {
-            Target::Value(v) => Some(entry.is_some_and(|e| e.value == v)),
-            Target::Version(v) => match entry {
-                None => Some(v == 0),
-                Some(_) if v == 0 => Some(false),
-                Some(e) if self.track_versions => Some(e.version == v),
-                Some(_) => None,
-            },
-            Target::ModRevision(r) => revision(|e| e.modified, r),
-            Target::CreateRevision(r) => revision(|e| e.create, r),
-        }
-    }
-
-    /// Whether `ops` run on `state` change anything (a delete of an absent key does not).
-    fn branch_writes(state: &State, ops: &[TxnOp]) -> bool {
-        let mut deleted: Vec<Key> = Vec::new();
-        for op in ops {
-            match *op {
-                TxnOp::Get { .. } => {}
-                TxnOp::Put { .. } => return true,
-                TxnOp::Delete { key } => {
-                    if state.get(key).is_some() && !deleted.contains(&key) {
-                        return true;
-                    }
-                    deleted.push(key);
-                }
-            }
-        }
-        false
-    }
-
-    /// `choice` matters only when neither the model nor the answer tells whether the
-    /// compares held: 0 takes success, 1 failure.
-    fn txn(
-        &self,
-        state: &State,
-        txn: &Txn,
-        response: Option<&Response>,
-        choice: usize,
-    ) -> Option<State> {
-        let (recorded, succeeded_recorded, results) = match response {
-            None => (None, None, None),
-            Some(Response::Txn {
-                succeeded,
-                results,
-                revision,
-            }) => (*revision, Some(*succeeded), Some(results)),
-            Some(_) => return None,
-        };
-        let mut holds = Some(true);
-        for c in &txn.compares {
-            match self.compare(state, c) {
-                Some(false) => {
-                    holds = Some(false);
-                    break;
-                }
-                Some(true) => {}
-                None => holds = None,
-            }
-        }
-        let succeeded = match (holds, succeeded_recorded) {
-            (Some(h), Some(r)) if h != r => return None,
-            (Some(h), _) if choice == 0 => h,
-            (Some(_), _) => return None,
-            (None, Some(r)) => r,
-            (None, None) => choice == 0,
-        };
-        let mut next = state.clone();
-        if succeeded && holds.is_none() {
-            // The compares held, so the revisions they name are the keys' revisions.
-            self.pin_compares(&mut next, &txn.compares);
-        }
-        let ops = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
-        if results.is_some_and(|r| r.len() != ops.len()) {
-            return None;
-        }
-        let writes = Self::branch_writes(&next, ops);
-        let (revision, modified) = if writes {
-            self.write_revision(&next, recorded)?
-        } else {
-            (self.read_revision(&next, recorded)?, Revision::AtLeast(0))
-        };
-        for (i, op) in ops.iter().enumerate() {
-            let result = results.map(|r| r[i]);
-            match (*op, result) {
-                (TxnOp::Get { .. }, None) => {}
-                (TxnOp::Get { key }, Some(TxnResult::Get(read))) => {
-                    self.read(&mut next, key, &read)?
-                }
-                (TxnOp::Put { key, value }, None | Some(TxnResult::Put)) => {
-                    self.put(&mut next, key, value, modified)
-                }
-                (TxnOp::Delete { key }, None) => next.set(key, None),
-                (TxnOp::Delete { key }, Some(TxnResult::Delete { deleted })) => {
-                    if deleted != u64::from(next.get(key).is_some()) {
-                        return None;
-                    }
-                    next.set(key, None);
-                }
-                _ => return None,
-            }
-        }
-        next.revision = next.revision.max(revision);
-        Some(next)
-    }
-
-    fn pin_compares(&self, state: &mut State, compares: &[Compare]) {
-        for c in compares {
-            let Some(mut e) = state.get(c.key).copied() else {
-                continue;
-            };
-            match c.target {
-                Target::ModRevision(r) => e.modified = Revision::Known(r),
-                Target::CreateRevision(r) => e.create = Revision::Known(r),
-                Target::Value(_) | Target::Version(_) => continue,
-            }
-            state.set(c.key, Some(e));
-        }
-    }
-
     fn range(
         &self,
         state: &State,
@@ -533,6 +331,24 @@ impl KvModel {
     }
 }
 
+/// The newest revision a response's key metadata mentions (0: none).
+fn mentioned(r: &Response) -> Rev {
+    let read = |r: &Read| r.meta.map_or(0, |m| m.mod_revision.max(m.create_revision));
+    match r {
+        Response::Get { read: g, .. } => read(g),
+        Response::Range { reads, .. } => reads.iter().map(|(_, g)| read(g)).max().unwrap_or(0),
+        Response::Txn { results, .. } => results
+            .iter()
+            .map(|t| match t {
+                TxnResult::Get(g) => read(g),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Whether an operation reports or compares (revisions, versions).
 fn observes(op: &Op, response: Option<&Response>) -> (bool, bool) {
     let (mut revisions, mut versions) = (false, false);
@@ -575,8 +391,10 @@ impl Model for KvModel {
     type State = State;
 
     fn choices(&self, op: &Op, response: Option<&Response>) -> usize {
-        // Only with other writers can a compare be undecidable (a revision only bounded).
-        let open = response.is_none() && self.semantics.other_writers;
+        // Only a revision the model bounds but does not know (other writers, or revisions
+        // not tracked) leaves a compare undecidable.
+        let bounded = self.semantics.other_writers || !self.track_revisions;
+        let open = response.is_none() && bounded;
         if open && matches!(op, Op::Txn(_)) {
             2
         } else {
@@ -618,30 +436,14 @@ impl Model for KvModel {
 
 impl KvModel {
     /// Whether a request that created revision `r` and left `next` fits what reads say of
-    /// it, both exact: a key some read found last modified at `r` was put there, with the
-    /// value read, by this request (only one request creates a revision); and a value only
-    /// one request may write, read with another mod revision, was not written at `r`. So a
-    /// write whose outcome is unknown goes where reads place it, not into every gap in the
-    /// revisions on the way.
+    /// it ([`Evidence`]). So a write whose outcome is unknown goes where reads place it, not
+    /// into every gap in the revisions on the way.
     fn fits(&self, r: Rev, next: &State) -> bool {
         let at = Revision::Known(r);
-        if let Some(seen) = self.evidence.modified.get(&r) {
-            let put = |&(k, v): &(Key, Val)| {
-                next.get(k)
-                    .is_some_and(|e| e.value == v && e.modified == at)
-            };
-            if !seen.iter().all(put) {
-                return false;
-            }
-        }
-        next.keys.iter().all(|(k, e)| {
-            e.modified != at
-                || self
-                    .evidence
-                    .sole
-                    .get(&(*k, e.value))
-                    .is_none_or(|revs| revs.contains(&r))
-        })
+        let written = next.keys.iter().filter(|(_, e)| e.modified == at);
+        let written: Vec<(Key, Val)> = written.map(|(k, e)| (*k, e.value)).collect();
+        let answered = self.claimed.binary_search(&r).is_ok();
+        self.evidence.admits(r, &written, answered)
     }
 
     fn apply(
