@@ -1,79 +1,20 @@
-//! Closed-loop clients and the history they record for the linearizability checker.
-//!
-//! Each client has its own id and issues one operation at a time (increasing seq) to a random
-//! replica: reads (mostly linearizable read barriers served from that replica's state
-//! machine, some through the log), puts and compare-and-sets on a few keys. An operation that
-//! definitely did not happen (the replica refused it) leaves the history; one that times out
-//! stays with an unknown outcome, since it may still take effect later.
+//! Closed-loop clients. Each has its own id and issues one operation at a time (increasing
+//! seq) to a random member, as an etcd client would: Puts, Deletes, compare-and-sets (on the
+//! value, the mod revision last seen, or absence), now and then a DeleteRange or a
+//! compaction, and reads (one key or a range) served linearizably by the replica or through
+//! the log. Their history (synod-check's) records the server's answers with revisions. An
+//! operation that definitely did not happen (the replica refused it) leaves the history; one
+//! that timed out stays with an unknown outcome, since it may still take effect later.
 
-use crate::node::Ticket;
-use crate::ops::{Answered, Key, KvOp, KvResult, Val};
 use crate::options::Swarm;
 use crate::rng::Rng;
 use std::collections::BTreeMap;
-
-/// One operation as the checker sees it. Times are positions in one global order of
-/// invocations and completions (a strictly increasing counter), so "completed before invoked"
-/// is exact even when both happen in the same simulated microsecond.
-#[derive(Clone, Debug)]
-pub struct HistoryOp {
-    pub client: u64,
-    pub op: KvOp,
-    pub invoke: u64,
-    /// `None` while pending, and forever if the outcome is unknown.
-    pub complete: Option<(u64, KvResult)>,
-    /// The operation definitely did not happen: it is not part of the history.
-    pub discarded: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct History {
-    pub ops: Vec<HistoryOp>,
-    clock: u64,
-}
-
-impl History {
-    fn tick(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
-    }
-
-    pub fn invoke(&mut self, client: u64, op: KvOp) -> usize {
-        let invoke = self.tick();
-        self.ops.push(HistoryOp {
-            client,
-            op,
-            invoke,
-            complete: None,
-            discarded: false,
-        });
-        self.ops.len() - 1
-    }
-
-    /// Records a completion; returns its position in the history's order.
-    pub fn complete(&mut self, index: usize, result: KvResult) -> u64 {
-        let at = self.tick();
-        self.ops[index].complete = Some((at, result));
-        at
-    }
-
-    pub fn discard(&mut self, index: usize) {
-        self.ops[index].discarded = true;
-    }
-
-    /// Operations that count: completed ones, and unknown-outcome writes. A read whose
-    /// outcome is unknown changed nothing and is left out.
-    pub fn relevant(&self) -> impl Iterator<Item = &HistoryOp> {
-        self.ops
-            .iter()
-            .filter(|o| !o.discarded && (o.complete.is_some() || !o.op.is_read()))
-    }
-}
+use synod_check::{Compare, Key, Op, Response, Rev, Target, Txn, TxnOp, TxnResult, Val};
 
 /// How a client's current operation travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// Through the log (`Replica::write`; a Get as a Range in the log); answered once
+    /// Through the log (`Replica::write`; a read as a Range in the log); answered once
     /// applied.
     Log,
     /// A linearizable read (`Replica::read`): a read barrier, then the replica's store.
@@ -85,18 +26,26 @@ pub enum Route {
 pub struct Acked {
     pub key: Key,
     pub value: Val,
-    pub revision: i64,
+    pub revision: Rev,
 }
 
 /// The operation a client is waiting for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Pending {
     pub seq: u64,
     pub node: u64,
     pub incarnation: u64,
     pub route: Route,
-    pub op: KvOp,
+    pub op: Op,
     pub history: usize,
+}
+
+/// What a client last saw of a key: its value and mod revision (for its compare-and-sets,
+/// so that some of them succeed).
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    value: Option<Val>,
+    mod_revision: Rev,
 }
 
 #[derive(Debug)]
@@ -104,9 +53,9 @@ pub struct Client {
     pub id: u64,
     next_seq: u64,
     pub pending: Option<Pending>,
-    /// The last value this client saw per key: what its compare-and-sets expect, so that
-    /// some of them succeed.
-    seen: BTreeMap<Key, Option<Val>>,
+    seen: BTreeMap<Key, Seen>,
+    /// The newest store revision any answer showed it (what its compactions aim below).
+    revision: Rev,
     /// Acknowledged writes, which must survive every fault.
     pub acked: Vec<Acked>,
 }
@@ -118,20 +67,13 @@ impl Client {
             next_seq: 1,
             pending: None,
             seen: BTreeMap::new(),
+            revision: 1,
             acked: Vec::new(),
         }
     }
 
-    pub fn ticket(&self) -> Option<Ticket> {
-        self.pending.map(|p| Ticket {
-            client: self.id,
-            op: p.seq,
-        })
-    }
-
-    /// Draws the next operation and its route; `seq` is assigned by the caller via
-    /// [`Client::begin`].
-    pub fn draw(&self, rng: &mut Rng, swarm: &Swarm) -> (KvOp, Route) {
+    /// Draws the next operation and its route.
+    pub fn draw(&self, rng: &mut Rng, swarm: &Swarm) -> (Op, Route) {
         let key = rng.range(1, swarm.keys);
         let value = (self.id << 32) | self.next_seq;
         if rng.below(100) < swarm.read_pct {
@@ -140,25 +82,50 @@ impl Client {
             } else {
                 Route::Barrier
             };
-            return (KvOp::Get { key }, route);
-        }
-        if rng.below(100) < swarm.cas_pct {
-            let expect = match self.seen.get(&key) {
-                Some(&seen) if rng.chance(0.8) => seen,
-                _ => None,
+            let op = if rng.chance(0.15) {
+                Op::Range {
+                    start: 1,
+                    end: swarm.keys + 1,
+                }
+            } else {
+                Op::Get { key }
             };
-            let op = KvOp::Cas {
-                key,
-                expect,
-                new: value,
-            };
-            return (op, Route::Log);
+            return (op, route);
         }
-        (KvOp::Put { key, value }, Route::Log)
+        let seen = self.seen.get(&key).copied().unwrap_or_default();
+        let op = if rng.below(100) < swarm.cas_pct {
+            let target = match rng.below(10) {
+                0..=4 => match seen.value {
+                    Some(v) if rng.chance(0.8) => Target::Value(v),
+                    _ => Target::Version(0),
+                },
+                5..=8 => Target::ModRevision(seen.mod_revision),
+                _ => Target::Version(0),
+            };
+            // A failed compare reads the key instead, as etcd clients' retry loops do.
+            Op::Txn(Txn {
+                compares: vec![Compare { key, target }],
+                success: vec![TxnOp::Put { key, value }],
+                failure: vec![TxnOp::Get { key }],
+            })
+        } else {
+            match rng.below(100) {
+                0..=9 => Op::Delete { key },
+                10 => Op::DeleteRange {
+                    start: 1,
+                    end: swarm.keys + 1,
+                },
+                11 if self.revision > 2 => Op::Compact {
+                    revision: self.revision - rng.range(0, 2),
+                },
+                _ => Op::Put { key, value },
+            }
+        };
+        (op, Route::Log)
     }
 
     /// Starts waiting for an operation; returns its seq.
-    pub fn begin(&mut self, node: u64, incarnation: u64, op: KvOp, route: Route, h: usize) -> u64 {
+    pub fn begin(&mut self, node: u64, incarnation: u64, op: Op, route: Route, h: usize) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending = Some(Pending {
@@ -172,36 +139,56 @@ impl Client {
         seq
     }
 
-    /// The pending operation completed with `answered`.
-    pub fn finish(&mut self, answered: Answered) -> Pending {
+    /// The pending operation completed with `response`.
+    pub fn finish(&mut self, response: &Response) -> Pending {
         let p = self
             .pending
             .take()
             .expect("finish without a pending operation");
-        let written = match (p.op, answered.result) {
-            (KvOp::Put { key, value }, _) => Some((key, value)),
-            (KvOp::Cas { key, new, .. }, KvResult::Swapped(true)) => Some((key, new)),
-            _ => None,
-        };
-        if let Some((key, value)) = written {
-            let revision = answered.revision;
-            self.acked.push(Acked {
-                key,
-                value,
-                revision,
-            });
-        }
-        match (p.op, answered.result) {
-            (KvOp::Get { key }, KvResult::Value(v)) => {
-                self.seen.insert(key, v);
+        let revision = response.revision().unwrap_or(0);
+        self.revision = self.revision.max(revision);
+        let mut writes: Vec<(Key, Option<Val>)> = Vec::new();
+        match (&p.op, response) {
+            (Op::Put { key, value }, _) => writes.push((*key, Some(*value))),
+            (Op::Delete { key }, _) => writes.push((*key, None)),
+            (
+                Op::Txn(t),
+                Response::Txn {
+                    succeeded, results, ..
+                },
+            ) => {
+                let ops = if *succeeded { &t.success } else { &t.failure };
+                for (op, result) in ops.iter().zip(results) {
+                    match (op, result) {
+                        (TxnOp::Put { key, value }, _) => writes.push((*key, Some(*value))),
+                        (TxnOp::Get { key }, TxnResult::Get(read)) => {
+                            self.seen.insert(*key, seen_of(read));
+                        }
+                        _ => {}
+                    }
+                }
             }
-            (KvOp::Put { key, value }, _) => {
-                self.seen.insert(key, Some(value));
-            }
-            (KvOp::Cas { key, new, .. }, KvResult::Swapped(true)) => {
-                self.seen.insert(key, Some(new));
+            (Op::Get { key }, Response::Get { read, .. }) => {
+                self.seen.insert(*key, seen_of(read));
             }
             _ => {}
+        }
+        for (key, value) in writes {
+            let mod_revision = if value.is_some() { revision } else { 0 };
+            self.seen.insert(
+                key,
+                Seen {
+                    value,
+                    mod_revision,
+                },
+            );
+            if let Some(value) = value {
+                self.acked.push(Acked {
+                    key,
+                    value,
+                    revision,
+                });
+            }
         }
         p
     }
@@ -211,5 +198,12 @@ impl Client {
         self.pending
             .take()
             .expect("abandon without a pending operation")
+    }
+}
+
+fn seen_of(read: &synod_check::Read) -> Seen {
+    Seen {
+        value: read.value,
+        mod_revision: read.meta.map_or(0, |m| m.mod_revision),
     }
 }

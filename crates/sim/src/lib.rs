@@ -21,7 +21,6 @@ pub mod checkers;
 pub mod client;
 pub mod disk;
 mod faults;
-pub mod linearizability;
 mod lost_tail;
 mod membership;
 pub mod network;

@@ -198,6 +198,15 @@ fn many(args: &Args, options: &Options) -> ExitCode {
         summary.slowest_liveness.2.as_millis(),
         summary.slowest_liveness.0
     );
+    if !summary.histories_undecided.is_empty() {
+        let mut seeds = summary.histories_undecided.clone();
+        seeds.sort_unstable();
+        println!(
+            "linearizability undecided (search out of steps, not a violation) in {} seeds: {:?}",
+            seeds.len(),
+            seeds
+        );
+    }
     println!(
         "seeds: {}, violations: {}, wall time: {wall:.1}s, seeds/s: {:.1}",
         summary.seeds_run,

@@ -141,6 +141,8 @@ pub struct Summary {
     pub recoveries_recorded: u64,
     /// Seeds with a lost-tail fault enabled.
     pub lost_tail_seeds: u64,
+    /// Seeds whose history the linearizability search could not decide in its budget.
+    pub histories_undecided: Vec<u64>,
     /// The slowest recovery in a liveness phase relative to its bound: (seed, time from
     /// healing to liveness, the bound).
     pub slowest_liveness: (u64, Duration, Duration),
@@ -160,6 +162,9 @@ impl Summary {
         self.recoveries_ended += o.stats.recoveries_ended;
         self.recoveries_recorded += o.stats.recoveries_recorded;
         self.lost_tail_seeds += u64::from(o.swarm.faults.contains(&FaultKind::LostTail));
+        if o.stats.histories_undecided > 0 {
+            self.histories_undecided.push(o.seed);
+        }
         let liveness = Duration::from_micros(o.stats.liveness_us);
         let bound = Duration::from_micros(o.stats.liveness_bound_us.max(1));
         let (_, worst, worst_bound) = self.slowest_liveness;

@@ -8,7 +8,7 @@
 //! linearizability).
 
 use crate::checkers::{Agreement, Violation, ViolationKind};
-use crate::client::{Client, History};
+use crate::client::Client;
 use crate::network::Network;
 use crate::node::{replica_config, Effects, Held, Node, NodeConfig, SnapshotPolicy};
 use crate::options::{Bug, Options, Swarm};
@@ -17,6 +17,7 @@ use crate::trace::{describe, describe_value, node_name, Trace};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
+use synod_check::History;
 use synod_paxos::{
     Body, Config, ConfigError, DurableState, Membership, Message, NodeId, PlantedBug, Role, Slot,
     Value,
@@ -143,6 +144,9 @@ pub struct Stats {
     pub transfers: u64,
     pub nodes_added: u64,
     pub nodes_retired: u64,
+    /// Seeds whose history the linearizability search could not decide within its step
+    /// budget (1 or 0 per seed; not a violation, reported in the summary).
+    pub histories_undecided: u64,
     /// Operator requests the replicas refused (a change under way, a lagging learner, ...).
     pub admin_refused: u64,
     /// Synced log tails lost (one per node hit), starts that found a loss reported (and so

@@ -6,12 +6,13 @@
 //! definitely not executed); one to a paused replica waits in its queue like bytes in a
 //! socket buffer, and the client may time out meanwhile (outcome unknown).
 
-use crate::checkers::{check_linearizable, ViolationKind};
+use crate::checkers::ViolationKind;
 use crate::client::{Acked, Route};
 use crate::node::{Held, Node, Request, Ticket, OPERATOR};
-use crate::ops::{decode_value, key_bytes, KvOp, Val};
+use crate::ops::{decode_value, key_bytes, range_request, request};
 use crate::simulation::{Event, Phase, Simulation};
 use crate::trace::node_name;
+use synod_check::{CheckError, Op, Semantics, Val};
 use synod_kv::{RangeRequest, ReadRequest};
 use synod_paxos::NodeId;
 use synod_replica::{Answer, ReplicaError};
@@ -66,18 +67,18 @@ impl Simulation {
             self.clients[index].draw(&mut self.rng, &self.swarm)
         } else {
             let value: Val = self.now.max(1);
-            let op = KvOp::Put {
+            let op = Op::Put {
                 key: LIVENESS_KEY,
                 value,
             };
             (op, Route::Log)
         };
         let client_id = self.client_mut(index).id;
-        let h = self.history.invoke(client_id, op);
+        let h = self.history.invoke(client_id, op.clone());
         let incarnation = self.node(node).incarnation;
         let seq = self
             .client_mut(index)
-            .begin(node, incarnation, op, route, h);
+            .begin(node, incarnation, op.clone(), route, h);
         let at_h = self.history.ops[h].invoke;
         self.trace.emit(self.now, &format!("c{client_id}"), || {
             format!("invoke #{seq} {op:?} via {route:?} at n{node} [h{at_h}]")
@@ -102,11 +103,11 @@ impl Simulation {
         let request = match route {
             Route::Log => Request::Write {
                 ticket,
-                request: op.request(),
+                request: request(&op),
             },
             Route::Barrier => Request::Read {
                 ticket,
-                request: ReadRequest::range(op.range()),
+                request: ReadRequest::range(range_request(&op).expect("reads take this route")),
                 linearizable: true,
             },
         };
@@ -115,7 +116,7 @@ impl Simulation {
 
     pub(crate) fn client_timeout(&mut self, index: usize, seq: u64) {
         let client = self.client_mut(index);
-        if client.pending.map(|p| p.seq) != Some(seq) {
+        if client.pending.as_ref().map(|p| p.seq) != Some(seq) {
             return;
         }
         let p = client.abandon();
@@ -143,10 +144,10 @@ impl Simulation {
         let Some(index) = self.client_index(ticket.client) else {
             return;
         };
-        let waiting = self
-            .client_mut(index)
-            .pending
-            .is_some_and(|p| p.seq == ticket.op && p.node == node && p.incarnation == incarnation);
+        let waiting =
+            self.client_mut(index).pending.as_ref().is_some_and(|p| {
+                p.seq == ticket.op && p.node == node && p.incarnation == incarnation
+            });
         if !waiting {
             return;
         }
@@ -169,27 +170,33 @@ impl Simulation {
                 return;
             }
         };
-        let Some(p) = self.client_mut(index).pending else {
+        let Some(op) = self
+            .client_mut(index)
+            .pending
+            .as_ref()
+            .map(|p| p.op.clone())
+        else {
             return;
         };
-        let answered = match p.op.answered(&response) {
+        let answer = match crate::ops::response(&op, &response) {
             Ok(a) => a,
             Err(detail) => {
-                self.fail(ViolationKind::Linearizability, format!("n{node}: {detail}"));
+                let detail = format!("{}: {detail}", node_name(node));
+                self.fail(ViolationKind::Linearizability, detail);
                 return;
             }
         };
-        let p = self.client_mut(index).finish(answered);
-        let at_h = self.history.complete(p.history, answered.result);
+        let p = self.client_mut(index).finish(&answer);
+        let trace = self.trace.enabled().then(|| format!("{answer:?}"));
+        let at_h = self.history.complete(p.history, answer);
         self.stats.ops_ok += 1;
         self.trace
             .emit(self.now, &format!("c{}", ticket.client), || {
                 format!(
-                    "ok #{} {:?} -> {:?} rev {} at {} [h{at_h}]",
+                    "ok #{} {:?} -> {} at {} [h{at_h}]",
                     ticket.op,
                     p.op,
-                    answered.result,
-                    answered.revision,
+                    trace.unwrap_or_default(),
                     node_name(node)
                 )
             });
@@ -220,7 +227,7 @@ impl Simulation {
             return;
         };
         let client = self.client_mut(index);
-        if client.pending.map(|p| p.seq) != Some(ticket.op) {
+        if client.pending.as_ref().map(|p| p.seq) != Some(ticket.op) {
             return;
         }
         let p = client.abandon();
@@ -396,10 +403,51 @@ impl Simulation {
             self.fail(ViolationKind::LostWrite, detail);
             return;
         }
-        if let Err(detail) = check_linearizable(&self.history) {
+        if let Some(detail) = shared_revision(&self.clients, &self.liveness_client) {
             self.fail(ViolationKind::Linearizability, detail);
+            return;
+        }
+        match synod_check::check_bounded(&self.history, Semantics::default(), CHECK_STEPS_MAX) {
+            Ok(()) => {}
+            // Not a verdict: the search ran out of steps (histories with many outcomes
+            // unknown). The fast tests (stale reads, revision order) did run, and so did the
+            // acknowledged-writes checks above; the seed is counted as undecided.
+            Err(CheckError::GaveUp { steps_max, .. }) => {
+                self.stats.histories_undecided += 1;
+                self.trace.emit(self.now, "CHECK", || {
+                    format!("linearizability undecided: the search gave up after {steps_max} steps")
+                });
+            }
+            Err(e) => self.fail(ViolationKind::Linearizability, e.to_string()),
         }
     }
+}
+
+/// Search steps the check of one seed's history may take (most seeds need well under a
+/// million).
+const CHECK_STEPS_MAX: u64 = 2_000_000;
+
+/// Two acknowledged writes answered with the same revision: each write request creates a
+/// revision of its own.
+fn shared_revision<'a>(
+    clients: impl IntoIterator<Item = &'a crate::client::Client>,
+    liveness: &'a crate::client::Client,
+) -> Option<String> {
+    let mut by_revision = std::collections::BTreeMap::new();
+    for c in clients.into_iter().chain(std::iter::once(liveness)) {
+        for a in &c.acked {
+            if let Some((other, first)) = by_revision.insert(a.revision, (c.id, *a)) {
+                if (other, first.key) != (c.id, a.key) || first.value != a.value {
+                    return Some(format!(
+                        "client {other}'s {first:?} and client {}'s {a:?} were both \
+                         acknowledged as creating revision {}",
+                        c.id, a.revision
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Why replica `n`'s store lacks an acknowledged write, if it does: its key must hold the
@@ -407,20 +455,21 @@ impl Simulation {
 fn missing_write(n: &Node, acked: &Acked) -> Option<String> {
     let replica = n.replica()?;
     let kv = replica.kv();
-    if kv.revision() < acked.revision {
+    let revision = acked.revision as i64;
+    if kv.revision() < revision {
         return Some(format!("is only at revision {}", kv.revision()));
     }
-    if acked.revision <= kv.compact_revision() {
+    if revision <= kv.compact_revision() {
         return None;
     }
     let mut range = RangeRequest::key(key_bytes(acked.key));
-    range.revision = acked.revision;
+    range.revision = revision;
     let found = match kv.range(&range) {
         Ok(r) => r.kvs.first().map(|kv| (decode_value(kv), kv.mod_revision)),
         Err(e) => return Some(format!("cannot read it: {e}")),
     };
     match found {
-        Some((Some(v), rev)) if v == acked.value && rev == acked.revision => None,
+        Some((Some(v), rev)) if v == acked.value && rev == revision => None,
         other => Some(format!("holds {other:?} (value, mod revision) there")),
     }
 }
