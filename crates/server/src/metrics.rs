@@ -106,7 +106,10 @@ impl Startup {
     /// Records that `stage` is reached now.
     pub fn reached(&self, stage: StartupStage) {
         let micros = u64::try_from(self.began.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
-        let i = StartupStage::ALL.iter().position(|&s| s == stage).unwrap_or(0);
+        let i = StartupStage::ALL
+            .iter()
+            .position(|&s| s == stage)
+            .unwrap_or(0);
         self.reached_micros[i].store(micros, Relaxed);
     }
 

@@ -50,16 +50,8 @@ impl Bin {
     /// than its sources: running an old build by mistake would test the wrong code (not
     /// fatal, since sources may be mid-edit while a long run goes on).
     pub fn find(self) -> Result<PathBuf, HarnessError> {
-        if let Some(path) = std::env::var_os(self.env_override) {
-            let path = PathBuf::from(path);
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(HarnessError::MissingBinary {
-                    searched: vec![path],
-                    hint: format!("{} names no file", self.env_override),
-                })
-            };
+        if let Some(chosen) = overridden(self.env_override) {
+            return chosen;
         }
         let candidates = self.candidates();
         match candidates.iter().find(|p| p.is_file()) {
@@ -147,6 +139,19 @@ impl Bin {
             }
         }
     }
+}
+
+/// The file `$var` names, if it is set (an explicit choice wins over any search).
+pub(crate) fn overridden(var: &str) -> Option<Result<PathBuf, HarnessError>> {
+    let path = PathBuf::from(std::env::var_os(var)?);
+    Some(if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::MissingBinary {
+            searched: vec![path],
+            hint: format!("{var} names no file"),
+        })
+    })
 }
 
 /// `release` when the running executable lives under a `release` directory, else `debug`.

@@ -74,7 +74,9 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&spec.dir_prefix)
             .tempdir_in(&parent)
-            .map_err(|e| HarnessError::io(format!("creating a directory in {}", parent.display()), e))?;
+            .map_err(|e| {
+                HarnessError::io(format!("creating a directory in {}", parent.display()), e)
+            })?;
         let log_dir = spec
             .log_dir
             .clone()
@@ -105,9 +107,7 @@ impl Cluster {
     }
 
     fn push_member(&mut self, name: String, client_port: u16, peer_port: u16) -> usize {
-        let log = self
-            .log_dir
-            .join(format!("{}{name}.log", self.log_prefix));
+        let log = self.log_dir.join(format!("{}{name}.log", self.log_prefix));
         let member = Member::new(
             name,
             client_port,

@@ -7,11 +7,17 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum HarnessError {
     /// A file operation or a process start failed; `what` says on what.
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// No free port could be found for a member.
     Ports(String),
     /// A binary to run was not found.
-    MissingBinary { searched: Vec<PathBuf>, hint: String },
+    MissingBinary {
+        searched: Vec<PathBuf>,
+        hint: String,
+    },
     /// A member that must be down runs, or one that must run does not.
     Running { member: String, running: bool },
     /// A member did not exit within the time given after SIGTERM (it was killed).

@@ -25,9 +25,13 @@ pub fn get(endpoint: &str, path: &str) -> std::io::Result<String> {
 /// The value of the sample `series` in Prometheus text: a metric name alone, or with its
 /// labels exactly as rendered (`synod_startup_seconds{stage="serving"}`).
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[cfg(test)]

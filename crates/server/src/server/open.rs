@@ -6,10 +6,10 @@ use crate::cluster::Url;
 use crate::identity::{Identity, IdentityError};
 use crate::members::{MemberRecord, MemberTable};
 use crate::metrics::{Metrics, StartupStage};
-use std::sync::atomic::Ordering::Relaxed;
 use crate::replica;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use synod_paxos::DurableState;
 use synod_storage::{Batch, DiskStorage, Storage, StorageError};
 
@@ -213,7 +213,9 @@ pub(super) fn open_data_dir(
         );
         let startup = &metrics.startup;
         startup.snapshot_slot.store(slot, Relaxed);
-        startup.snapshot_bytes.store(snap.data.len() as u64, Relaxed);
+        startup
+            .snapshot_bytes
+            .store(snap.data.len() as u64, Relaxed);
         startup.reached(StartupStage::SnapshotRestored);
         restored.latest = Some((slot, snap.data));
     }
