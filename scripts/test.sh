@@ -28,7 +28,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
-export SYNOD_REQUIRE_ETCDCTL=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
