@@ -158,6 +158,23 @@ pub async fn put_retry(c: &mut Client, key: String, value: String) {
     }
 }
 
+/// How long [`eventually`] polls: for what should happen within a few reconnect back-offs
+/// (2 s at most each) on a loaded machine.
+pub const EVENTUALLY_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds, or fails the test after [`EVENTUALLY_WAIT_MAX`] saying `what`
+/// (with the end of every member's log).
+pub async fn eventually(cluster: &Cluster, what: &str, mut cond: impl FnMut(&Cluster) -> bool) {
+    let deadline = Instant::now() + EVENTUALLY_WAIT_MAX;
+    while !cond(cluster) {
+        if Instant::now() >= deadline {
+            cluster.dump_logs();
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// GET over HTTP/1.1 on a fresh connection; the whole answer (status line, headers, body).
 pub fn http_get(endpoint: &str, path: &str) -> String {
     synod_testkit::http::get(endpoint, path).expect("HTTP GET")
