@@ -6,13 +6,13 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 /// How long one GET may take to answer.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const ANSWER_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// GET over HTTP/1.1 on a fresh connection to `endpoint` (`host:port`); the whole answer
 /// (status line, headers, body).
 pub fn get(endpoint: &str, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(endpoint)?;
-    s.set_read_timeout(Some(READ_TIMEOUT))?;
+    s.set_read_timeout(Some(ANSWER_WAIT_MAX))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"

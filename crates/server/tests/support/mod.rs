@@ -13,7 +13,7 @@ use synod_testkit::ClusterSpec;
 pub const HEARTBEAT_MS: u64 = 20;
 pub const ELECTION_MS: u64 = 200;
 /// How long a member gets to exit after SIGTERM.
-const STOP_WITHIN: Duration = Duration::from_secs(10);
+const STOP_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// The test kit's cluster of `synod` processes with the tests' timing and logging, whose
 /// operations panic instead of returning errors.
@@ -44,7 +44,7 @@ impl Cluster {
 
     /// SIGTERM, and wait for a clean exit.
     pub fn stop(&mut self, i: usize) -> ExitStatus {
-        self.0.stop(i, STOP_WITHIN).expect("stop the member")
+        self.0.stop(i, STOP_WAIT_MAX).expect("stop the member")
     }
 
     /// A new member's name and peer URL, not started: add it with `etcdctl member add` (or
