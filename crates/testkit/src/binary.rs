@@ -33,18 +33,6 @@ impl Bin {
         env_override: "SYNOD_BIN",
         sources: &["server", "replica", "paxos", "kv", "storage"],
     };
-    pub const SYNOD_BENCH: Bin = Bin {
-        name: "synod-bench",
-        package: "synod-bench",
-        env_override: "SYNOD_BENCH_BIN",
-        sources: &["bench", "paxos", "testkit"],
-    };
-    pub const SYNOD_CHAOS: Bin = Bin {
-        name: "synod-chaos",
-        package: "synod-chaos",
-        env_override: "SYNOD_CHAOS_BIN",
-        sources: &["chaos", "sim", "testkit"],
-    };
 
     /// The binary, or an error saying how to build it. Warns (on stderr) when it is older
     /// than its sources: running an old build by mistake would test the wrong code (not

@@ -2,7 +2,7 @@
 //!
 //! - [`rng`]: the seeded generator (the simulator's: a seed replays identically everywhere);
 //! - [`ports`]: free loopback ports for members to listen on;
-//! - [`binary`]: finding a built binary (`synod`, `synod-bench`, …) to run;
+//! - [`binary`]: finding a built binary of this workspace (`synod`) to run;
 //! - [`tool`]: finding a program the machine provides (`etcdctl`, `etcd`);
 //! - [`member`], [`cluster`]: real member processes on loopback (each with its own ports,
 //!   data directory and log), alone or as a cluster started with etcd's flags, so the same
