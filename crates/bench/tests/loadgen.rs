@@ -2,25 +2,15 @@
 //! `synod-bench compare`), driven by the load generator for about a second per workload.
 //!
 //! The synod binary belongs to another package, so Cargo gives no CARGO_BIN_EXE_ for it: the
-//! test looks for it next to its own target directory (where `cargo test --workspace` builds
-//! it) or at $SYNOD_BIN, and skips, saying so, when there is none.
+//! test kit looks for it next to the test's target directory (where `cargo test --workspace`
+//! builds it) or at $SYNOD_BIN, and fails, saying how to build it, when there is none.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use synod_bench::loadgen::cluster::{Cluster, System};
 use synod_bench::loadgen::runner::{self, CpuProbe, RunConfig};
 use synod_bench::loadgen::workload::{Workload, WorkloadParams};
-
-fn synod_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SYNOD_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    // target/<profile>/deps/<this test> → target/<profile>/synod
-    let exe = std::env::current_exe().ok()?;
-    let profile_dir = exe.parent()?.parent()?;
-    let candidate = profile_dir.join("synod");
-    candidate.is_file().then_some(candidate)
-}
+use synod_testkit::Bin;
 
 fn config(endpoints: &[String], workload: Workload, probe: &CpuProbe) -> RunConfig {
     RunConfig {
@@ -44,13 +34,7 @@ fn config(endpoints: &[String], workload: Workload, probe: &CpuProbe) -> RunConf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drives_a_synod_cluster() {
-    let Some(binary) = synod_binary() else {
-        eprintln!(
-            "SKIPPED: no synod binary next to this test's target directory; build it with \
-             `cargo build -p synod-server` (or set SYNOD_BIN)"
-        );
-        return;
-    };
+    let binary = Bin::SYNOD.require();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let flags = ["--heartbeat-interval=20", "--election-timeout=200"].map(String::from);

@@ -1,33 +1,18 @@
 //! End to end: `synod-bench restart` at a small scale (a few thousand puts, a snapshot every
-//! 1,000 commands) on a real 3-member Synod cluster: both restarts come back, their logs show
-//! the snapshot restored, and the sizes were sampled.
+//! 1,000 commands) on a real 3-member Synod cluster: both restarts come back, their /metrics
+//! show the snapshot restored, and the sizes were sampled.
 //!
-//! Like tests/loadgen.rs, it looks for the synod binary next to its own target directory or at
-//! $SYNOD_BIN, and skips, saying so, when there is none.
+//! Like tests/loadgen.rs, it runs the synod binary the test kit finds (next to its own target
+//! directory, or $SYNOD_BIN), and fails, saying how to build it, when there is none.
 
 use clap::Parser;
-use std::path::PathBuf;
 use synod_bench::loadgen::cli::{Cli, Command};
 use synod_bench::loadgen::restart;
-
-fn synod_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SYNOD_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("synod");
-    candidate.is_file().then_some(candidate)
-}
+use synod_testkit::Bin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_recover_from_snapshot_and_suffix() {
-    let Some(binary) = synod_binary() else {
-        eprintln!(
-            "SKIPPED: no synod binary next to this test's target directory; build it with \
-             `cargo build -p synod-server` (or set SYNOD_BIN)"
-        );
-        return;
-    };
+    let binary = Bin::SYNOD.require();
     let dir = tempfile::tempdir().unwrap();
     let argv = [
         "synod-bench".to_string(),
@@ -66,10 +51,10 @@ async fn restarts_recover_from_snapshot_and_suffix() {
             assert!(m.read_s > 0.0 && m.read_s < 60.0, "{m:?}");
             // More than --snapshot-count commands were applied: every member has a snapshot
             // to restore and a log suffix above it.
-            assert!(m.log.recovered_s.is_some(), "{m:?}");
-            assert!(m.log.snapshot_slot.unwrap_or(0) > 0, "{m:?}");
-            assert!(m.log.snapshot_restored_s.unwrap() >= m.log.recovered_s.unwrap());
-            assert!(m.log.serving_s.unwrap() <= m.read_s + 1e-3, "{m:?}");
+            assert!(m.startup.recovered_s.is_some(), "{m:?}");
+            assert!(m.startup.snapshot_slot.unwrap_or(0) > 0, "{m:?}");
+            assert!(m.startup.snapshot_restored_s.unwrap() >= m.startup.recovered_s.unwrap());
+            assert!(m.startup.serving_s.unwrap() <= m.read_s + 1e-3, "{m:?}");
             assert!(m.data_dir_bytes > 0);
         }
     }

@@ -12,7 +12,7 @@ use etcd_client::{Client, GetOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synod_check::{Compare, Op, Response, Target, Txn, TxnOp};
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 /// The checker key of account `a` (etcd key `b/{a:02}`).
 pub fn account(a: u64) -> u64 {

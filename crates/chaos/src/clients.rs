@@ -4,7 +4,7 @@
 use etcd_client::{Client, ConnectOptions};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 /// What a failed request tells us about its effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,16 +16,16 @@
 //! after they are removed; [`Standing`] says where each is.
 
 use crate::clients::Roster;
-use crate::process::Member;
 use crate::proxy::{FrontDoor, Link, LinkMode};
 use crate::schedule::TailDamage;
 use crate::tail::Tails;
 use etcd_client::{Client, ConnectOptions};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use synod_testkit::{free_ports, HarnessError, Member};
 
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -75,8 +75,6 @@ pub struct Cluster {
     links: BTreeMap<(usize, usize), Link>,
     /// When the harness learned that a member was removed.
     pub removed_at: Vec<Option<Instant>>,
-    /// Ports handed to members (a killed member's ports stay taken).
-    ports_taken: BTreeSet<u16>,
     spec: ClusterSpec,
     token: String,
     seed: u64,
@@ -87,41 +85,9 @@ pub struct Cluster {
     pub dir: PathBuf,
 }
 
-/// Free loopback ports for the members, chosen *below* the kernel's ephemeral range: a port
-/// from there (bind to port 0) is free now but may be handed out again, to a proxy listener
-/// or to some outgoing connection, before the member binds it (a long run hit exactly
-/// that). Nothing is given ports below the range unless it asks for one by number.
-fn member_ports(n: usize, taken: &BTreeSet<u16>) -> std::io::Result<Vec<u16>> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (lo, hi) = (10_000u16, ephemeral_low.saturating_sub(1));
-    if hi <= lo + 1000 {
-        return Err(std::io::Error::other(format!(
-            "the ephemeral port range starts at {ephemeral_low}: no room below it for members"
-        )));
-    }
-    let mut rng = synod_sim::rng::Rng::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()) << 32,
-    );
-    // Held until all are chosen, so that no port is picked twice.
-    let mut held = Vec::with_capacity(n);
-    while held.len() < n {
-        let port = rng.range(u64::from(lo), u64::from(hi)) as u16;
-        if taken.contains(&port) {
-            continue;
-        }
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push(l);
-        }
-    }
-    held.iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+/// The test kit's errors as the harness's I/O errors.
+fn io(e: HarnessError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -132,7 +98,8 @@ impl Cluster {
     /// Starts the proxies, then every member, in `dir`.
     pub async fn start(spec: &ClusterSpec, dir: &Path, seed: u64) -> std::io::Result<Cluster> {
         let n = spec.nodes;
-        let ports = member_ports(2 * n, &BTreeSet::new())?;
+        // Below the ephemeral range: the proxies' listeners (port 0) never take them.
+        let ports = free_ports(2 * n).map_err(io)?;
         // Unique per cluster, so that members of clusters started side by side refuse each
         // other should one reuse a port another just freed.
         let token = format!("chaos-{}-{}", std::process::id(), ports[0]);
@@ -144,7 +111,6 @@ impl Cluster {
             fronts: Vec::new(),
             links: BTreeMap::new(),
             removed_at: Vec::new(),
-            ports_taken: ports.iter().copied().collect(),
             spec: spec.clone(),
             token,
             seed,
@@ -178,7 +144,7 @@ impl Cluster {
         }
         for i in 0..n {
             cluster.roster.set_current(i, true);
-            cluster.members[i].spawn()?;
+            cluster.members[i].spawn().map_err(io)?;
         }
         Ok(cluster)
     }
@@ -199,15 +165,16 @@ impl Cluster {
         let i = self.members.len();
         let name = format!("m{}", i + 1);
         let advertised = front.as_ref().map_or(peer_port, |f| f.addr().port());
+        let log = self.dir.join(format!("{name}.log"));
         let member = Member::new(
             name,
             client_port,
             peer_port,
             &self.dir,
+            log,
             self.spec.binary.clone(),
-            Vec::new(),
         );
-        self.roster.put(i, member.endpoint());
+        self.roster.put(i, member.client_url());
         self.members.push(member);
         self.standing.push(standing);
         self.ids.push(None);
@@ -220,20 +187,13 @@ impl Cluster {
 
     /// The flags every start of member `i` gets, bar the cluster's composition.
     fn base_args(&self, i: usize) -> Vec<String> {
-        let m = &self.members[i];
-        let mut args = vec![
-            format!("--name={}", m.name),
-            format!("--data-dir={}", m.data_dir.display()),
-            format!("--listen-client-urls=http://127.0.0.1:{}", m.client_port),
-            format!("--advertise-client-urls=http://127.0.0.1:{}", m.client_port),
-            format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer_port),
-            format!("--initial-advertise-peer-urls={}", self.peer_urls[i]),
-            format!("--initial-cluster-token={}", self.token),
+        let mut args = self.members[i].identity_flags(&self.peer_urls[i], &self.token);
+        args.extend([
             format!("--heartbeat-interval={}", self.spec.heartbeat_ms),
             format!("--election-timeout={}", self.spec.election_ms),
             format!("--request-timeout={}", self.spec.request_timeout_ms),
             format!("--log-level={}", self.spec.log_level),
-        ];
+        ]);
         args.extend(self.spec.flags.iter().cloned());
         args.extend(
             self.spec
@@ -265,8 +225,7 @@ impl Cluster {
     /// A new member for the cluster to add: fresh ports, data directory, front door and
     /// links from every member whose id is known. Not started (see [`Cluster::sync`]).
     pub async fn new_member(&mut self) -> std::io::Result<usize> {
-        let ports = member_ports(2, &self.ports_taken)?;
-        self.ports_taken.extend(ports.iter().copied());
+        let ports = free_ports(2).map_err(io)?;
         let front = FrontDoor::start(loopback(ports[1])).await?;
         let i = self.push_member(ports[0], ports[1], Some(front), Standing::Adding);
         self.ensure_links().await?;
@@ -382,7 +341,7 @@ impl Cluster {
             args.push(format!("--peer-dial={dial}"));
         }
         self.members[i].set_args(args);
-        self.members[i].spawn()
+        self.members[i].spawn().map_err(io)
     }
 
     /// The member table, read from the first member (of `order`) that answers a linearizable
@@ -455,7 +414,7 @@ impl Cluster {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        self.members[i].endpoint()
+        self.members[i].client_url()
     }
 
     /// The proxy of `from → to`, if there is one (there is for every pair of members
@@ -484,11 +443,15 @@ impl Cluster {
     /// so).
     pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
         let m = &mut self.members[i];
-        if self.standing[i] == Standing::Adding || !m.started() || m.exited_cleanly() {
+        if self.standing[i] == Standing::Adding
+            || !m.started()
+            || m.exited_cleanly()
+            || m.is_running()
+        {
             return Ok(());
         }
-        m.spawn()?;
-        self.tails.restarted(i, m.endpoint(), m.data_dir.clone());
+        m.spawn().map_err(io)?;
+        self.tails.restarted(i, m.client_url(), m.data_dir.clone());
         Ok(())
     }
 

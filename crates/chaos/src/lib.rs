@@ -21,7 +21,6 @@
 //! See docs/RELIABILITY.md.
 
 pub mod bank;
-pub mod binary;
 pub mod checks;
 pub mod clients;
 pub mod cluster;
@@ -30,7 +29,6 @@ pub mod evidence;
 pub mod history;
 pub mod membership;
 pub mod nemesis;
-pub mod process;
 pub mod proxy;
 pub mod recovery;
 pub mod run;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use synod_chaos::{binary, run, FaultKind, RunConfig, RunReport, Scenario};
+use synod_chaos::{run, FaultKind, RunConfig, RunReport, Scenario};
+use synod_testkit::Bin;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -140,7 +141,7 @@ fn config(
     }
     let binary = match &common.synod {
         Some(p) => p.clone(),
-        None => binary::find_synod()?,
+        None => Bin::SYNOD.find().map_err(|e| e.to_string())?,
     };
     let mut cfg = RunConfig::new(binary, nodes, duration, seed);
     let kinds = if common.faults.is_empty() {
@@ -180,20 +181,7 @@ fn config(
 }
 
 fn print_report(r: &RunReport) {
-    println!("{}", r.summary());
-    if let Some(longest) = r.isolated_read_longest {
-        println!(
-            "  isolated members answered {} reads after being cut off, the last {:.0}ms after the cut",
-            r.isolated_reads,
-            longest.as_secs_f64() * 1000.0
-        );
-    }
-    for v in &r.violations {
-        println!("  VIOLATION: {v}");
-    }
-    if let Some(dir) = &r.log_dir {
-        println!("  logs and data kept in {}", dir.display());
-    }
+    println!("{}", r.details());
 }
 
 #[tokio::main]

@@ -14,7 +14,7 @@ use crate::cluster::{Cluster, Standing};
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 use std::future::Future;
 use std::time::{Duration, Instant};
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 /// How long one change may take, retries included.
 pub const CHANGE_DEADLINE: Duration = Duration::from_secs(20);

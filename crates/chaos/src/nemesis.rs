@@ -5,7 +5,7 @@ use crate::membership::{self, Outcome, Planner};
 use crate::proxy::LinkMode;
 use crate::schedule::{compound, name, plan, Action, Fault, FaultKind};
 use std::time::{Duration, Instant};
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 /// Which faults a run injects.
 #[derive(Clone, Debug)]

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synod_check::{Op, Response};
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -107,6 +107,27 @@ pub struct RunReport {
 impl RunReport {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// The summary, then how long isolated members went on answering, each violation and
+    /// where the run's directory was kept: what a person reads after a run.
+    pub fn details(&self) -> String {
+        let mut out = self.summary();
+        if let Some(longest) = self.isolated_read_longest {
+            out += &format!(
+                "\n  isolated members answered {} reads after being cut off, the last {:.0}ms \
+                 after the cut",
+                self.isolated_reads,
+                longest.as_secs_f64() * 1000.0
+            );
+        }
+        for v in &self.violations {
+            out += &format!("\n  VIOLATION: {v}");
+        }
+        if let Some(dir) = &self.log_dir {
+            out += &format!("\n  logs and data kept in {}", dir.display());
+        }
+        out
     }
 
     /// One line per run.

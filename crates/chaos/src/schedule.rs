@@ -12,7 +12,7 @@
 use crate::proxy::LinkMode;
 use std::fmt;
 use std::time::Duration;
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {

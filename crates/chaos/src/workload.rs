@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synod_check::{Op, Response};
-use synod_sim::rng::Rng;
+use synod_testkit::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub struct WorkloadSpec {

@@ -7,16 +7,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{wait_leader, Cluster};
-
-fn etcdctl_available() -> bool {
-    Command::new("etcdctl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use synod_testkit::Tool;
 
 fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = Command::new("etcdctl")
+    let mut child = Command::new(Tool::ETCDCTL.require())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .arg("--command-timeout=5s")
@@ -63,13 +57,8 @@ fn ok(endpoints: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_works_unchanged() {
-    if !etcdctl_available() {
-        if std::env::var_os("SYNOD_REQUIRE_ETCDCTL").is_some() {
-            panic!("etcdctl is not installed (apt-get install etcd-client)");
-        }
-        eprintln!("SKIPPED: etcdctl is not installed (scripts/test.sh installs it)");
-        return;
-    }
+    // Before the cluster: a missing etcdctl fails the test at once, saying how to install it.
+    Tool::ETCDCTL.require();
     let mut cluster = Cluster::start(3);
     let leader = wait_leader(&mut cluster, Duration::from_secs(20)).await;
     let all = cluster.endpoints().join(",");

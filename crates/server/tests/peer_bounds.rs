@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use etcd_client::GetOptions;
 use peer_wire::{answer_to, frame, hello};
-use support::{client, put_retry, wait_leader, Cluster};
+use support::{client, eventually, put_retry, wait_leader, Cluster};
 use synod_paxos::{Ballot, Body, Message, NodeId};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
@@ -198,18 +198,6 @@ async fn leader_id_seen_by(endpoint: String) -> u64 {
     c.status().await.map_or(0, |s| s.leader())
 }
 
-/// Polls `cond` until it holds or `WAIT` passes; fails with `what` and the logs.
-async fn eventually(cluster: &Cluster, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        if Instant::now() >= deadline {
-            cluster.dump_logs();
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_reassembly_memory_is_bounded_and_freed() {
     // Two members; the test plays the second once it is killed, and leads the first.
@@ -264,7 +252,7 @@ async fn snapshot_reassembly_memory_is_bounded_and_freed() {
     eventually(
         &cluster,
         "the partial snapshot is freed after the disconnect",
-        || rss_bytes(pid) < base + 64 * MIB,
+        |_| rss_bytes(pid) < base + 64 * MIB,
     )
     .await;
     eprintln!(
@@ -285,7 +273,7 @@ async fn snapshot_reassembly_memory_is_bounded_and_freed() {
     link.sync(&mut inbox, 4).await;
     link.send_snapshot(1 << 30, &data, 100).await;
     link.sync(&mut inbox, 5).await;
-    eventually(&cluster, "the stalled snapshot is dropped", || {
+    eventually(&cluster, "the stalled snapshot is dropped", |cluster| {
         cluster
             .log_of(0)
             .contains("dropping a partial snapshot: no piece arrived in time")

@@ -7,30 +7,16 @@ mod support;
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use std::path::Path;
-use std::time::{Duration, Instant};
-use support::{client, put_retry, wait_leader, Cluster};
+use std::time::Duration;
+use support::{client, eventually, put_retry, wait_leader, Cluster};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
-/// Bound for what should happen within a few reconnect back-offs (2 s at most each).
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The incarnation in a data directory's `member` file, once it is there.
 fn incarnation(data_dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(data_dir.join("member")).ok()?;
     let hex = text.lines().find_map(|l| l.strip_prefix("incarnation="))?;
     u64::from_str_radix(hex, 16).ok()
-}
-
-/// Polls `cond` until it holds, or fails the test after `WAIT` saying `what`.
-async fn eventually(cluster: &Cluster, what: &str, mut cond: impl FnMut(&Cluster) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond(cluster) {
-        if Instant::now() >= deadline {
-            cluster.dump_logs();
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,18 +2,18 @@
 //! flags (Synod accepts etcd's names), and neither is told anything about syncing: each runs
 //! with its own durable default (etcd fsyncs its WAL on every commit, Synod on every batch).
 //!
-//! A [`Cluster`] kills its processes and removes its data when dropped, so an error, a panic
-//! or Ctrl-C (turned into an error by the caller) never leaves servers behind.
+//! A [`Cluster`] (the test kit's underneath) kills its processes and removes its data when
+//! dropped, so an error, a panic or Ctrl-C (turned into an error by the caller) never leaves
+//! servers behind.
 
 use clap::ValueEnum;
 use etcd_client::{Client, ConnectOptions};
 use serde::Serialize;
 use std::fmt;
-use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use synod_testkit::ClusterSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,55 +39,12 @@ impl fmt::Display for System {
 
 pub const MEMBERS: usize = 3;
 
-/// Free loopback ports: bind port 0, note it, let it go. Another process could take one in
-/// between; the member would then fail at bind, which [`Cluster::wait_ready`] reports.
-pub fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot find a free port: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot find a free port: {e}"))
-}
-
-#[derive(Debug)]
-pub struct Member {
-    pub name: String,
-    pub client_port: u16,
-    pub peer_port: u16,
-    pub log: PathBuf,
-    /// This member's data directory (inside the cluster's).
-    pub data_dir: PathBuf,
-    /// Its command line after the binary, kept so that [`Cluster::restart`] can start it again.
-    args: Vec<String>,
-    /// How many times it has been started (the log of start n > 1 is
-    /// `<system>-<name>.<n>.log`).
-    starts: u32,
-    child: Child,
-}
-
-impl Member {
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
+/// The test kit's cluster (a data directory, a log and free ports per member) running etcd or
+/// Synod, with what the benchmarks need on top: waiting until it serves a write, timed stops.
 #[derive(Debug)]
 pub struct Cluster {
     pub system: System,
-    pub members: Vec<Member>,
-    /// The members' data directories live in here; removed on drop (unless
-    /// [`Cluster::keep_data`] was called).
-    data: Option<tempfile::TempDir>,
-    binary: PathBuf,
-    log_dir: PathBuf,
+    kit: synod_testkit::Cluster,
 }
 
 impl Cluster {
@@ -100,75 +57,18 @@ impl Cluster {
         log_dir: &Path,
         extra_flags: &[String],
     ) -> Result<Cluster, String> {
-        let data = tempfile::Builder::new()
-            .prefix(&format!("{system}-"))
-            .tempdir_in(data_parent)
-            .map_err(|e| {
-                format!(
-                    "cannot create a directory in {}: {e}",
-                    data_parent.display()
-                )
-            })?;
-        fs::create_dir_all(log_dir)
-            .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
-        let ports = free_ports(2 * MEMBERS)?;
-        let names: Vec<String> = (1..=MEMBERS).map(|i| format!("m{i}")).collect();
-        let initial_cluster = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("{n}=http://127.0.0.1:{}", ports[2 * i + 1]))
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut spec = ClusterSpec::new(binary.to_path_buf(), MEMBERS);
+        spec.flags = extra_flags.to_vec();
         // Unique per run, so that a member of an earlier run that somehow survived refuses
         // this cluster instead of joining it.
-        let token = format!("synod-bench-{system}-{}", ports[0]);
-        let mut cluster = Cluster {
-            system,
-            members: Vec::with_capacity(MEMBERS),
-            data: None,
-            binary: binary.to_path_buf(),
-            log_dir: log_dir.to_path_buf(),
-        };
-        for (i, name) in names.iter().enumerate() {
-            let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
-            let log = log_dir.join(format!("{system}-{name}.log"));
-            let client_url = format!("http://127.0.0.1:{client_port}");
-            let peer_url = format!("http://127.0.0.1:{peer_port}");
-            let data_dir = data.path().join(name);
-            let mut args = vec![
-                format!("--name={name}"),
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls={client_url}"),
-                format!("--advertise-client-urls={client_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster={initial_cluster}"),
-                "--initial-cluster-state=new".to_string(),
-                format!("--initial-cluster-token={token}"),
-            ];
-            args.extend(extra_flags.iter().cloned());
-            let child = spawn(binary, &args, &log)?;
-            cluster.members.push(Member {
-                name: name.clone(),
-                client_port,
-                peer_port,
-                log,
-                data_dir,
-                args,
-                starts: 1,
-                child,
-            });
-        }
-        cluster.data = Some(data);
-        Ok(cluster)
-    }
-
-    pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(Member::endpoint).collect()
-    }
-
-    pub fn pids(&self) -> Vec<u32> {
-        self.members.iter().map(Member::pid).collect()
+        spec.token_prefix = format!("synod-bench-{system}");
+        spec.dir_in = Some(data_parent.to_path_buf());
+        spec.dir_prefix = format!("{system}-");
+        spec.log_dir = Some(log_dir.to_path_buf());
+        spec.log_prefix = format!("{system}-");
+        let kit = synod_testkit::Cluster::start(&spec)
+            .map_err(|e| format!("cannot start the {system} cluster: {e}"))?;
+        Ok(Cluster { system, kit })
     }
 
     /// CPU seconds all members have used so far; `None` if one is gone.
@@ -178,18 +78,10 @@ impl Cluster {
 
     /// An error naming the first member that has exited, with the end of its log.
     pub fn check_running(&mut self) -> Result<(), String> {
-        for m in &mut self.members {
-            if let Ok(Some(status)) = m.child.try_wait() {
-                return Err(format!(
-                    "{} member {} exited ({status}); the end of {}:\n{}",
-                    self.system,
-                    m.name,
-                    m.log.display(),
-                    log_tail(&m.log, 20)
-                ));
-            }
-        }
-        Ok(())
+        let system = self.system;
+        self.kit
+            .check_running()
+            .map_err(|e| format!("{system} {e}"))
     }
 
     /// Waits until every member reports the same leader and a write through the leader
@@ -255,101 +147,36 @@ impl Cluster {
         which: &[usize],
         timeout: Duration,
     ) -> Result<Vec<Duration>, String> {
-        let started = Instant::now();
-        for &i in which {
-            let pid = self.members[i].child.id().to_string();
-            // `kill` the command: the crate forbids the unsafe libc call.
-            let status = Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .map_err(|e| format!("cannot run kill: {e}"))?;
-            if !status.success() {
-                return Err(format!("kill -TERM {pid} failed ({status})"));
-            }
-        }
-        let mut took = Vec::with_capacity(which.len());
-        for &i in which {
-            let m = &mut self.members[i];
-            loop {
-                match m.child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if started.elapsed() < timeout => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Ok(None) => {
-                        let _ = m.child.kill();
-                        let _ = m.child.wait();
-                        return Err(format!(
-                            "member {} did not exit within {timeout:?} of SIGTERM (killed)",
-                            m.name
-                        ));
-                    }
-                    Err(e) => return Err(format!("waiting for member {}: {e}", m.name)),
-                }
-            }
-            took.push(started.elapsed());
-        }
-        Ok(took)
+        self.kit
+            .stop_together(which, timeout)
+            .map_err(|e| e.to_string())
     }
 
     /// Starts member `i` again (after [`Cluster::terminate`]) with the same flags and data
-    /// directory; its log goes to a new file, `<system>-<name>.<n>.log` for its n-th start.
-    /// Returns the moment just before the process was spawned.
-    pub fn restart(&mut self, i: usize) -> Result<(Instant, SystemTime), String> {
-        let system = self.system;
-        let m = &mut self.members[i];
-        if let Ok(None) = m.child.try_wait() {
-            return Err(format!("member {} is still running", m.name));
-        }
-        m.starts += 1;
-        m.log = self
-            .log_dir
-            .join(format!("{system}-{}.{}.log", m.name, m.starts));
-        let at = (Instant::now(), SystemTime::now());
-        m.child = spawn(&self.binary, &m.args, &m.log)?;
+    /// directory; its log goes on in the same file. Returns the moment just before the
+    /// process was spawned.
+    pub fn restart(&mut self, i: usize) -> Result<Instant, String> {
+        let at = Instant::now();
+        self.kit.spawn(i).map_err(|e| e.to_string())?;
         Ok(at)
-    }
-
-    /// Keeps the data directories after the cluster is dropped; returns where they are.
-    pub fn keep_data(&mut self) -> Option<PathBuf> {
-        self.data.take().map(tempfile::TempDir::keep)
     }
 
     /// Kills every member (SIGKILL: the data is thrown away anyway) and waits for them.
     pub fn stop(&mut self) {
-        for m in &mut self.members {
-            let _ = m.child.kill();
-            let _ = m.child.wait();
-        }
-        self.members.clear();
+        self.kit.kill_all();
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop();
-        // `data` (a TempDir) removes the data directories after this.
+impl Deref for Cluster {
+    type Target = synod_testkit::Cluster;
+
+    fn deref(&self) -> &synod_testkit::Cluster {
+        &self.kit
     }
 }
 
-/// Starts `binary args`, stdout and stderr to a new file `log`.
-fn spawn(binary: &Path, args: &[String], log: &Path) -> Result<Child, String> {
-    let out = fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
-    Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
-}
-
-/// The last `lines` lines of a log file.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut synod_testkit::Cluster {
+        &mut self.kit
+    }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+use synod_testkit::Tool;
 
 /// Generous: etcd elects within a few seconds, Synod within about one election timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -363,21 +364,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-/// etcd from --etcd-bin, PATH or /usr/bin/etcd; else installs Debian's etcd-server (3.4).
+/// etcd from --etcd-bin, or as the test kit finds it ($ETCD_BIN, PATH, /usr/bin); else
+/// installs Debian's etcd-server (3.4).
 fn ensure_etcd(given: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = given {
         return checked(path.to_path_buf());
     }
-    let found = || find_on_path("etcd").or_else(|| Some(PathBuf::from("/usr/bin/etcd")));
-    if let Some(path) = found().filter(|p| p.is_file()) {
+    let found = || Tool::ETCD.find().ok();
+    if let Some(path) = found() {
         return checked(path);
     }
     eprintln!("etcd is missing: installing Debian's etcd-server");
@@ -405,7 +399,7 @@ fn ensure_etcd(given: Option<&Path>) -> Result<PathBuf, String> {
         apt(&["update", "-q"])?;
         apt(&["install", "-y", "-q", "etcd-server"])?;
     }
-    match found().filter(|p| p.is_file()) {
+    match found() {
         Some(path) => checked(path),
         None => Err("etcd-server installed, but no etcd binary found".into()),
     }

@@ -8,15 +8,15 @@
 //! 3. Stops one follower with SIGTERM, writes `--writes-while-down` more puts and a marker,
 //!    starts it again and measures (a) the time from spawning the process to the member
 //!    answering a linearizable get of the marker with its latest value, and (b) what the
-//!    member's own log says: when the data directory was recovered (WAL replayed), when the
-//!    newest snapshot was restored, when it was serving.
+//!    member's `/metrics` says of its start: when the data directory was recovered (WAL
+//!    replayed), when the newest snapshot was restored, when it was serving.
 //! 4. The same with all three members stopped and started at once.
 //!
 //! A readable summary goes to stdout (and with `--json` one JSON object after it); the JSON
 //! is always written to `<dir>/restart.json`.
 
 use super::cli::{connections, parse_duration};
-use super::cluster::{log_tail, Cluster, System, MEMBERS};
+use super::cluster::{Cluster, System, MEMBERS};
 use super::report::thousands;
 use super::runner::connect;
 use super::sys;
@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use synod_testkit::http::metric;
+use synod_testkit::Bin;
 
 /// The key whose latest value a restarted member must serve.
 pub const MARKER_KEY: &str = "synod-bench/restart-marker";
@@ -186,21 +188,39 @@ pub struct MemberSizes {
     pub final_bytes: u64,
 }
 
-/// What a restarted member's log says, in seconds after its process was spawned.
+/// What a restarted member's `/metrics` says of its start, in seconds after the process
+/// began (by its own clock: spawning takes a few milliseconds more).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LogTimes {
-    /// "recovered from the data directory": snapshots verified, the WAL replayed.
+pub struct StartupTimes {
+    /// Snapshots verified, the WAL replayed.
     pub recovered_s: Option<f64>,
     pub wal_batches: Option<u64>,
-    pub commit: Option<u64>,
-    /// "restored the newest snapshot": read, verified, decoded into the store.
+    /// The newest snapshot read, verified, decoded into the store.
     pub snapshot_restored_s: Option<f64>,
     pub snapshot_slot: Option<u64>,
     pub snapshot_bytes: Option<u64>,
-    /// "serving": threads started, client port open.
+    /// Threads started, client port open.
     pub serving_s: Option<f64>,
-    /// "installed a snapshot from a peer" (it lagged behind the leader's compaction).
+    /// It installed a snapshot from a peer (it lagged behind the leader's compaction).
     pub installed_snapshot_from_peer: bool,
+}
+
+impl StartupTimes {
+    /// Read from the Prometheus text of `/metrics`.
+    pub fn from_metrics(text: &str) -> StartupTimes {
+        let stage = |s: &str| metric(text, &format!("synod_startup_seconds{{stage=\"{s}\"}}"));
+        let count = |name: &str| metric(text, name).map(|v| v as u64);
+        StartupTimes {
+            recovered_s: stage("data_dir_recovered"),
+            wal_batches: count("synod_startup_wal_batches"),
+            snapshot_restored_s: stage("snapshot_restored"),
+            snapshot_slot: count("synod_startup_snapshot_slot").filter(|&s| s > 0),
+            snapshot_bytes: count("synod_startup_snapshot_bytes").filter(|&b| b > 0),
+            serving_s: stage("serving"),
+            installed_snapshot_from_peer: count("synod_snapshots_installed_total")
+                .is_some_and(|n| n > 0),
+        }
+    }
 }
 
 /// One member's way back.
@@ -212,8 +232,8 @@ pub struct MemberRecovery {
     pub listening_s: Option<f64>,
     /// Spawn → a linearizable get of the marker answered with its latest value.
     pub read_s: f64,
-    /// What the member's own log says.
-    pub log: LogTimes,
+    /// What the member's `/metrics` says of its start.
+    pub startup: StartupTimes,
     pub log_file: String,
 }
 
@@ -256,7 +276,11 @@ pub struct RestartReport {
 
 pub async fn run(args: &RestartArgs, command_line: &str) -> Result<RestartReport, String> {
     args.validate()?;
-    let binary = find_synod(args.synod_bin.as_deref())?;
+    let binary = match &args.synod_bin {
+        Some(path) => path.clone(),
+        None => Bin::SYNOD.find().map_err(|e| e.to_string())?,
+    };
+    let binary = super::compare::checked(binary)?;
     let data_parent = args.dir.join("data");
     fs::create_dir_all(&data_parent)
         .map_err(|e| format!("cannot create {}: {e}", data_parent.display()))?;
@@ -694,7 +718,7 @@ async fn restart_and_wait(
     for (k, &i) in which.iter().enumerate() {
         let endpoint = cluster.members[i].endpoint();
         let marker = marker.to_string();
-        let since = spawned[k].0;
+        let since = spawned[k];
         let timeout = args.recovery_timeout;
         polls.push(tokio::spawn(async move {
             wait_for_read(&endpoint, &marker, since, timeout).await
@@ -713,16 +737,21 @@ async fn restart_and_wait(
                 "member {}: {e}; the end of {}:\n{}",
                 m.name,
                 m.log.display(),
-                log_tail(&m.log, 20)
+                m.log_tail(20)
             )
         })?;
-        let text = fs::read_to_string(&m.log).unwrap_or_default();
+        let endpoint = m.endpoint();
+        let metrics =
+            tokio::task::spawn_blocking(move || synod_testkit::http::get(&endpoint, "/metrics"))
+                .await
+                .map_err(|e| format!("a metrics task failed: {e}"))?
+                .map_err(|e| format!("member {}: reading /metrics: {e}", m.name))?;
         out.push(MemberRecovery {
             name: m.name.clone(),
             data_dir_bytes: data_bytes[k],
             listening_s,
             read_s,
-            log: log_times(&text, spawned[k].1),
+            startup: StartupTimes::from_metrics(&metrics),
             log_file: m.log.display().to_string(),
         });
     }
@@ -771,91 +800,6 @@ async fn wait_for_read(
     Err(format!(
         "no linearizable read of the latest write within {timeout:?}: {last}"
     ))
-}
-
-/// The recovery lines of a member's log, as seconds after `spawned`.
-pub fn log_times(log: &str, spawned: SystemTime) -> LogTimes {
-    let offset = |line: &str| {
-        let at = parse_log_time(line.split_whitespace().next()?)?;
-        Some(at.duration_since(spawned).unwrap_or_default().as_secs_f64())
-    };
-    let mut times = LogTimes::default();
-    for line in log.lines() {
-        if line.contains("recovered from the data directory") && times.recovered_s.is_none() {
-            times.recovered_s = offset(line);
-            times.wal_batches = field(line, "batches");
-            times.commit = field(line, "commit");
-        } else if line.contains("restored the newest snapshot")
-            && times.snapshot_restored_s.is_none()
-        {
-            times.snapshot_restored_s = offset(line);
-            times.snapshot_slot = field(line, "slot");
-            times.snapshot_bytes = field(line, "bytes");
-        } else if line.contains(": serving ") && times.serving_s.is_none() {
-            times.serving_s = offset(line);
-        } else if line.contains("installed a snapshot from a peer") {
-            times.installed_snapshot_from_peer = true;
-        }
-    }
-    times
-}
-
-/// The number after ` name=` in a tracing line.
-fn field(line: &str, name: &str) -> Option<u64> {
-    let start = line.find(&format!(" {name}="))? + name.len() + 2;
-    let digits: String = line[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// A tracing timestamp, `2026-11-27T18:35:52.274175Z` (UTC; any number of fraction digits).
-pub fn parse_log_time(token: &str) -> Option<SystemTime> {
-    let (date, time) = token.strip_suffix('Z')?.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
-    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !fraction.is_ascii() {
-        return None;
-    }
-    let nanos: u32 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{:0<9}", &fraction[..fraction.len().min(9)])
-            .parse()
-            .ok()?
-    };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::new(u64::try_from(seconds).ok()?, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// --synod-bin, else `synod` next to this program.
-fn find_synod(given: Option<&Path>) -> Result<PathBuf, String> {
-    let path = match given {
-        Some(path) => path.to_path_buf(),
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|dir| dir.join("synod")))
-            .filter(|p| p.is_file())
-            .ok_or(
-                "no synod next to synod-bench: build it (cargo build --release -p synod-server \
-                 -p synod-bench) or give --synod-bin",
-            )?,
-    };
-    super::compare::checked(path)
 }
 
 /// Bytes as MB (10^6), one decimal.
@@ -969,13 +913,13 @@ pub fn summary(r: &RestartReport) -> String {
                 secs(m.listening_s),
                 mb(m.data_dir_bytes)
             );
-            let l = &m.log;
+            let l = &m.startup;
             let restore = match (l.recovered_s, l.snapshot_restored_s) {
                 (Some(a), Some(b)) => format!("{:.2} s", b - a),
                 _ => "?".into(),
             };
             out += &format!(
-                "      its log: WAL replayed ({} batches) by {}, snapshot (slot {}, {} MB) \
+                "      its /metrics: WAL replayed ({} batches) by {}, snapshot (slot {}, {} MB) \
                  restored by {} (took {restore}), serving at {}{}\n",
                 l.wal_batches.map_or("?".into(), |b| thousands(b as f64)),
                 secs(l.recovered_s),
@@ -1006,42 +950,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_timestamps_parse() {
-        let t = parse_log_time("2026-11-27T18:35:52.274175Z").unwrap();
-        let d = t.duration_since(UNIX_EPOCH).unwrap();
-        assert_eq!(d.as_secs(), 1_795_804_552);
-        assert_eq!(d.subsec_micros(), 274_175);
-        let t = parse_log_time("2000-03-01T00:00:00Z").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 951_868_800);
-        assert_eq!(
-            parse_log_time("1970-01-01T00:00:01.5Z"),
-            Some(UNIX_EPOCH + Duration::from_millis(1500))
-        );
-        assert!(parse_log_time("INFO").is_none());
-        assert!(parse_log_time("2026-13-01T00:00:00Z").is_none());
-        assert!(parse_log_time("2026-11-27T18:35:52").is_none());
-    }
-
-    #[test]
-    fn recovery_lines_are_found() {
-        let log = "\
-2026-11-27T18:35:52.500000Z  INFO synod_server::server: recovered from the data directory batches=1234 promised=Some(Ballot { round: 3, node: 1 }) commit=1010001
-2026-11-27T18:35:53.250000Z  INFO synod_server::server: restored the newest snapshot slot=1000000 bytes=266000000
-2026-11-27T18:35:53.300000Z  INFO synod_server::transport: peer transport listening self_id=1 cluster_id=2 local_addr=127.0.0.1:3
-2026-11-27T18:35:53.400000Z  INFO synod_server::server: serving name=m2 member_id=\"3c\" cluster_id=\"9d\" clients=http://127.0.0.1:1 peers=http://127.0.0.1:2
+    fn startup_times_are_read_from_metrics() {
+        let text = "\
+# HELP synod_snapshots_installed_total Snapshots received from a peer and installed.
+# TYPE synod_snapshots_installed_total counter
+synod_snapshots_installed_total 0
+# TYPE synod_startup_seconds gauge
+synod_startup_seconds{stage=\"data_dir_recovered\"} 0.5
+synod_startup_seconds{stage=\"snapshot_restored\"} 1.25
+synod_startup_seconds{stage=\"serving\"} 1.4
+synod_startup_wal_batches 1234
+synod_startup_snapshot_slot 1000000
+synod_startup_snapshot_bytes 266000000
 ";
-        let spawned = parse_log_time("2026-11-27T18:35:52.000000Z").unwrap();
-        let t = log_times(log, spawned);
-        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-6;
-        assert!(close(t.recovered_s, 0.5));
+        let t = StartupTimes::from_metrics(text);
+        assert_eq!(t.recovered_s, Some(0.5));
         assert_eq!(t.wal_batches, Some(1234));
-        assert_eq!(t.commit, Some(1_010_001));
-        assert!(close(t.snapshot_restored_s, 1.25));
+        assert_eq!(t.snapshot_restored_s, Some(1.25));
         assert_eq!(t.snapshot_slot, Some(1_000_000));
         assert_eq!(t.snapshot_bytes, Some(266_000_000));
-        assert!(close(t.serving_s, 1.4));
+        assert_eq!(t.serving_s, Some(1.4));
         assert!(!t.installed_snapshot_from_peer);
-        assert_eq!(log_times("", spawned), LogTimes::default());
+        assert_eq!(StartupTimes::from_metrics(""), StartupTimes::default());
     }
 
     #[test]

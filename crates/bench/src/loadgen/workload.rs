@@ -7,6 +7,7 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
+use synod_testkit::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -101,31 +102,6 @@ impl WorkloadParams {
     /// key has the same size and keys sort by number.
     pub fn key(&self, index: u64) -> Vec<u8> {
         format!("k{:0width$}", index, width = self.key_size - 1).into_bytes()
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64): key choice needs speed and
-/// reproducibility, not quality beyond uniformity.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0), by multiply-shift, which has no modulo bias worth noting for
-    /// the keyspaces used here.
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }
 
@@ -318,20 +294,6 @@ mod tests {
         assert!(params(4, 1_000).validate().is_ok());
         assert!(params(4, 1_001).validate().is_err());
         assert!(params(16, 0).validate().is_err());
-    }
-
-    #[test]
-    fn rng_is_uniform_enough_and_in_range() {
-        let mut rng = Rng::new(7);
-        let mut counts = [0u32; 10];
-        for _ in 0..100_000 {
-            counts[rng.below(10) as usize] += 1;
-        }
-        for c in counts {
-            assert!((9_000..11_000).contains(&c), "{counts:?}");
-        }
-        assert_eq!(Rng::new(1).next_u64(), Rng::new(1).next_u64());
-        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
     }
 
     #[test]

@@ -5,10 +5,11 @@ use super::MemberConfig;
 use crate::cluster::Url;
 use crate::identity::{Identity, IdentityError};
 use crate::members::{MemberRecord, MemberTable};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StartupStage};
 use crate::replica;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use synod_paxos::DurableState;
 use synod_storage::{Batch, DiskStorage, Storage, StorageError};
 
@@ -150,7 +151,7 @@ pub(super) fn open_data_dir(
     }
     metrics
         .snapshots_damaged
-        .fetch_add(damaged.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(damaged.len() as u64, Relaxed);
     let mut durable = if storage.recovered().is_empty() && cfg.join_existing {
         // Knows nothing yet: the leader sends the log (or a snapshot) once the membership
         // names this member; it never campaigns before it is a voter.
@@ -186,8 +187,10 @@ pub(super) fn open_data_dir(
             commit = r.hard_state.commit,
             "recovered from the data directory"
         );
+        metrics.startup.wal_batches.store(r.report.batches, Relaxed);
         r.durable_state()
     };
+    metrics.startup.reached(StartupStage::DataDirRecovered);
     // The store resumes from the newest snapshot; the engine replays the log above it.
     let mut restored = replica::Restored::default();
     if let Some(snap) = storage.latest_snapshot().map_err(OpenError::ReadSnapshot)? {
@@ -208,6 +211,12 @@ pub(super) fn open_data_dir(
             bytes = snap.data.len(),
             "restored the newest snapshot"
         );
+        let startup = &metrics.startup;
+        startup.snapshot_slot.store(slot, Relaxed);
+        startup
+            .snapshot_bytes
+            .store(snap.data.len() as u64, Relaxed);
+        startup.reached(StartupStage::SnapshotRestored);
         restored.latest = Some((slot, snap.data));
     }
     Ok(DataDir {

@@ -4,7 +4,7 @@
 use super::open::{initial_table, DataDir};
 use super::MemberConfig;
 use crate::cluster::{BindAddr, FlagError, Url};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StartupStage};
 use crate::replica;
 use crate::status::Shared;
 use crate::transport::{Transport, TransportConfig};
@@ -225,6 +225,7 @@ async fn serve_clients(
         peers = %cfg.peer_listen,
         "serving"
     );
+    metrics.startup.reached(StartupStage::Serving);
 
     // The client API stops when asked, or when the replica stops on its own (a disk error).
     let handle = replica.handle.clone();

@@ -2,67 +2,23 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
-use etcd_client::{Client, ConnectOptions};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use etcd_client::{Client, ConnectOptions, Txn, TxnOp};
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use synod_testkit::ClusterSpec;
 
 pub const HEARTBEAT_MS: u64 = 20;
 pub const ELECTION_MS: u64 = 200;
+/// How long a member gets to exit after SIGTERM.
+const STOP_WAIT_MAX: Duration = Duration::from_secs(10);
 
-/// Free loopback ports: bind port 0, note it, let it go. Another process could take one in
-/// between; tests would then fail loudly at bind, never silently.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
-}
-
+/// The test kit's cluster of `synod` processes with the tests' timing and logging, whose
+/// operations panic instead of returning errors.
 #[derive(Debug)]
-pub struct Member {
-    pub name: String,
-    pub client_port: u16,
-    pub peer_port: u16,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
-    /// A member that joined later: its own `--initial-cluster` and
-    /// `--initial-cluster-state existing`.
-    joined: Option<String>,
-}
-
-impl Member {
-    pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-}
-
-#[derive(Debug)]
-pub struct Cluster {
-    pub members: Vec<Member>,
-    initial_cluster: String,
-    /// Unique per cluster, so that clusters of tests running side by side refuse each other
-    /// should one reuse a port another just freed.
-    token: String,
-    _dir: tempfile::TempDir,
-    extra_flags: Vec<String>,
-}
+pub struct Cluster(synod_testkit::Cluster);
 
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
@@ -70,186 +26,45 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra_flags: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let ports = free_ports(2 * n);
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{}", i + 1),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
-                data_dir: dir.path().join(format!("m{}", i + 1)),
-                log: dir.path().join(format!("m{}.log", i + 1)),
-                child: None,
-                joined: None,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let token = format!("e2e-{}", ports[0]);
-        let mut cluster = Cluster {
-            members,
-            initial_cluster,
-            token,
-            _dir: dir,
-            extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            cluster.spawn(i);
-        }
-        cluster
+        let mut spec = ClusterSpec::new(PathBuf::from(env!("CARGO_BIN_EXE_synod")), n);
+        spec.token_prefix = "e2e".into();
+        spec.flags = vec![
+            format!("--heartbeat-interval={HEARTBEAT_MS}"),
+            format!("--election-timeout={ELECTION_MS}"),
+            "--log-level=info,synod_server=debug".into(),
+        ];
+        spec.flags.extend(extra_flags.iter().map(|s| s.to_string()));
+        Cluster(synod_testkit::Cluster::start(&spec).expect("start the cluster"))
     }
 
+    /// Starts member `i` (again).
     pub fn spawn(&mut self, i: usize) {
-        let m = &mut self.members[i];
-        assert!(
-            m.child.is_none() || !m.is_running(),
-            "{} is running",
-            m.name
-        );
-        let (initial_cluster, state) = match &m.joined {
-            Some(c) => (c.clone(), "existing"),
-            None => (self.initial_cluster.clone(), "new"),
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log)
-            .expect("open the member's log");
-        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
-            .arg(format!("--name={}", m.name))
-            .arg(format!("--data-dir={}", m.data_dir.display()))
-            .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{}",
-                m.client_port
-            ))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{}",
-                m.client_port
-            ))
-            .arg(format!(
-                "--listen-peer-urls=http://127.0.0.1:{}",
-                m.peer_port
-            ))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
-                m.peer_port
-            ))
-            .arg(format!("--initial-cluster={initial_cluster}"))
-            .arg(format!("--initial-cluster-state={state}"))
-            .arg(format!("--initial-cluster-token={}", self.token))
-            .arg(format!("--heartbeat-interval={HEARTBEAT_MS}"))
-            .arg(format!("--election-timeout={ELECTION_MS}"))
-            .arg("--log-level=info,synod_server=debug")
-            .args(&self.extra_flags)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start synod");
-        m.child = Some(child);
-    }
-
-    /// kill -9.
-    pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.0.spawn(i).expect("start synod");
     }
 
     /// SIGTERM, and wait for a clean exit.
-    pub fn stop(&mut self, i: usize) -> std::process::ExitStatus {
-        let c = self.members[i].child.as_mut().expect("running");
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.members[i].child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop",
-                self.members[i].name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn stop(&mut self, i: usize) -> ExitStatus {
+        self.0.stop(i, STOP_WAIT_MAX).expect("stop the member")
     }
 
     /// A new member's name and peer URL, not started: add it with `etcdctl member add` (or
-    /// the client) first, then `spawn` it. It joins with `--initial-cluster-state existing`
-    /// and an `--initial-cluster` naming the members given plus itself, as etcd documents.
+    /// the client) first, then `spawn` it.
     pub fn prepare_join(&mut self, name: &str, peers: &[usize]) -> usize {
-        let ports = free_ports(2);
-        let dir = self._dir.path();
-        let mut initial: Vec<String> = peers
-            .iter()
-            .map(|&i| {
-                let m = &self.members[i];
-                format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)
-            })
-            .collect();
-        initial.push(format!("{name}=http://127.0.0.1:{}", ports[1]));
-        self.members.push(Member {
-            name: name.to_string(),
-            client_port: ports[0],
-            peer_port: ports[1],
-            data_dir: dir.join(name),
-            log: dir.join(format!("{name}.log")),
-            child: None,
-            joined: Some(initial.join(",")),
-        });
-        self.members.len() - 1
-    }
-
-    pub fn peer_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].peer_port)
-    }
-
-    pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(Member::endpoint).collect()
-    }
-
-    pub fn log_of(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
-    }
-
-    /// Dumps every member's log (call when a test fails).
-    pub fn dump_logs(&self) {
-        for (i, m) in self.members.iter().enumerate() {
-            eprintln!(
-                "===== {} ({}) =====\n{}",
-                m.name,
-                m.log.display(),
-                tail(&self.log_of(i), 80)
-            );
-        }
-    }
-
-    pub fn data_dir(&self, i: usize) -> &Path {
-        &self.members[i].data_dir
+        self.0.prepare_join(name, peers).expect("prepare a member")
     }
 }
 
-fn tail(s: &str, lines: usize) -> String {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+impl Deref for Cluster {
+    type Target = synod_testkit::Cluster;
+
+    fn deref(&self) -> &synod_testkit::Cluster {
+        &self.0
+    }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump_logs();
-        }
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut synod_testkit::Cluster {
+        &mut self.0
     }
 }
 
@@ -343,17 +158,114 @@ pub async fn put_retry(c: &mut Client, key: String, value: String) {
     }
 }
 
+/// How long [`eventually`] polls: for what should happen within a few reconnect back-offs
+/// (2 s at most each) on a loaded machine.
+pub const EVENTUALLY_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds, or fails the test after [`EVENTUALLY_WAIT_MAX`] saying `what`
+/// (with the end of every member's log).
+pub async fn eventually(cluster: &Cluster, what: &str, mut cond: impl FnMut(&Cluster) -> bool) {
+    let deadline = Instant::now() + EVENTUALLY_WAIT_MAX;
+    while !cond(cluster) {
+        if Instant::now() >= deadline {
+            cluster.dump_logs();
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// GET over HTTP/1.1 on a fresh connection; the whole answer (status line, headers, body).
 pub fn http_get(endpoint: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(endpoint).expect("connect for HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the HTTP request");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    synod_testkit::http::get(endpoint, path).expect("HTTP GET")
+}
+
+/// Writes `batches` Txns from `loaders` clients at once, the puts of Txn `b` being
+/// `batch(b)`; each client writes every `loaders`-th Txn.
+pub async fn load_txns<F>(endpoints: &[String], batches: usize, loaders: usize, batch: F)
+where
+    F: Fn(usize) -> Vec<TxnOp> + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let batch = Arc::new(batch);
+    let tasks: Vec<_> = (0..loaders)
+        .map(|t| {
+            let (endpoints, batch) = (endpoints.to_vec(), batch.clone());
+            tokio::spawn(async move {
+                let mut c = client(&endpoints).await;
+                for b in (t..batches).step_by(loaders) {
+                    c.txn(Txn::new().and_then(batch(b)))
+                        .await
+                        .expect("load a batch");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a loader");
+    }
+    eprintln!("wrote {batches} Txns in {:?}", started.elapsed());
+}
+
+/// What a client doing gets back to back saw.
+#[derive(Debug)]
+pub struct GetProbe {
+    pub gets: usize,
+    /// The slowest get.
+    pub worst: Duration,
+    /// Failed gets, and gets that found no value.
+    pub errors: Vec<String>,
+}
+
+impl GetProbe {
+    /// Every get answered with a value, none slower than `bound`; `during` says what else
+    /// went on.
+    pub fn assert_served_within(&self, bound: Duration, during: &str) {
+        let errors = &self.errors;
+        assert!(
+            errors.is_empty(),
+            "{} gets failed, e.g. {:?}",
+            errors.len(),
+            &errors[..errors.len().min(3)]
+        );
+        assert!(
+            self.worst < bound,
+            "a get took {:?} while {during} (bound {bound:?})",
+            self.worst
+        );
+    }
+}
+
+/// Gets, back to back for `run`, of `key(n)` for the n-th get, each expected to find a value.
+pub async fn probe_gets(
+    endpoints: &[String],
+    run: Duration,
+    key: impl Fn(usize) -> String,
+) -> GetProbe {
+    let mut c = client(endpoints).await;
+    let mut probe = GetProbe {
+        gets: 0,
+        worst: Duration::ZERO,
+        errors: Vec::new(),
+    };
+    let started = Instant::now();
+    while started.elapsed() < run {
+        let k = key(probe.gets);
+        let sent = Instant::now();
+        match c.get(k.clone(), None).await {
+            Ok(r) if r.kvs().len() == 1 => {}
+            Ok(r) => probe.errors.push(format!("{k}: {} values", r.kvs().len())),
+            Err(e) => probe.errors.push(e.to_string()),
+        }
+        probe.worst = probe.worst.max(sent.elapsed());
+        probe.gets += 1;
+    }
+    eprintln!(
+        "{} gets, slowest {:?}, {} failed {:?}",
+        probe.gets,
+        probe.worst,
+        probe.errors.len(),
+        probe.errors.first()
+    );
+    probe
 }
