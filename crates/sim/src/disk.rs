@@ -117,6 +117,8 @@ pub struct Disk {
     syncing: Option<Group>,
     /// Damage injected while the node was down.
     corruption: Option<Corruption>,
+    /// The newest snapshot file, damaged while the node was down (its slot).
+    damaged_snapshot: Option<Slot>,
 }
 
 impl Disk {
@@ -128,6 +130,7 @@ impl Disk {
             queued: VecDeque::new(),
             syncing: None,
             corruption: None,
+            damaged_snapshot: None,
         }
     }
 
@@ -140,6 +143,10 @@ impl Disk {
         self.queued.clear();
         self.syncing = None;
         self.storage.restart()?;
+        if !self.storage.recovered().report.damaged_snapshots.is_empty() {
+            // Set aside, never to be served: what is left is sound.
+            self.damaged_snapshot = None;
+        }
         if self.storage.recovered().is_empty() {
             let state = self.bootstrap.clone();
             self.storage
@@ -177,6 +184,29 @@ impl Disk {
 
     pub fn corruption(&self) -> Option<Corruption> {
         self.corruption
+    }
+
+    /// Anything on this disk was damaged on purpose (log or snapshot).
+    pub fn is_damaged(&self) -> bool {
+        self.corruption.is_some() || self.damaged_snapshot.is_some()
+    }
+
+    /// The slot of the snapshot file damaged on purpose and not yet set aside by a restart.
+    pub fn damaged_snapshot(&self) -> Option<Slot> {
+        self.damaged_snapshot
+    }
+
+    /// Damages the newest snapshot file (flipped bytes its checksum catches); returns its
+    /// slot, or `None` without one. The next start must set it aside and fall back to the
+    /// older one kept (the log is never compacted past it), or refuse to start when none is
+    /// left: never serve it. Call only while the node is down.
+    pub fn corrupt_snapshot(&mut self) -> Option<Slot> {
+        let slot = self.storage.latest_snapshot().ok()??.meta.slot;
+        if !self.storage.corrupt_snapshot(slot) {
+            return None;
+        }
+        self.damaged_snapshot = Some(slot);
+        Some(slot)
     }
 
     /// Hands a job to the persist thread, behind every job queued before it.

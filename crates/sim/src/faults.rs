@@ -148,11 +148,7 @@ impl Simulation {
     /// majority of healthy disks left afterwards among the voters of the newest chosen
     /// membership and of the one the operator asked for last.
     fn may_corrupt(&self, id: NodeId) -> bool {
-        let damaged = self
-            .nodes
-            .iter()
-            .filter(|n| n.disk.corruption().is_some())
-            .count();
+        let damaged = self.nodes.iter().filter(|n| n.disk.is_damaged()).count();
         if damaged >= CORRUPT_NODES_MAX {
             return false;
         }
@@ -176,7 +172,7 @@ impl Simulation {
             && self
                 .index_of(id)
                 .map(|i| &self.nodes[i])
-                .is_some_and(|n| n.disk.corruption().is_none() && !n.retired)
+                .is_some_and(|n| !n.disk.is_damaged() && !n.retired)
     }
 
     /// Damages a synced record of a crashed node's log, one its next restart must detect.
@@ -187,6 +183,15 @@ impl Simulation {
             !node.is_up(),
             "disks are only damaged while their node is down"
         );
+        if self.rng.chance(0.3) {
+            if let Some(slot) = node.disk.corrupt_snapshot() {
+                self.stats.snapshots_damaged += 1;
+                self.trace.emit(self.now, &node_name(id), || {
+                    format!("CORRUPT the newest snapshot file (slot {slot})")
+                });
+                return;
+            }
+        }
         let durable = node.disk.storage().durable_batches();
         let Some(c) = node.disk.corrupt(&mut self.rng) else {
             return; // nothing synced that a restart could tell from a torn write yet
@@ -208,7 +213,7 @@ impl Simulation {
         if node.is_up() || node.refused.is_some() || node.retired || !node.launched {
             return;
         }
-        let damaged = node.disk.corruption().is_some();
+        let damaged = node.disk.is_damaged();
         match node.restart(now) {
             Ok(()) => {
                 let r = self.node(id).disk.storage().recovered().report.clone();
@@ -254,6 +259,13 @@ impl Simulation {
             ),
             // Snapshots are never damaged on purpose (yet): one that does not decode is a
             // bug in writing, saving or adopting it.
+            Err(StartError::SnapshotServed(slot)) => self.fail(
+                ViolationKind::CorruptionServed,
+                format!(
+                    "node {id}: recovery served the snapshot at slot {slot}, whose file was \
+                     damaged (the replica was not started from it)"
+                ),
+            ),
             Err(StartError::SnapshotUndecodable(e)) => self.fail(
                 ViolationKind::StorageRefused,
                 format!("node {id} refuses to start: its newest snapshot does not decode: {e}"),

@@ -57,7 +57,7 @@ impl Simulation {
         let damaged: BTreeSet<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| n.disk.corruption().is_some())
+            .filter(|n| n.disk.is_damaged())
             .map(|n| n.id)
             .chain(self.tail_lost.iter().copied())
             .chain(hit.iter().copied())

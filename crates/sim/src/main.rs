@@ -180,7 +180,7 @@ fn many(args: &Args, options: &Options) -> ExitCode {
     let wall = summary.wall.as_secs_f64();
     println!(
         "simulated {:.0}s, {} operations acknowledged, {} with unknown outcome, {} faults \
-         ({} disks corrupted, {} restarts refused; {} synced tails lost in {} seeds, peer \
+         ({} disks corrupted, {} restarts refused, {} snapshot files damaged; {} synced tails lost in {} seeds, peer \
          recoveries started/ended/recorded {}/{}/{}); slowest recovery after healing: {}ms \
          of the {}ms allowed (seed {})",
         summary.sim_ms as f64 / 1000.0,
@@ -189,6 +189,7 @@ fn many(args: &Args, options: &Options) -> ExitCode {
         summary.faults,
         summary.corruptions,
         summary.refusals,
+        summary.snapshots_damaged,
         summary.lost_tails,
         summary.lost_tail_seeds,
         summary.recoveries_started,

@@ -146,6 +146,8 @@ pub enum StartError {
     CorruptionServed(Corruption),
     /// The newest snapshot on disk does not decode (the server refuses to start on it).
     SnapshotUndecodable(String),
+    /// Recovery handed over the snapshot whose file was damaged on purpose.
+    SnapshotServed(Slot),
 }
 
 /// A clock running at `1 + drift_ppm / 10^6` times real speed since `epoch_us`.
@@ -305,6 +307,9 @@ impl Node {
             Some(data) => {
                 let (info, kv) = synod_replica::snapshot_format::decode(&data)
                     .map_err(|e| StartError::SnapshotUndecodable(e.to_string()))?;
+                if self.disk.damaged_snapshot() == Some(info.slot) {
+                    return Err(StartError::SnapshotServed(info.slot));
+                }
                 let kv = synod_kv::KvStore::restore(&kv)
                     .map_err(|e| StartError::SnapshotUndecodable(e.to_string()))?;
                 let restored = Restored {
@@ -361,6 +366,7 @@ impl Node {
                 StartError::Refused(e) => e.to_string(),
                 StartError::CorruptionServed(c) => format!("corruption served: {c:?}"),
                 StartError::SnapshotUndecodable(e) => format!("snapshot undecodable: {e}"),
+                StartError::SnapshotServed(slot) => format!("damaged snapshot {slot} served"),
             })
         })
     }

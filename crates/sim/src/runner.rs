@@ -133,6 +133,8 @@ pub struct Summary {
     /// Disks corrupted, and restarts refused because of it.
     pub corruptions: u64,
     pub refusals: u64,
+    /// Newest snapshot files damaged.
+    pub snapshots_damaged: u64,
     /// Synced log tails lost, peer recoveries started (starts that found a loss reported),
     /// ended by the engine, and recorded durably (`Stats`).
     pub lost_tails: u64,
@@ -157,6 +159,7 @@ impl Summary {
         self.faults += o.stats.faults;
         self.corruptions += o.stats.corruptions;
         self.refusals += o.stats.refusals;
+        self.snapshots_damaged += o.stats.snapshots_damaged;
         self.lost_tails += o.stats.lost_tails;
         self.recoveries_started += o.stats.recoveries_started;
         self.recoveries_ended += o.stats.recoveries_ended;

@@ -129,6 +129,8 @@ pub struct Stats {
     pub faults: u64,
     /// Disks damaged, and restarts refused because of it.
     pub corruptions: u64,
+    /// Newest snapshot files damaged (the restart falls back to an older one, or refuses).
+    pub snapshots_damaged: u64,
     pub refusals: u64,
     /// Time from the end of faults until the liveness condition held, and the bound on it.
     pub liveness_us: u64,

@@ -98,10 +98,17 @@ fn corrupted_disks_refuse_to_start_and_the_rest_carries_on() {
         "only {} of 200 seeds damaged a disk",
         summary.corruptions
     );
-    assert_eq!(
-        summary.refusals, summary.corruptions,
-        "every damaged disk refuses to start, exactly once"
+    assert!(
+        summary.refusals >= summary.corruptions,
+        "every disk with a damaged log refuses to start ({} refusals, {} damaged logs)",
+        summary.refusals,
+        summary.corruptions
     );
+    assert!(
+        summary.refusals <= summary.corruptions + summary.snapshots_damaged,
+        "only damaged disks refuse to start"
+    );
+    assert!(summary.snapshots_damaged > 0, "no snapshot file damaged");
     assert!(summary.ops_ok > 0, "clients got no work done");
 }
 

@@ -59,7 +59,7 @@ impl DiskStorage {
         let (snapshots, damaged) =
             SnapshotStore::open(&dir.join("snap"), options.snapshots_kept, false)?;
         let mut recovered = Recovered::new(snapshots.newest());
-        recovered.report.damaged_snapshots = damaged;
+        recovered.set_damaged_snapshots(damaged);
         let wal = Wal::open(&dir.join("wal"), options.segment_bytes_max, &mut recovered)?;
         check_coverage(&dir, wal.first_seq(), &recovered)?;
         Ok(DiskStorage {
@@ -78,7 +78,7 @@ impl DiskStorage {
         let (snapshots, damaged) =
             SnapshotStore::open(&dir.join("snap"), options.snapshots_kept, true)?;
         let mut recovered = Recovered::new(snapshots.newest());
-        recovered.report.damaged_snapshots = damaged;
+        recovered.set_damaged_snapshots(damaged);
         let plan = recover::scan(&dir.join("wal"), &mut recovered)?;
         check_coverage(dir, plan.first_seq(), &recovered)?;
         Ok(recovered)

@@ -204,7 +204,7 @@ impl MemStorage {
         let damaged_snapshots = self.snapshots.recover();
         let newest = self.snapshots.newest();
         let mut recovered = Recovered::new(newest);
-        recovered.report.damaged_snapshots = damaged_snapshots;
+        recovered.set_damaged_snapshots(damaged_snapshots);
         if self.compacted && newest.is_none() {
             return Err(StorageError::corrupt(
                 wal_path(),
@@ -528,5 +528,44 @@ mod tests {
         assert_eq!(s.recovered().snapshot_slot(), 3);
         assert_eq!(s.recovered().report.damaged_snapshots.len(), 1);
         assert_eq!(&s.latest_snapshot().unwrap().unwrap().data[..], b"three");
+    }
+
+    /// A snapshot installed from a peer covers slots this replica's log holds only as values
+    /// it accepted (perhaps not the chosen ones). If that snapshot is damaged, recovery falls
+    /// back to the older one; the commit point must fall back with it, or the engine would
+    /// take those accepted values for chosen ones.
+    #[test]
+    fn falling_back_past_a_damaged_snapshot_forgets_the_commit_point_above_it() {
+        let mut s = MemStorage::new();
+        for slot in 1..=3 {
+            s.append(&batch(slot)).unwrap();
+        }
+        s.save_snapshot(2, b"two").unwrap();
+        s.append(&batch(4)).unwrap();
+        // Installed from a peer: covers slot 6, commit moves there.
+        s.save_snapshot(6, b"six").unwrap();
+        let hard_state = HardState {
+            promised: Ballot::new(4, 1),
+            commit: 6,
+        };
+        s.append(&Batch::new(Some(hard_state), Vec::new())).unwrap();
+        s.restart().unwrap();
+        assert_eq!(s.recovered().fell_back_from(), None);
+        assert_eq!(s.recovered().durable_state().hard_state.commit, 6);
+        assert!(s.corrupt_snapshot(6));
+        s.restart().unwrap();
+        assert_eq!(s.recovered().snapshot_slot(), 2);
+        assert_eq!(s.recovered().fell_back_from(), Some(6));
+        let state = s.recovered().durable_state();
+        assert_eq!(
+            state.hard_state.commit, 2,
+            "slots 3 and 4 are only accepted"
+        );
+        assert_eq!(
+            state.hard_state.promised,
+            Ballot::new(4, 1),
+            "promises stay"
+        );
+        assert_eq!(slots(&s), vec![3, 4], "and so do accepted values");
     }
 }

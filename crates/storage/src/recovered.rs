@@ -81,12 +81,43 @@ impl Recovered {
         self.snapshot.map_or(0, |s| s.slot)
     }
 
+    /// Records the snapshots set aside as damaged (newest first).
+    pub(crate) fn set_damaged_snapshots(&mut self, damaged: Vec<(PathBuf, String)>) {
+        self.report.damaged_snapshots = damaged;
+    }
+
+    /// The newest snapshot set aside as damaged, if it is newer than the one recovery starts
+    /// from: recovery fell back past it.
+    pub fn fell_back_from(&self) -> Option<Slot> {
+        self.report
+            .damaged_snapshots
+            .iter()
+            .filter_map(|(path, _)| {
+                let name = path.file_name()?.to_str()?;
+                let name = name.strip_prefix("mem:").unwrap_or(name);
+                crate::fsutil::parse_hex_name(name, "snap-", ".snap")
+            })
+            .max()
+            .filter(|&damaged| damaged > self.snapshot_slot())
+    }
+
     /// What the engine is started from: the hard state and the records in slot order.
     /// `snapshot` is left `None`: the membership a snapshot carries lives in its data, which
     /// only the driver decodes, so the driver fills it in when it restores the snapshot.
+    ///
+    /// When recovery fell back past a damaged newer snapshot, the commit point is lowered to
+    /// the snapshot it starts from: the slots between may have reached this replica only in
+    /// the damaged snapshot (one installed from a peer), so the records the log holds for
+    /// them are values it accepted, not necessarily the chosen ones, and the engine treats
+    /// every record at or below the commit point as chosen. It learns them again from its
+    /// peers. Only the commit point is forgotten: promises and accepted values stay.
     pub fn durable_state(&self) -> DurableState {
+        let mut hard_state = self.hard_state;
+        if self.fell_back_from().is_some() {
+            hard_state.commit = hard_state.commit.min(self.snapshot_slot());
+        }
         DurableState {
-            hard_state: self.hard_state,
+            hard_state,
             records: self.records.values().cloned().collect(),
             snapshot: None,
         }
