@@ -58,7 +58,7 @@ impl KvStore {
         reads: Reads,
     ) -> Applied {
         let again = match self.clients.replay(client_id, seq) {
-            Some(Replay::Answer(outcome)) => return Applied::done(outcome),
+            Some(Replay::Answer(outcome)) => return Applied::replayed(outcome),
             Some(Replay::Again) => true,
             None => false,
         };

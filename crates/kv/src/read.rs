@@ -138,6 +138,16 @@ impl From<RangeRequest> for ReadRequest {
 }
 
 impl TxnRequest {
+    /// A Range op in some branch, nested txns included: its answer may carry what it read.
+    pub fn answers_reads(&self) -> bool {
+        self.success.iter().chain(&self.failure).any(|op| match op {
+            RequestOp::Range(_) => true,
+            RequestOp::Put(p) => p.prev_kv,
+            RequestOp::DeleteRange(d) => d.prev_kv,
+            RequestOp::Txn(t) => t.answers_reads(),
+        })
+    }
+
     /// No Put or DeleteRange in any branch, nested txns included: the txn changes nothing
     /// whichever way its compares go.
     pub fn is_read_only(&self) -> bool {
@@ -150,6 +160,18 @@ impl TxnRequest {
 }
 
 impl Request {
+    /// Whether its answer carries what it read (range results, `prev_kv`s): what the dedup
+    /// table does not keep, so a duplicate's answer lacks it (docs/KV.md, "Deduplication").
+    pub fn answers_reads(&self) -> bool {
+        match self {
+            Request::Range(_) => true,
+            Request::Put(p) => p.prev_kv,
+            Request::DeleteRange(d) => d.prev_kv,
+            Request::Txn(t) => t.answers_reads(),
+            Request::Compact(_) => false,
+        }
+    }
+
     /// A Range, or a read-only Txn ([`TxnRequest::is_read_only`]).
     pub fn is_read_only(&self) -> bool {
         match self {
@@ -268,6 +290,8 @@ pub enum Reads {
 pub struct Applied {
     pub(crate) outcome: Result<Response, KvError>,
     pub(crate) pending: Vec<PendingRead>,
+    /// A duplicate of a command applied before, answered from what the dedup table kept.
+    pub(crate) replayed: bool,
 }
 
 /// A Range op whose result an apply left to run elsewhere.
@@ -286,7 +310,22 @@ impl Applied {
         Applied {
             outcome,
             pending: Vec::new(),
+            replayed: false,
         }
+    }
+
+    /// The answer to a duplicate, from what the dedup table kept of the first one: without
+    /// anything the command read (see [`Request::answers_reads`]).
+    pub(crate) fn replayed(outcome: Result<Response, KvError>) -> Applied {
+        Applied {
+            replayed: true,
+            ..Applied::done(outcome)
+        }
+    }
+
+    /// Whether this is a duplicate's answer, from the dedup table.
+    pub fn is_replay(&self) -> bool {
+        self.replayed
     }
 
     /// Whether every read was answered during the apply (or skipped).
@@ -421,6 +460,7 @@ impl ApplyReads {
         Applied {
             outcome,
             pending: self.pending,
+            replayed: false,
         }
     }
 }

@@ -145,7 +145,18 @@ impl<W: Waiter> Replica<W> {
             };
             self.observer
                 .proposal_latency(self.now.saturating_sub(arrived));
-            if applied.is_complete() {
+            if applied.is_replay() && answers_reads(&c.payload) {
+                // A duplicate of a command chosen twice (re-proposed around a leader
+                // change), whose first copy this replica did not apply itself (it came in a
+                // snapshot from a peer), so the client still waits here. The store kept
+                // what the command did but not what it read: answering with that would
+                // report empty reads. The write happened once; what it read is not known
+                // here any more, so the client hears what etcd says when a proposal's fate
+                // is unclear, and reads again.
+                self.fx
+                    .answers
+                    .push((waiter, Err(ReplicaError::LeaderChanged)));
+            } else if applied.is_complete() {
                 let outcome = applied
                     .outcome()
                     .map(Answer::Kv)
@@ -213,4 +224,9 @@ impl<W: Waiter> Replica<W> {
             }
         }
     }
+}
+
+/// Whether the command's answer would carry what it read (see `synod_kv::Request::answers_reads`).
+fn answers_reads(payload: &[u8]) -> bool {
+    synod_kv::decode_request(payload).is_ok_and(|r| r.answers_reads())
 }

@@ -19,6 +19,18 @@ pub enum Route {
     Log,
     /// A linearizable read (`Replica::read`): a read barrier, then the replica's store.
     Barrier,
+    /// A serializable read (`Replica::read`, not linearizable): the replica's store as it is.
+    /// Not part of the linearizable history; checked against the store at its revision.
+    Local,
+}
+
+/// A serializable read's answer: what the store held for `key` at `revision`.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalRead {
+    pub node: u64,
+    pub key: Key,
+    pub read: synod_check::Read,
+    pub revision: Rev,
 }
 
 /// A write the client saw acknowledged: it must be in every replica's store at `revision`.
@@ -79,10 +91,12 @@ impl Client {
         if rng.below(100) < swarm.read_pct {
             let route = if rng.below(100) < swarm.log_read_pct {
                 Route::Log
+            } else if rng.chance(0.2) {
+                Route::Local
             } else {
                 Route::Barrier
             };
-            let op = if rng.chance(0.15) {
+            let op = if route != Route::Local && rng.chance(0.15) {
                 Op::Range {
                     start: 1,
                     end: swarm.keys + 1,

@@ -175,6 +175,8 @@ pub(crate) struct Simulation {
     pub(crate) clients: Vec<Client>,
     pub(crate) liveness_client: Client,
     pub(crate) history: History,
+    /// Serializable reads' answers, checked against the stores at the end.
+    pub(crate) local_reads: Vec<crate::client::LocalRead>,
     pub(crate) agreement: Agreement,
     pub(crate) trace: Trace,
     pub(crate) violation: Option<Violation>,
@@ -236,6 +238,7 @@ impl Simulation {
             next_seq: 0,
             rng,
             history: History::default(),
+            local_reads: Vec::new(),
             agreement: Agreement::default(),
             trace,
             violation: None,

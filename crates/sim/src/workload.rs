@@ -7,12 +7,12 @@
 //! socket buffer, and the client may time out meanwhile (outcome unknown).
 
 use crate::checkers::ViolationKind;
-use crate::client::{Acked, Route};
+use crate::client::{Acked, LocalRead, Route};
 use crate::node::{Held, Node, Request, Ticket, OPERATOR};
 use crate::ops::{decode_value, key_bytes, range_request, request};
 use crate::simulation::{Event, Phase, Simulation};
 use crate::trace::node_name;
-use synod_check::{CheckError, Op, Semantics, Val};
+use synod_check::{CheckError, Op, Response, Semantics, Val};
 use synod_kv::{RangeRequest, ReadRequest};
 use synod_paxos::NodeId;
 use synod_replica::{Answer, ReplicaError};
@@ -105,10 +105,10 @@ impl Simulation {
                 ticket,
                 request: request(&op),
             },
-            Route::Barrier => Request::Read {
+            Route::Barrier | Route::Local => Request::Read {
                 ticket,
                 request: ReadRequest::range(range_request(&op).expect("reads take this route")),
-                linearizable: true,
+                linearizable: route == Route::Barrier,
             },
         };
         self.input(node, Held::Request(request));
@@ -188,6 +188,17 @@ impl Simulation {
         };
         let p = self.client_mut(index).finish(&answer);
         let trace = self.trace.enabled().then(|| format!("{answer:?}"));
+        if let (Route::Local, Op::Get { key }, Response::Get { read, revision }) =
+            (p.route, &p.op, &answer)
+        {
+            self.local_reads.push(LocalRead {
+                node,
+                key: *key,
+                read: *read,
+                revision: revision.unwrap_or(0),
+            });
+            self.history.discard(p.history);
+        }
         let at_h = self.history.complete(p.history, answer);
         self.stats.ops_ok += 1;
         self.trace
@@ -403,6 +414,13 @@ impl Simulation {
             self.fail(ViolationKind::LostWrite, detail);
             return;
         }
+        if let Some(detail) = self.local_reads.iter().find_map(|r| {
+            let judge = self.judged().next()?;
+            stale_local_read(judge, r)
+        }) {
+            self.fail(ViolationKind::Linearizability, detail);
+            return;
+        }
         if let Some(detail) = shared_revision(&self.clients, &self.liveness_client) {
             self.fail(ViolationKind::Linearizability, detail);
             return;
@@ -448,6 +466,44 @@ fn shared_revision<'a>(
         }
     }
     None
+}
+
+/// Why a serializable read did not return what the store held at its revision (read from
+/// a judged replica's store at the end: every store agrees on every revision), if it did
+/// not. A serializable read may be stale, never made up, torn or from a diverged store.
+fn stale_local_read(judge: &Node, r: &LocalRead) -> Option<String> {
+    let kv = judge.replica()?.kv();
+    let revision = r.revision as i64;
+    if revision <= kv.compact_revision() || revision > kv.revision() {
+        return (revision > kv.revision()).then(|| {
+            format!(
+                "{}'s serializable read of key {} answered at revision {revision}, beyond \
+                 the store's {}",
+                node_name(r.node),
+                r.key,
+                kv.revision()
+            )
+        });
+    }
+    let mut range = RangeRequest::key(key_bytes(r.key));
+    range.revision = revision;
+    let held = kv.range(&range).ok()?;
+    let expected = held
+        .kvs
+        .first()
+        .map(|kv| (decode_value(kv), kv.mod_revision as u64));
+    let got = r
+        .read
+        .value
+        .map(|v| (Some(v), r.read.meta.map_or(0, |m| m.mod_revision)));
+    (expected != got).then(|| {
+        format!(
+            "{}'s serializable read of key {} at revision {revision} returned {got:?} \
+             (value, mod revision), but the store held {expected:?} there",
+            node_name(r.node),
+            r.key
+        )
+    })
 }
 
 /// Why replica `n`'s store lacks an acknowledged write, if it does: its key must hold the

@@ -169,3 +169,28 @@ fn lost_tails_are_recovered_from_and_nothing_acknowledged_is_lost() {
     assert!(summary.recoveries_recorded > summary.lost_tails / 2);
     assert!(summary.ops_ok > 0, "clients got no work done");
 }
+
+/// Seeds that once failed, each for a bug in the replica or storage below the engine, and
+/// must pass from now on.
+#[test]
+fn seeds_that_found_replica_and_storage_bugs_pass() {
+    use synod_sim::{run_seed, Focus, Options};
+    let cases = [
+        // A duplicate command answered from the dedup table with its reads stripped.
+        (401, Focus::Swarm),
+        // Recovery past a damaged installed snapshot took accepted values for chosen ones.
+        (319, Focus::Corruption),
+    ];
+    for (seed, focus) in cases {
+        let options = Options {
+            focus,
+            ..Options::default()
+        };
+        let outcome = run_seed(seed, &options);
+        assert!(
+            outcome.violation.is_none(),
+            "seed {seed} ({focus:?}): {:?}",
+            outcome.violation
+        );
+    }
+}
