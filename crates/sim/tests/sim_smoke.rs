@@ -2,28 +2,36 @@
 //! relies on. The CI's long run (`synod-sim --seeds 2000`) is the real net; this catches a
 //! broken simulator or engine within seconds of `cargo test`.
 
-use synod_sim::{run_many, run_seed, run_seed_traced, Options, Trace};
+use synod_sim::{run_many, run_seed, run_seed_traced, Options, Summary, Trace};
 
-#[test]
-fn thirty_seeds_run_clean() {
+/// Runs seeds `0..seeds` on two threads (every one, within `seconds_max`) and fails with the
+/// first violation and its replay command.
+fn run_clean(seeds: u64, options: &Options, seconds_max: u64) -> Summary {
     let summary = run_many(
         0,
-        30,
+        seeds,
         2,
-        &Options::default(),
-        std::time::Duration::from_secs(60),
-        false,
+        options,
+        std::time::Duration::from_secs(seconds_max),
+        true,
         |_, _| {},
     );
     if let Some(f) = summary.failures.first() {
         panic!(
-            "seed {} failed: {}\nswarm: {}\nreplay: {}",
+            "{} of {seeds} seeds failed; first: seed {}: {}\nswarm: {}\nreplay: {}",
+            summary.failures.len(),
             f.seed,
-            f.violation.as_ref().unwrap(),
+            f.violation.as_ref().expect("a failure has a violation"),
             f.swarm,
-            synod_sim::replay_command(f.seed, &Options::default())
+            synod_sim::replay_command(f.seed, options)
         );
     }
+    summary
+}
+
+#[test]
+fn thirty_seeds_run_clean() {
+    let summary = run_clean(30, &Options::default(), 60);
     assert_eq!(summary.seeds_run, 30);
     assert!(summary.ops_ok > 0, "clients got no work done");
 }
@@ -73,25 +81,7 @@ fn corrupted_disks_refuse_to_start_and_the_rest_carries_on() {
         focus: Focus::Corruption,
         ..Options::default()
     };
-    let summary = run_many(
-        0,
-        200,
-        2,
-        &options,
-        std::time::Duration::from_secs(600),
-        true,
-        |_, _| {},
-    );
-    if let Some(f) = summary.failures.first() {
-        panic!(
-            "{} of 200 seeds failed; first: seed {}: {}\nswarm: {}\nreplay: {}",
-            summary.failures.len(),
-            f.seed,
-            f.violation.as_ref().unwrap(),
-            f.swarm,
-            synod_sim::replay_command(f.seed, &options)
-        );
-    }
+    let summary = run_clean(200, &options, 600);
     assert_eq!(summary.seeds_run, 200);
     assert!(
         summary.corruptions >= 150,
@@ -138,25 +128,7 @@ fn lost_tails_are_recovered_from_and_nothing_acknowledged_is_lost() {
         focus: synod_sim::Focus::LostTail,
         ..Options::default()
     };
-    let summary = run_many(
-        0,
-        100,
-        2,
-        &options,
-        std::time::Duration::from_secs(600),
-        true,
-        |_, _| {},
-    );
-    if let Some(f) = summary.failures.first() {
-        panic!(
-            "{} of 100 seeds failed; first: seed {}: {}\nswarm: {}\nreplay: {}",
-            summary.failures.len(),
-            f.seed,
-            f.violation.as_ref().unwrap(),
-            f.swarm,
-            synod_sim::replay_command(f.seed, &options)
-        );
-    }
+    let summary = run_clean(100, &options, 600);
     assert_eq!(summary.lost_tail_seeds, 100);
     assert!(
         summary.lost_tails >= 200,
