@@ -31,6 +31,9 @@ use synod_replica::{AdminRequest, Answer, ReplicaError};
 
 /// How often the operator's housekeeping runs.
 pub(crate) const CONTROLLER_US: u64 = 3_000;
+/// Longest the operator waits for its membership request to be answered and chosen before
+/// it sends another (its leader may have gone down with it).
+const OPERATOR_WAIT_US_MAX: u64 = 500_000;
 /// Longest wait between a removal taking force and the node being stopped.
 const RETIRE_DELAY_US_MAX: u64 = 30_000;
 
@@ -150,6 +153,14 @@ impl Simulation {
             self.input(leader, Held::Request(Request::MoveLeader { ticket, to }));
             return;
         }
+        // One membership request at a time, as an operator running etcdctl does: the replica
+        // queues valid requests and proposes them one after another, each judged against
+        // the table then in force, so two sent at once could add up to a membership this
+        // operator never vetted. It waits until the last one is answered (or its leader
+        // went down with it) and chosen.
+        if self.proposed.is_some() && self.operator_waiting_until > self.now {
+            return;
+        }
         let Some((request, next)) = self.plan(action, &current) else {
             return;
         };
@@ -166,6 +177,7 @@ impl Simulation {
             )
         });
         self.proposed = Some(next);
+        self.operator_waiting_until = self.now + OPERATOR_WAIT_US_MAX;
         let ticket = self.operator_ticket();
         self.input(leader, Held::Request(Request::Admin { ticket, request }));
     }
@@ -196,6 +208,8 @@ impl Simulation {
         };
         if result.is_err() {
             self.stats.admin_refused += 1;
+            // Refused: nothing of it will be proposed.
+            self.proposed = None;
         }
         self.trace.emit(self.now, "OPER", || {
             format!(

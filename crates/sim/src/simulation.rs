@@ -192,6 +192,8 @@ pub(crate) struct Simulation {
     pub(crate) proposed: Option<Membership>,
     /// Requests the operator sent (its tickets' numbers).
     pub(crate) operator_requests: u64,
+    /// Until when the operator waits for its membership request (`proposed`) to be chosen.
+    pub(crate) operator_waiting_until: u64,
     /// When the last snapshot piece from one node to another arrives (pieces keep order).
     chunk_fifo: BTreeMap<(NodeId, NodeId), u64>,
     /// Nodes with an `EndTurn` scheduled.
@@ -250,6 +252,7 @@ impl Simulation {
             memberships: BTreeMap::from([(1, members)]),
             proposed: None,
             operator_requests: 0,
+            operator_waiting_until: 0,
             chunk_fifo: BTreeMap::new(),
             turn_ending: BTreeSet::new(),
             tail_lost: BTreeSet::new(),
