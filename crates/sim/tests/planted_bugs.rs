@@ -9,14 +9,18 @@
 use std::time::Duration;
 use synod_sim::{run_many, Bug, PlantedBug, ReplicaBug, ViolationKind};
 
-/// Seeds each planted bug gets.
+/// Seeds each planted bug gets, unless its test says otherwise.
 const SEEDS_MAX: u64 = 200;
 
 fn finds(bug: Bug) -> ViolationKind {
+    finds_within(bug, SEEDS_MAX)
+}
+
+fn finds_within(bug: Bug, seeds_max: u64) -> ViolationKind {
     let options = synod_sim::Options::planted(bug);
     let summary = run_many(
         0,
-        SEEDS_MAX,
+        seeds_max,
         2,
         &options,
         Duration::from_secs(600),
@@ -70,9 +74,12 @@ fn planted_bug_membership_without_delay() {
     // of that mistake; what the simulator sees within its seeds is changes stranded (the
     // cluster stops making progress after a change: a liveness violation), and with earlier
     // engines also two replicas delivering different values (seed 274 then). Either way the
-    // broken variant must not pass.
+    // broken variant must not pass. It is the rarest catch: the operator, like one running
+    // etcdctl, waits for each change to be chosen before asking for the next, so only a
+    // change caught in flight by a leader change strands (11 of seeds 0..1000, the first
+    // at seed 229).
     assert!(matches!(
-        finds(Bug::Engine(PlantedBug::MembershipWithoutDelay)),
+        finds_within(Bug::Engine(PlantedBug::MembershipWithoutDelay), 400),
         ViolationKind::Liveness
             | ViolationKind::Agreement
             | ViolationKind::LostWrite
