@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIM_SEEDS="${SIM_SEEDS:-2000}"
+SIM_SEEDS="${SIM_SEEDS:-1000}"
 
 step() { printf '\n== %s\n' "$*"; }
 

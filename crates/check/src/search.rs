@@ -11,6 +11,7 @@
 //! interchangeable (same effect in every state), so they are used strictly in invocation
 //! order: a linearization using a later one while an earlier one is unused can swap the two.
 
+use foldhash::fast::FixedState;
 use std::collections::HashSet;
 
 /// A sequential specification.
@@ -192,7 +193,7 @@ pub fn search<M: Model>(
     }
     let mut used = vec![0usize; classes];
     let mut done: u128 = 0;
-    let mut cache: HashSet<(u128, u128)> = HashSet::new();
+    let mut cache: HashSet<(u128, u128), _> = HashSet::with_hasher(FixedState::default());
     // (the candidate taken, its index among the node's candidates, its choice, the state
     // before it)
     let mut stack: Vec<(usize, usize, usize, M::State)> = Vec::new();
@@ -215,7 +216,12 @@ pub fn search<M: Model>(
             return Outcome::Linearizable;
         }
         let blocking = entries.what[e].0;
-        candidates.sort_by_key(|&op| (calls[op].complete.is_none(), calls[op].order));
+        // Ties in list order (by invocation), as a stable sort would leave them, without
+        // the stable sort's allocation at every node.
+        candidates.sort_unstable_by_key(|&op| {
+            let c = &calls[op];
+            (c.complete.is_none(), c.order, c.invoke, op)
+        });
         let (from, mut first_choice) = std::mem::take(&mut resume);
         for (index, &op) in candidates.iter().enumerate().skip(from) {
             let choice_from = std::mem::take(&mut first_choice);

@@ -341,26 +341,50 @@ impl Engine {
     pub fn status(&self) -> Status {
         Status {
             id: self.id,
-            role: match self.role {
-                RoleState::Follower => Role::Follower,
-                RoleState::PreCandidate(_) => Role::PreCandidate,
-                RoleState::Candidate(_) => Role::Candidate,
-                RoleState::Leader(_) => Role::Leader,
-            },
+            role: self.role(),
             leader: self.leader,
             promised: self.promised,
             commit: self.log.commit(),
             applied: self.applied,
             compacted: self.log.compacted(),
-            members: self
-                .log
-                .memberships()
-                .latest()
-                .map(|c| c.membership.clone()),
+            members: self.members().cloned(),
             lease_held: self.lease_held(),
             retired: self.retired(),
             recovery: self.recovery_phase(),
         }
+    }
+
+    // Single fields of [`Status`], for callers that ask every turn: `status()` clones the
+    // membership.
+
+    /// This replica's role.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Follower => Role::Follower,
+            RoleState::PreCandidate(_) => Role::PreCandidate,
+            RoleState::Candidate(_) => Role::Candidate,
+            RoleState::Leader(_) => Role::Leader,
+        }
+    }
+
+    /// The leader this replica last heard from (itself while leading), if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The highest slot known chosen with every slot below it.
+    pub fn commit(&self) -> Slot {
+        self.log.commit()
+    }
+
+    /// The highest slot the state machine has applied (reported through [`Engine::applied`]).
+    pub fn applied_slot(&self) -> Slot {
+        self.applied
+    }
+
+    /// The newest chosen membership; `None` while a joining replica has not learned any.
+    pub fn members(&self) -> Option<&Membership> {
+        self.log.memberships().latest().map(|c| &c.membership)
     }
 
     pub(crate) fn hard_state(&self) -> HardState {

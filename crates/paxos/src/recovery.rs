@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Whether this replica is recovering from a lost log tail (and so must not vote).
-    pub(crate) fn is_recovering(&self) -> bool {
+    pub fn is_recovering(&self) -> bool {
         self.recovery.is_some()
     }
 

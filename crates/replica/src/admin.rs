@@ -57,9 +57,7 @@ impl<W> Admin<W> {
         engine: &Engine,
     ) -> Admin<W> {
         let table = engine
-            .status()
-            .members
-            .as_ref()
+            .members()
             .and_then(|m| MemberTable::from_membership(m).ok())
             .unwrap_or_default();
         Admin {
@@ -91,7 +89,7 @@ impl<W> Admin<W> {
         if let AdminRequest::Promote { id } = request {
             // Only the leader knows how far a learner got; elsewhere the check is skipped
             // (promotion is safe either way; a lagging voter only slows the cluster).
-            let commit = engine.status().commit;
+            let commit = engine.commit();
             let lag = engine
                 .peer_progress()
                 .into_iter()
@@ -144,7 +142,7 @@ impl<W> Admin<W> {
                 }
             }
             Ok(request) => {
-                if engine.status().role == Role::Leader && self.queue.len() < QUEUE_MAX {
+                if engine.role() == Role::Leader && self.queue.len() < QUEUE_MAX {
                     self.queue.push_back((origin, request));
                 }
             }
@@ -154,15 +152,13 @@ impl<W> Admin<W> {
     /// At the leader, proposes the next queued change once the previous one is in force.
     /// It is judged again against the newest table (the one it will replace).
     pub(crate) fn propose_next(&mut self, engine: &mut Engine) {
-        if engine.status().role != Role::Leader {
+        if engine.role() != Role::Leader {
             self.queue.clear();
             return;
         }
         while let Some((origin, request)) = self.queue.front().cloned() {
             let latest = engine
-                .status()
-                .members
-                .as_ref()
+                .members()
                 .and_then(|m| MemberTable::from_membership(m).ok())
                 .unwrap_or_else(|| self.table.clone());
             let next = latest
@@ -237,8 +233,7 @@ impl<W> Admin<W> {
     /// (the membership values it covers are never applied here). Returns the transport's
     /// peers.
     pub(crate) fn on_snapshot(&mut self, engine: &Engine) -> Option<BTreeMap<NodeId, String>> {
-        let m = engine.status().members?;
-        let table = MemberTable::from_membership(&m).ok()?;
+        let table = MemberTable::from_membership(engine.members()?).ok()?;
         if table.removed.contains(&self.me) && !self.table.removed.contains(&self.me) {
             tracing::warn!("this member was removed from the cluster (learned from a snapshot)");
         }
@@ -279,7 +274,7 @@ impl<W> Admin<W> {
         next_seq: &mut u64,
         now: Time,
     ) {
-        let leader = engine.status().leader;
+        let leader = engine.leader();
         for (to, reply, deadline) in std::mem::take(&mut self.moves) {
             if leader == Some(to) {
                 self.answers.push((reply, Ok(Answer::LeaderMoved)));

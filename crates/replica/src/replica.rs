@@ -114,7 +114,7 @@ impl<W: Waiter> Replica<W> {
             fx.members = Some(admin.table.clone());
         }
         Ok(Replica {
-            recovering: engine.status().recovery.is_some(),
+            recovering: engine.is_recovering(),
             engine,
             kv: restored.kv,
             ticks: Ticks::new(cfg.tick),
@@ -143,7 +143,7 @@ impl<W: Waiter> Replica<W> {
     pub fn start_peer_recovery(&mut self, hinted: impl IntoIterator<Item = NodeId>) {
         self.engine.start_peer_recovery();
         self.engine.hint_recovery_peers(hinted);
-        self.recovering = self.engine.status().recovery.is_some();
+        self.recovering = self.engine.is_recovering();
     }
 
     /// The time of this turn: delivers the engine ticks that came due. Call first in a turn.
@@ -217,7 +217,7 @@ impl<W: Waiter> Replica<W> {
     /// timeout, proposes auto-compaction. `inbound_connection` says which connection a peer's
     /// messages arrive on now (`None`: it has none). Call about once per tick.
     pub fn check_timers(&mut self, inbound_connection: &dyn Fn(NodeId) -> Option<u64>) {
-        let leader = self.engine.status().leader;
+        let leader = self.engine.leader();
         self.snapshots
             .receiver
             .check(leader, inbound_connection, self.now);
@@ -369,26 +369,26 @@ impl<W: Waiter> Replica<W> {
 
     /// Notes the end of a peer recovery, leader and role changes.
     fn note_changes(&mut self) {
-        let status = self.engine.status();
-        if self.recovering && status.recovery.is_none() {
+        let (leader, role) = (self.engine.leader(), self.engine.role());
+        if self.recovering && !self.engine.is_recovering() {
             // Recorded as done only once the Ready that ended it (with the promise raised to
             // the fence) is durable: the persist path takes jobs in order.
             self.recovering = false;
             self.fx.persist.push(PersistJob::FinishRecovery);
         }
-        if status.leader != self.last_leader {
-            if status.leader.is_some() {
+        if leader != self.last_leader {
+            if leader.is_some() {
                 self.observer.count(Count::LeaderChanges, 1);
             }
-            tracing::info!(leader = ?status.leader, role = ?status.role, "leader changed");
-            self.last_leader = status.leader;
-            self.fail_orphaned_writes(status.leader);
+            tracing::info!(leader = ?leader, role = ?role, "leader changed");
+            self.last_leader = leader;
+            self.fail_orphaned_writes(leader);
         }
-        if status.role != self.last_role {
-            if status.role == Role::Candidate {
+        if role != self.last_role {
+            if role == Role::Candidate {
                 self.observer.count(Count::ElectionsStarted, 1);
             }
-            self.last_role = status.role;
+            self.last_role = role;
         }
     }
 
@@ -398,7 +398,7 @@ impl<W: Waiter> Replica<W> {
         // The engine only knows the newest membership it learned leaves this member out: a
         // member that joined later sees such memberships while it replays the log. Removal
         // is what the member table records (its removed ids).
-        self.engine.status().retired && self.admin.table.removed.contains(&self.cfg.member_id)
+        self.engine.retired() && self.admin.table.removed.contains(&self.cfg.member_id)
     }
 }
 

@@ -92,7 +92,7 @@ impl<W: Waiter> Replica<W> {
 
     /// A copy of the store as of the last applied slot, for a client.
     pub(crate) fn start_export(&mut self, waiter: W) {
-        let applied = self.engine.status().applied;
+        let applied = self.engine.applied_slot();
         self.fx.exports.push(ExportJob {
             slot: applied,
             info: self.engine.snapshot_info(applied),
@@ -160,7 +160,7 @@ impl<W: Waiter> Replica<W> {
     /// and freed with the transfer); once whole and valid, has it made durable (then
     /// `snapshot_saved` installs it).
     pub(crate) fn receive_chunk(&mut self, c: SnapshotChunk, connection: Option<u64>) {
-        let leader = self.engine.status().leader;
+        let leader = self.engine.leader();
         let received = self
             .snapshots
             .receiver

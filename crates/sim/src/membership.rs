@@ -350,7 +350,7 @@ impl Simulation {
             }
             // A removed node stops once its engine says it is no longer needed (the
             // membership without it governs and no leader or candidate needs it).
-            let retired = n.engine().is_some_and(|e| e.status().retired);
+            let retired = n.engine().is_some_and(|e| e.retired());
             if latest.is_member(id) && !n.launched {
                 self.launch(id);
             } else if !latest.is_member(id) && retired && self.ever_member(id) {

@@ -292,7 +292,7 @@ impl Node {
 
     /// The last slot applied to the store (0 when down).
     pub fn applied_slot(&self) -> Slot {
-        self.replica.as_ref().map_or(0, |r| r.status().applied_slot)
+        self.engine().map_or(0, |e| e.applied_slot())
     }
 
     /// Starts (or restarts) the replica from what the disk recovered: the store from the

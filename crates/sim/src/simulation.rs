@@ -86,7 +86,8 @@ pub(crate) enum Event {
 struct Scheduled {
     at: u64,
     seq: u64,
-    event: Event,
+    /// Boxed: the heap moves entries on every push and pop, and messages are large.
+    event: Box<Event>,
 }
 
 impl PartialEq for Scheduled {
@@ -300,7 +301,7 @@ impl Simulation {
         self.queue.push(Scheduled {
             at,
             seq: self.next_seq,
-            event,
+            event: Box::new(event),
         });
     }
 
@@ -368,7 +369,7 @@ impl Simulation {
                     format!("runaway simulation: more than {EVENTS_MAX} events"),
                 );
             }
-            self.handle(s.event);
+            self.handle(*s.event);
             if self.violation.is_some() || self.phase == Phase::Done {
                 break;
             }
@@ -669,17 +670,12 @@ impl Simulation {
     /// Traces leader changes: a node's role or the leader it follows changed.
     fn trace_role(&mut self, id: NodeId) {
         let i = self.ix(id);
-        let now_role = self.nodes[i].engine().map(|e| {
-            let s = e.status();
-            (s.role, s.leader, s.promised)
-        });
-        let (role, leader) = match now_role {
-            Some((r, l, _)) => (Some(r), l),
-            None => (None, None),
-        };
-        if self.roles[i] != (role, leader) {
-            self.roles[i] = (role, leader);
-            if let Some((r, l, b)) = now_role {
+        let engine = self.nodes[i].engine();
+        let now = (engine.map(|e| e.role()), engine.and_then(|e| e.leader()));
+        if self.roles[i] != now {
+            self.roles[i] = now;
+            if let Some(e) = engine {
+                let (r, l, b) = (e.role(), e.leader(), e.status().promised);
                 self.trace.emit(self.now, &node_name(id), || {
                     format!("role {r:?} leader={l:?} promised={b}")
                 });
@@ -691,8 +687,9 @@ impl Simulation {
     pub(crate) fn current_leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|n| n.engine().map(|e| e.status()))
-            .filter(|s| s.role == Role::Leader)
+            .filter_map(|n| n.engine())
+            .filter(|e| e.role() == Role::Leader)
+            .map(|e| e.status())
             .max_by_key(|s| s.promised)
             .map(|s| s.id)
     }

@@ -29,7 +29,7 @@ use crate::op::{Key, KeyMeta, Op, Read, Response, Rev, Target, TxnResult, Val};
 use crate::search::Model;
 
 mod txn;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 /// A revision the model knows exactly, or only bounds from below.
@@ -424,12 +424,7 @@ impl Model for KvModel {
     }
 
     fn fingerprint(&self, state: &State) -> u128 {
-        let half = |salt: u64| {
-            let mut h = DefaultHasher::new();
-            salt.hash(&mut h);
-            state.hash(&mut h);
-            h.finish()
-        };
+        let half = |salt: u64| foldhash::fast::FixedState::with_seed(salt).hash_one(state);
         (u128::from(half(0x5EED_0001)) << 64) | u128::from(half(0x5EED_0002))
     }
 }
