@@ -328,6 +328,13 @@ impl Applied {
         self.replayed
     }
 
+    /// Whether the command was refused as a stale duplicate ([`KvError::Stale`]): its client
+    /// had applied a newer sequence. The command did not execute now, but an earlier copy of
+    /// it may have (or none ever will); its proposer cannot tell which from this outcome.
+    pub fn is_stale(&self) -> bool {
+        matches!(self.outcome, Err(KvError::Stale { .. }))
+    }
+
     /// Whether every read was answered during the apply (or skipped).
     pub fn is_complete(&self) -> bool {
         self.pending.is_empty()

@@ -48,8 +48,8 @@ pub(crate) struct Peer {
 const ROUND_COMMITS_MAX: usize = 64;
 
 /// Catch-up chunks (`Config::catchup_slots_max` slots and `catchup_bytes_max` bytes each)
-/// sent per batch.
-const LEARN_CHUNKS_PER_BATCH: usize = 4;
+/// sent per batch: what a far-behind replica learns per round trip.
+pub const LEARN_CHUNKS_PER_BATCH: usize = 4;
 
 /// Most bytes a varint takes.
 const VARINT_BYTES_MAX: usize = 10;

@@ -26,6 +26,7 @@ mod types;
 
 pub use config::{Config, ConfigError, PlantedBug, ReadMode};
 pub use engine::{Engine, TransferError};
+pub use leader::LEARN_CHUNKS_PER_BATCH;
 pub use memberships::MembershipChange;
 pub use message::{Body, Message, PromisedSlot};
 pub use ready::{

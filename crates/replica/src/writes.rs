@@ -41,7 +41,7 @@ impl<W: Waiter> Replica<W> {
                     }
                     (_, waiter) => waiter,
                 };
-                let leader = self.engine.status().leader;
+                let leader = self.engine.leader();
                 self.writes.insert(
                     seq,
                     PendingWrite {
@@ -153,6 +153,16 @@ impl<W: Waiter> Replica<W> {
                 // report empty reads. The write happened once; what it read is not known
                 // here any more, so the client hears what etcd says when a proposal's fate
                 // is unclear, and reads again.
+                self.fx
+                    .answers
+                    .push((waiter, Err(ReplicaError::LeaderChanged)));
+            } else if applied.is_stale() {
+                // This replica numbers its writes increasingly but keeps many in flight, so
+                // one of them can be chosen after a newer one of ours and be refused as
+                // stale: either it never executed, or this is a second copy of a command
+                // whose first copy did execute in a slot this replica took from a
+                // snapshot. Refusal says nothing about which, so the client must not hear
+                // "failed": it hears that the proposal's fate is unclear.
                 self.fx
                     .answers
                     .push((waiter, Err(ReplicaError::LeaderChanged)));

@@ -275,7 +275,8 @@ impl Simulation {
             },
         );
         self.schedule(self.now + PROBE_US, Event::Probe);
-        let bound = self.swarm.liveness_bound_us() + self.recovery_quiet_left();
+        let bound =
+            self.swarm.liveness_bound_us() + self.recovery_quiet_left() + self.catch_up_left_us();
         self.liveness_deadline_us = self.now + bound;
         self.schedule(self.liveness_deadline_us, Event::LivenessDeadline);
     }
@@ -289,6 +290,23 @@ impl Simulation {
             .map(|t| t.saturating_sub(self.now))
             .max()
             .unwrap_or(0)
+    }
+
+    /// Time the furthest-behind judged replica may need to learn what it misses through
+    /// catch-up alone: in seeds without snapshots a learner added late must fetch the whole
+    /// log, a batch of `LEARN_CHUNKS_PER_BATCH` chunks of `catchup_slots_max` slots per round
+    /// trip (twice that, for batches lost and resent a heartbeat later). A replica that is
+    /// down counts as having nothing (its disk may have been wiped).
+    fn catch_up_left_us(&self) -> u64 {
+        let target = self.agreement.highest_slot();
+        let behind = self
+            .judged()
+            .map(|n| target.saturating_sub(n.applied_slot()))
+            .max()
+            .unwrap_or(0);
+        let per_round = self.swarm.catchup_slots_max * synod_paxos::LEARN_CHUNKS_PER_BATCH as u64;
+        let round_us = 2 * self.swarm.delay_us_max + self.swarm.fsync_us_max;
+        2 * behind.div_ceil(per_round) * round_us
     }
 
     /// The replicas the final checks judge: members (voters and learners) of the newest

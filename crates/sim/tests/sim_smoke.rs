@@ -152,6 +152,12 @@ fn seeds_that_found_replica_and_storage_bugs_pass() {
         (401, Focus::Swarm),
         // Recovery past a damaged installed snapshot took accepted values for chosen ones.
         (319, Focus::Corruption),
+        // A write chosen twice, its first copy in a snapshot, its second refused as stale
+        // (a later write of the same replica came between): the client heard "failed".
+        (32280, Focus::Swarm),
+        // A learner added late in a seed without snapshots catches up through the whole
+        // log: the liveness bound allows for it.
+        (47182, Focus::Swarm),
     ];
     for (seed, focus) in cases {
         let options = Options {
