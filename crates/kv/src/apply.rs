@@ -81,9 +81,17 @@ impl KvStore {
     }
 
     fn execute(&mut self, req: &Request, reads: Reads) -> Applied {
+        let before = self.revision;
         let mut reads = ApplyReads::new(reads);
         let outcome = self.execute_with(req, &mut reads);
-        reads.finish(outcome)
+        let mut applied = reads.finish(outcome);
+        if self.revision != before {
+            applied.changes = self
+                .changes
+                .get(self.revision)
+                .map(|keys| (self.revision, keys.clone()));
+        }
+        applied
     }
 
     fn execute_with(&mut self, req: &Request, reads: &mut ApplyReads) -> Result<Response, KvError> {

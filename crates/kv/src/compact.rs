@@ -35,6 +35,7 @@ impl KvStore {
         // From the first key again: those before the cursor were trimmed at an older
         // revision.
         self.trim_from = Some(Bytes::new());
+        self.trim_index = true;
         Ok(CompactionResponse {
             header: ResponseHeader {
                 revision: self.revision,
@@ -44,21 +45,26 @@ impl KvStore {
 
     /// Whether compaction has history left to drop.
     pub fn compaction_pending(&self) -> bool {
-        self.trim_from.is_some()
+        self.trim_from.is_some() || self.trim_index
     }
 
     /// Drops history that compaction made unreachable, doing about `work_max` units of work
     /// at most (one per key looked at, one per record looked at or kept in a trimmed
-    /// history, so a unit is a few tens of nanoseconds); returns whether some is left.
+    /// history, one per key listed in a dropped entry of the revision index, so a unit is a
+    /// few tens of nanoseconds); returns whether some is left.
     pub fn compact_step(&mut self, work_max: u64) -> bool {
+        let mut work = if self.trim_index {
+            self.trim_index(work_max)
+        } else {
+            0
+        };
         let Some(from) = self.trim_from.take() else {
-            return false;
+            return self.compaction_pending();
         };
         let rev = self.compact_revision;
         // The map has no `retain`: find what changes first, then change only that (mutable
         // lookups copy nodes a snapshot view still shares).
         let mut trims: Vec<(Bytes, usize)> = Vec::new();
-        let mut work = 0u64;
         for (key, hist) in self.keys.range::<_, [u8]>((Included(&from[..]), Unbounded)) {
             if work >= work_max {
                 self.trim_from = Some(key.clone());
@@ -85,7 +91,7 @@ impl KvStore {
             }
         }
         self.size -= freed;
-        self.trim_from.is_some()
+        self.compaction_pending()
     }
 
     /// Drops all the history compaction made unreachable.

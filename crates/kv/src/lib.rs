@@ -22,6 +22,7 @@ mod codec;
 mod compact;
 mod dedup;
 mod error;
+mod index;
 mod range;
 mod read;
 mod request;

@@ -19,6 +19,7 @@ use crate::validate::{check_range_request, check_txn};
 use bytes::Bytes;
 use imbl::OrdMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 /// How often (in units of work) an abandonable read asks whether it is still wanted.
 const ABANDON_CHECK_UNITS: u64 = 4096;
@@ -200,7 +201,7 @@ impl ReadView {
         self.revision
     }
 
-    fn keyspace(&self) -> Keyspace<'_> {
+    pub(crate) fn keyspace(&self) -> Keyspace<'_> {
         Keyspace {
             keys: &self.keys,
             compact_revision: self.compact_revision,
@@ -292,6 +293,8 @@ pub struct Applied {
     pub(crate) pending: Vec<PendingRead>,
     /// A duplicate of a command applied before, answered from what the dedup table kept.
     pub(crate) replayed: bool,
+    /// The revision the command made and the keys it changed (its revision index entry).
+    pub(crate) changes: Option<(i64, Arc<[Bytes]>)>,
 }
 
 /// A Range op whose result an apply left to run elsewhere.
@@ -311,6 +314,7 @@ impl Applied {
             outcome,
             pending: Vec::new(),
             replayed: false,
+            changes: None,
         }
     }
 
@@ -321,6 +325,14 @@ impl Applied {
             replayed: true,
             ..Applied::done(outcome)
         }
+    }
+
+    /// The revision the command made and the keys it changed there, in the order it changed
+    /// them (sub-revision order, each key once): what watchers of those keys must hear
+    /// about. `None` for a duplicate, an error, a read, and a write that changed nothing
+    /// (a delete of no key, a Txn whose branch did not write, a compaction).
+    pub fn changes(&self) -> Option<(i64, Arc<[Bytes]>)> {
+        self.changes.clone()
     }
 
     /// Whether this is a duplicate's answer, from the dedup table.
@@ -468,6 +480,7 @@ impl ApplyReads {
             outcome,
             pending: self.pending,
             replayed: false,
+            changes: None,
         }
     }
 }

@@ -16,16 +16,21 @@ use crate::store::{KeyHistory, KvStore, Record};
 use crate::wire::{put_bytes, put_i64, put_len, put_u8, put_varint, Reader};
 use bytes::Bytes;
 use imbl::OrdMap;
+use std::collections::BTreeMap;
 use std::ops::Bound::{Included, Unbounded};
 
 const MAGIC: &[u8; 4] = b"SKVS";
 
-/// The snapshot format this code writes. It also reads format 1 (before the dedup table
-/// kept only what exactly-once needs), whose outcomes it strips as it reads them.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// The snapshot format this code writes. It also reads format 2 (records without lease and
+/// sub-revision, no lease table) and format 1 (before the dedup table kept only what
+/// exactly-once needs), whose outcomes it strips as it reads them.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 3;
 
 /// Format 1: the dedup table kept whole outcomes, reads included, and had no byte bound.
 const FORMAT_V1: u8 = 1;
+
+/// Format 2: records carry no lease and no sub-revision, and there is no lease table.
+const FORMAT_V2: u8 = 2;
 
 /// A kept outcome's tag for a command that could not write (0 and 1 are
 /// `codec::put_outcome`'s response and error).
@@ -114,17 +119,20 @@ impl SnapshotView {
             put_len(buf, hist.len() - cut);
             for rec in hist.iter().skip(cut) {
                 put_i64(buf, rec.mod_rev);
+                put_varint(buf, u64::from(rec.sub));
                 match &rec.value {
                     Some(value) => {
                         put_u8(buf, LIVE);
                         put_i64(buf, rec.create_rev);
                         put_i64(buf, rec.version);
                         put_bytes(buf, value);
+                        put_i64(buf, rec.lease);
                     }
                     None => put_u8(buf, TOMBSTONE),
                 }
             }
         }
+        self.encode_leases(buf);
         put_varint(buf, self.clients_max as u64);
         put_varint(buf, self.kept_bytes_max);
         put_varint(buf, self.clock);
@@ -140,6 +148,15 @@ impl SnapshotView {
         }
         let crc = crc32c::crc32c(&buf[start..]);
         buf.extend_from_slice(&crc.to_le_bytes());
+    }
+}
+
+impl SnapshotView {
+    /// The lease table (none yet): count, then the lease epoch.
+    fn encode_leases(&self, buf: &mut Vec<u8>) {
+        put_len(buf, 0);
+        put_varint(buf, 0);
+        put_varint(buf, 0);
     }
 }
 
@@ -177,7 +194,7 @@ impl KvStore {
             return Err(DecodeError("not a synod-kv snapshot"));
         }
         let version = body[MAGIC.len()];
-        if version != SNAPSHOT_FORMAT_VERSION && version != FORMAT_V1 {
+        if !matches!(version, FORMAT_V1 | FORMAT_V2 | SNAPSHOT_FORMAT_VERSION) {
             return Err(DecodeError("unsupported snapshot format version"));
         }
         let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -190,9 +207,13 @@ impl KvStore {
         if revision < 1 || compact_revision < -1 || compact_revision > revision {
             return Err(DecodeError("snapshot revisions out of range"));
         }
-        let keys = read_keys(&mut r, revision)?;
+        let keys = read_keys(&mut r, revision, version)?;
+        if version >= SNAPSHOT_FORMAT_VERSION {
+            read_leases(&mut r)?;
+        }
         let clients = read_clients(&mut r, version)?;
         r.finish()?;
+        let changes = crate::index::rebuild(&keys, revision, compact_revision)?;
         let mut store = KvStore {
             keys,
             revision,
@@ -201,16 +222,33 @@ impl KvStore {
             size: 0,
             clients,
             trim_from: None,
+            changes,
+            trim_index: false,
+            changing: Vec::new(),
         };
         store.recount();
         Ok(store)
     }
 }
 
-fn read_keys(r: &mut Reader<'_>, revision: i64) -> Result<OrdMap<Bytes, KeyHistory>, DecodeError> {
+/// The lease table (none yet): an empty one and the lease epoch (0, 0).
+fn read_leases(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    if r.len(2)? != 0 || r.varint()? != 0 || r.varint()? != 0 {
+        return Err(DecodeError("snapshot lease table not supported"));
+    }
+    Ok(())
+}
+
+fn read_keys(
+    r: &mut Reader<'_>,
+    revision: i64,
+    version: u8,
+) -> Result<OrdMap<Bytes, KeyHistory>, DecodeError> {
     // key length + one key byte + record count.
     let n = r.len(3)?;
     let mut keys: Vec<(Bytes, KeyHistory)> = Vec::with_capacity(n);
+    // Formats before 3 have no sub-revisions: number a revision's changes in key order.
+    let mut next_sub: BTreeMap<i64, u32> = BTreeMap::new();
     for _ in 0..n {
         let key = r.bytes()?;
         if key.is_empty() || keys.last().is_some_and(|(prev, _)| *prev >= key) {
@@ -227,34 +265,61 @@ fn read_keys(r: &mut Reader<'_>, revision: i64) -> Result<OrdMap<Bytes, KeyHisto
             if mod_rev > revision || records.last().map_or(mod_rev < 1, |p| p.mod_rev >= mod_rev) {
                 return Err(DecodeError("snapshot record revisions out of order"));
             }
-            let rec = match r.u8()? {
-                LIVE => {
-                    let create_rev = r.i64()?;
-                    let version = r.i64()?;
-                    if create_rev < 1 || create_rev > mod_rev || version < 1 {
-                        return Err(DecodeError("snapshot record inconsistent"));
-                    }
-                    Record {
-                        mod_rev,
-                        create_rev,
-                        version,
-                        value: Some(r.bytes()?),
-                    }
-                }
-                TOMBSTONE => Record {
-                    mod_rev,
-                    create_rev: 0,
-                    version: 0,
-                    value: None,
-                },
-                _ => return Err(DecodeError("unknown snapshot record tag")),
+            let sub = if version >= SNAPSHOT_FORMAT_VERSION {
+                u32::try_from(r.varint()?)
+                    .map_err(|_| DecodeError("snapshot sub-revision out of range"))?
+            } else {
+                let next = next_sub.entry(mod_rev).or_insert(0);
+                *next += 1;
+                *next - 1
             };
-            records.push(rec);
+            records.push(read_record(r, mod_rev, sub, version)?);
         }
         let hist = KeyHistory::from_records(records).expect("m > 0 records");
         keys.push((key, hist));
     }
     Ok(keys.into_iter().collect())
+}
+
+/// The rest of a record whose revision and sub-revision are known.
+fn read_record(
+    r: &mut Reader<'_>,
+    mod_rev: i64,
+    sub: u32,
+    format: u8,
+) -> Result<Record, DecodeError> {
+    Ok(match r.u8()? {
+        LIVE => {
+            let create_rev = r.i64()?;
+            let version = r.i64()?;
+            if create_rev < 1 || create_rev > mod_rev || version < 1 {
+                return Err(DecodeError("snapshot record inconsistent"));
+            }
+            let value = Some(r.bytes()?);
+            let lease = if format >= SNAPSHOT_FORMAT_VERSION {
+                r.i64()?
+            } else {
+                0
+            };
+            Record {
+                mod_rev,
+                create_rev,
+                version,
+                lease,
+                sub,
+                value,
+            }
+        }
+        TOMBSTONE => Record {
+            mod_rev,
+            create_rev: 0,
+            version: 0,
+            lease: 0,
+            sub,
+            value: None,
+        },
+        _ => return Err(DecodeError("unknown snapshot record tag")),
+    })
 }
 
 fn read_clients(r: &mut Reader<'_>, version: u8) -> Result<ClientTable, DecodeError> {
@@ -338,6 +403,7 @@ fn read_kept(r: &mut Reader<'_>) -> Result<Kept, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dedup::DEFAULT_KEPT_BYTES_MAX;
     use crate::request::*;
     use crate::Request;
     use proptest::prelude::*;
@@ -494,29 +560,96 @@ mod tests {
         assert_eq!(KvStore::restore(&again).unwrap(), s);
     }
 
-    /// A body that passes the checksum but lies (keys out of order) is still refused.
+    /// A body that passes the checksum but lies (keys out of order, two records at one
+    /// sub-revision) is still refused.
     #[test]
     fn inconsistent_body_with_valid_checksum_is_refused() {
+        let body = |keys: [&[u8]; 2], subs: [u64; 2]| {
+            let mut body = MAGIC.to_vec();
+            body.push(SNAPSHOT_FORMAT_VERSION);
+            put_i64(&mut body, 5);
+            put_i64(&mut body, -1);
+            put_len(&mut body, 2);
+            for (key, sub) in keys.into_iter().zip(subs) {
+                put_bytes(&mut body, key);
+                put_len(&mut body, 1);
+                put_i64(&mut body, 2);
+                put_varint(&mut body, sub);
+                put_u8(&mut body, TOMBSTONE);
+            }
+            put_len(&mut body, 0); // leases
+            put_varint(&mut body, 0);
+            put_varint(&mut body, 0);
+            put_varint(&mut body, 10);
+            put_varint(&mut body, DEFAULT_KEPT_BYTES_MAX);
+            put_varint(&mut body, 0);
+            put_len(&mut body, 0);
+            let crc = crc32c::crc32c(&body);
+            body.extend_from_slice(&crc.to_le_bytes());
+            body
+        };
+        assert!(KvStore::restore(&body([b"a", b"b"], [0, 1])).is_ok());
+        assert_eq!(
+            KvStore::restore(&body([b"b", b"a"], [0, 1])),
+            Err(DecodeError("snapshot keys not strictly increasing"))
+        );
+        assert_eq!(
+            KvStore::restore(&body([b"a", b"b"], [1, 1])),
+            Err(DecodeError("snapshot records share a sub-revision"))
+        );
+    }
+
+    /// A format 2 snapshot (no leases, no sub-revisions) restores with lease 0 everywhere
+    /// and each revision's changes numbered in key order; it is written back as format 3.
+    #[test]
+    fn format_2_restores_numbering_changes_in_key_order() {
         let mut body = MAGIC.to_vec();
-        body.push(SNAPSHOT_FORMAT_VERSION);
-        put_i64(&mut body, 5);
-        put_i64(&mut body, -1);
-        put_len(&mut body, 2);
-        for key in [b"b", b"a"] {
+        body.push(FORMAT_V2);
+        put_i64(&mut body, 4);
+        put_i64(&mut body, 2);
+        // a: put at 2, put at 3; b: put at 3, deleted at 4; c: deleted at 4 after 3.
+        type Records<'a> = &'a [(i64, bool)];
+        let records: [(&[u8], Records); 3] = [
+            (b"a", &[(2, true), (3, true)]),
+            (b"b", &[(3, true), (4, false)]),
+            (b"c", &[(3, true), (4, false)]),
+        ];
+        put_len(&mut body, records.len());
+        for (key, recs) in records {
             put_bytes(&mut body, key);
-            put_len(&mut body, 1);
-            put_i64(&mut body, 2);
-            put_u8(&mut body, TOMBSTONE);
+            put_len(&mut body, recs.len());
+            for &(rev, live) in recs {
+                put_i64(&mut body, rev);
+                if live {
+                    put_u8(&mut body, LIVE);
+                    put_i64(&mut body, recs[0].0);
+                    put_i64(&mut body, rev - recs[0].0 + 1);
+                    put_bytes(&mut body, b"v");
+                } else {
+                    put_u8(&mut body, TOMBSTONE);
+                }
+            }
         }
         put_varint(&mut body, 10);
+        put_varint(&mut body, DEFAULT_KEPT_BYTES_MAX);
         put_varint(&mut body, 0);
         put_len(&mut body, 0);
         let crc = crc32c::crc32c(&body);
         body.extend_from_slice(&crc.to_le_bytes());
+        let s = KvStore::restore(&body).unwrap();
+        let sub = |k: &[u8], rev| s.keys[k].exactly_at(rev).map(|r| (r.sub, r.lease));
+        assert_eq!(sub(b"a", 2), Some((0, 0)));
         assert_eq!(
-            KvStore::restore(&body),
-            Err(DecodeError("snapshot keys not strictly increasing"))
+            [sub(b"a", 3), sub(b"b", 3), sub(b"c", 3)],
+            [Some((0, 0)), Some((1, 0)), Some((2, 0))]
         );
+        assert_eq!([sub(b"b", 4), sub(b"c", 4)], [Some((0, 0)), Some((1, 0))]);
+        // The index starts at the compaction revision (2).
+        let listed: Vec<(i64, usize)> = s.changes.range(0, 9).map(|(r, k)| (r, k.len())).collect();
+        assert_eq!(listed, [(2, 1), (3, 3), (4, 2)]);
+        let again = s.snapshot();
+        assert_eq!(again[MAGIC.len()], SNAPSHOT_FORMAT_VERSION);
+        assert_eq!(KvStore::restore(&again).unwrap(), s);
     }
 
     proptest! {
@@ -524,7 +657,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..512)) {
             let _ = KvStore::restore(&buf);
             // Also with a valid frame around garbage, to reach the body parser.
-            for version in [FORMAT_V1, SNAPSHOT_FORMAT_VERSION] {
+            for version in [FORMAT_V1, FORMAT_V2, SNAPSHOT_FORMAT_VERSION] {
                 let mut framed = MAGIC.to_vec();
                 framed.push(version);
                 framed.extend_from_slice(&buf);

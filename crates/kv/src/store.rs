@@ -16,6 +16,7 @@
 
 use crate::dedup::{ClientTable, DEFAULT_KEPT_BYTES_MAX};
 use crate::error::KvError;
+use crate::index::ChangeIndex;
 use crate::response::KeyValue;
 use bytes::Bytes;
 use imbl::OrdMap;
@@ -43,6 +44,11 @@ pub(crate) struct Record {
     pub(crate) create_rev: i64,
     /// 0 for a tombstone.
     pub(crate) version: i64,
+    /// The lease the key is attached to from this version on; 0 for none (and tombstones).
+    pub(crate) lease: i64,
+    /// The place of this change among the changes of its revision, from 0 (etcd's
+    /// sub-revision): the order of a Txn's writes, which watchers see them in.
+    pub(crate) sub: u32,
     /// `None` marks a tombstone.
     pub(crate) value: Option<Bytes>,
 }
@@ -63,7 +69,7 @@ impl Record {
             mod_revision: self.mod_rev,
             version: self.version,
             value: self.value.clone().unwrap_or_default(),
-            lease: 0,
+            lease: self.lease,
         }
     }
 }
@@ -171,6 +177,16 @@ impl KeyHistory {
         rec.is_live().then_some(rec)
     }
 
+    /// The record written exactly at revision `rev` (live or a tombstone), if any.
+    pub(crate) fn exactly_at(&self, rev: i64) -> Option<&Record> {
+        let rec = if self.last.mod_rev <= rev {
+            &self.last
+        } else {
+            self.older_at(rev)?
+        };
+        (rec.mod_rev == rev).then_some(rec)
+    }
+
     /// The newest version, if the key currently exists (including writes of a running txn).
     pub(crate) fn latest(&self) -> Option<&Record> {
         Some(&self.last).filter(|r| r.is_live())
@@ -224,13 +240,15 @@ impl KeyHistory {
         freed
     }
 
-    /// Writes `value` at `rev` on top of the current version; returns the version it replaced
-    /// (if `want_prev`), whether the key was live before, and the bytes added and removed.
+    /// Writes `value` with `lease` at `rev`, change `sub` of the revision, on top of the
+    /// current version; returns the version it replaced (if `want_prev`), whether the key was
+    /// live before, and the bytes added and removed.
     fn put(
         &mut self,
         key: &Bytes,
         value: Bytes,
-        rev: i64,
+        lease: i64,
+        (rev, sub): (i64, u32),
         want_prev: bool,
     ) -> (Option<KeyValue>, bool, u64, u64) {
         let prev = self.latest();
@@ -248,6 +266,8 @@ impl KeyHistory {
             mod_rev: rev,
             create_rev,
             version,
+            lease,
+            sub,
             value: Some(value),
         });
         (prev_kv, was_live, added, removed)
@@ -324,6 +344,13 @@ pub struct KvStore {
     /// Keys from this one on may still hold history older than `compact_revision` that no
     /// read can reach (compact.rs); `None` once compaction has dropped it all.
     pub(crate) trim_from: Option<Bytes>,
+    /// For each revision since the compaction, the keys it changed in sub order (derived
+    /// from the records; rebuilt on restore, never in snapshots). See index.rs.
+    pub(crate) changes: ChangeIndex,
+    /// The revision index still holds entries compaction made unreachable (compact.rs).
+    pub(crate) trim_index: bool,
+    /// The keys the running request changed so far, in sub order; empty between requests.
+    pub(crate) changing: Vec<Bytes>,
 }
 
 impl Default for KvStore {
@@ -357,6 +384,9 @@ impl KvStore {
             size: BASE_SIZE,
             clients: ClientTable::new(clients_max, kept_bytes_max),
             trim_from: None,
+            changes: ChangeIndex::new(),
+            trim_index: false,
+            changing: Vec::new(),
         }
     }
 
@@ -403,31 +433,46 @@ impl KvStore {
         self.keys.get(key).and_then(KeyHistory::latest)
     }
 
-    /// Writes `value` to `key` at revision `rev`; returns the version it replaced if
-    /// `want_prev` (building it costs two `Bytes` clones, so only when asked).
+    /// Writes `value` with `lease` to `key` at revision `rev`; returns the version it
+    /// replaced if `want_prev` (building it costs two `Bytes` clones, so only when asked).
     ///
     /// If the key was already written at `rev` (possible only in a txn, see txn.rs) the
     /// record is replaced rather than appended: histories keep one record per revision,
-    /// and a read at `rev` must see the last write of that revision.
+    /// and a read at `rev` must see the last write of that revision. The key keeps its
+    /// place (sub-revision) among the revision's changes: it is listed once.
     pub(crate) fn write_put(
         &mut self,
         key: &Bytes,
         value: Bytes,
+        lease: i64,
         rev: i64,
         want_prev: bool,
     ) -> Option<KeyValue> {
-        // One lookup by reference for an existing key; the key is cloned only for a new one.
-        let (prev_kv, was_live, added, removed) = match self.keys.get_mut(&key[..]) {
-            Some(hist) => hist.put(key, value, rev, want_prev),
+        let next_sub = self.next_sub();
+        // One lookup by reference for an existing key; the key is cloned only for a new one
+        // (and the revision index shares the map's copy).
+        let (prev_kv, was_live, added, removed) = match self.keys.get_key_value_mut(&key[..]) {
+            Some((k, hist)) => {
+                let sub = if hist.last.mod_rev == rev {
+                    hist.last.sub
+                } else {
+                    self.changing.push(k.clone());
+                    next_sub
+                };
+                hist.put(key, value, lease, (rev, sub), want_prev)
+            }
             None => {
                 let record = Record {
                     mod_rev: rev,
                     create_rev: rev,
                     version: 1,
+                    lease,
+                    sub: next_sub,
                     value: Some(value),
                 };
                 let added = record.size();
                 self.keys.insert(key.clone(), KeyHistory::new(record));
+                self.changing.push(key.clone());
                 self.size += KEY_OVERHEAD + key.len() as u64;
                 (None, false, added, 0)
             }
@@ -439,23 +484,50 @@ impl KvStore {
         prev_kv
     }
 
+    /// The sub-revision of the next key the running request changes.
+    fn next_sub(&self) -> u32 {
+        // A revision changes at most as many keys as a Txn can name and a DeleteRange can
+        // cover, far below 2^32; saturating keeps this total all the same.
+        u32::try_from(self.changing.len()).unwrap_or(u32::MAX)
+    }
+
     /// Deletes `key` at revision `rev`; false if it did not exist.
     pub(crate) fn write_delete(&mut self, key: &[u8], rev: i64) -> bool {
-        let Some(hist) = self.keys.get_mut(key) else {
+        let next_sub = self.next_sub();
+        let Some((k, hist)) = self.keys.get_key_value_mut(key) else {
             return false;
         };
         if hist.latest().is_none() {
             return false;
         }
+        let sub = if hist.last.mod_rev == rev {
+            hist.last.sub
+        } else {
+            self.changing.push(k.clone());
+            next_sub
+        };
         let (added, removed) = hist.push(Record {
             mod_rev: rev,
             create_rev: 0,
             version: 0,
+            lease: 0,
+            sub,
             value: None,
         });
         self.size = self.size + added - removed;
         self.live_keys -= 1;
         true
+    }
+
+    /// Ends a request's writes, all made at revision `rev`: if they changed anything, the
+    /// store is at `rev` now and the revision index lists the keys changed, in sub order.
+    pub(crate) fn commit_changes(&mut self, rev: i64) {
+        if self.changing.is_empty() {
+            return;
+        }
+        self.revision = rev;
+        let keys: Arc<[Bytes]> = self.changing.drain(..).collect();
+        self.changes.push(rev, keys);
     }
 
     /// Deletes every existing key in `[key, range_end)` at revision `rev`; returns how many,
@@ -517,10 +589,10 @@ mod tests {
     #[test]
     fn history_lookup_at_past_revisions() {
         let mut s = KvStore::new();
-        s.write_put(&b("k"), b("v2"), 2, false);
-        s.write_put(&b("k"), b("v3"), 3, false);
+        s.write_put(&b("k"), b("v2"), 0, 2, false);
+        s.write_put(&b("k"), b("v3"), 0, 3, false);
         s.write_delete(b"k", 5);
-        s.write_put(&b("k"), b("v7"), 7, false);
+        s.write_put(&b("k"), b("v7"), 0, 7, false);
         let h = &s.keys[&b("k")];
         assert!(h.at(1).is_none());
         assert_eq!(h.at(2).unwrap().value, Some(b("v2")));
@@ -534,12 +606,15 @@ mod tests {
     #[test]
     fn size_accounting_matches_recount() {
         let mut s = KvStore::new();
-        s.write_put(&b("a"), b("1"), 2, false);
-        s.write_put(&b("a"), b("22"), 3, true);
-        s.write_put(&b("b"), b("333"), 3, false);
+        s.write_put(&b("a"), b("1"), 0, 2, false);
+        s.commit_changes(2);
+        s.write_put(&b("a"), b("22"), 0, 3, true);
+        s.write_put(&b("b"), b("333"), 0, 3, false);
         s.write_delete(b"b", 3);
+        s.commit_changes(3);
         s.write_delete(b"a", 4);
-        s.revision = 4;
+        s.commit_changes(4);
+        assert_eq!(s.revision, 4);
         let tracked = (s.size, s.live_keys);
         s.recount();
         assert_eq!(tracked, (s.size, s.live_keys));
@@ -555,7 +630,7 @@ mod tests {
     #[test]
     fn inverted_span_is_empty() {
         let mut s = KvStore::new();
-        s.write_put(&b("m"), b("1"), 2, false);
+        s.write_put(&b("m"), b("1"), 0, 2, false);
         assert_eq!(s.span(b"z", b"a").count(), 0);
         assert_eq!(s.span(b"m", b"m").count(), 0);
         assert_eq!(s.span(b"m", b"").count(), 1);
@@ -597,6 +672,8 @@ mod tests {
                 mod_rev: rev,
                 create_rev: if live { 1 } else { 0 },
                 version: if live { rev } else { 0 },
+                lease: if live { rev % 3 } else { 0 },
+                sub: 0,
                 value: live.then(|| Bytes::from(format!("v{rev}"))),
             }
         }

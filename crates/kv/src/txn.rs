@@ -68,14 +68,14 @@ impl KvStore {
         self.check_put(p)?;
         let mut w = Write::new(self.revision);
         let resp = self.exec_put(p, &mut w);
-        self.revision = w.view();
+        self.commit_changes(w.rev());
         Ok(resp)
     }
 
     pub(crate) fn apply_delete(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
         let mut w = Write::new(self.revision);
         let resp = self.exec_delete(d, &mut w);
-        self.revision = w.view();
+        self.commit_changes(w.rev());
         resp
     }
 
@@ -91,7 +91,7 @@ impl KvStore {
         ks.check_path(t, &path, self.revision)?;
         let mut w = Write::new(self.revision);
         let mut resp = self.exec_txn(t, &path, &mut w, reads);
-        self.revision = w.view();
+        self.commit_changes(w.rev());
         resp.header.revision = self.revision;
         Ok(resp)
     }
@@ -138,16 +138,20 @@ impl KvStore {
 
     fn exec_put(&mut self, p: &PutRequest, w: &mut Write) -> PutResponse {
         let rev = w.rev();
+        // With `ignore_value`/`ignore_lease` the key exists: checked against the pre-request
+        // state, and the interval check forbids deleting it earlier in the same txn.
+        let latest = self.latest(&p.key);
         let value = if p.ignore_value {
-            // The key exists: checked against the pre-request state, and the interval
-            // check forbids deleting it earlier in the same txn.
-            self.latest(&p.key)
-                .and_then(|r| r.value.clone())
-                .unwrap_or_default()
+            latest.and_then(|r| r.value.clone()).unwrap_or_default()
         } else {
             p.value.clone()
         };
-        let prev_kv = self.write_put(&p.key, value, rev, p.prev_kv);
+        let lease = if p.ignore_lease {
+            latest.map_or(0, |r| r.lease)
+        } else {
+            p.lease
+        };
+        let prev_kv = self.write_put(&p.key, value, lease, rev, p.prev_kv);
         w.changed = true;
         PutResponse {
             header: ResponseHeader { revision: rev },
@@ -279,8 +283,7 @@ fn compare_record(c: &Compare, rec: Option<&Record>) -> bool {
         CompareTarget::Version(v) => field(|r| r.version).cmp(v),
         CompareTarget::Create(v) => field(|r| r.create_rev).cmp(v),
         CompareTarget::Mod(v) => field(|r| r.mod_rev).cmp(v),
-        // No leases: every key's lease is 0.
-        CompareTarget::Lease(v) => 0.cmp(v),
+        CompareTarget::Lease(v) => field(|r| r.lease).cmp(v),
         CompareTarget::Value(v) => match rec.and_then(|r| r.value.as_ref()) {
             Some(value) => value[..].cmp(&v[..]),
             None => return false,
