@@ -3,6 +3,7 @@
 //! Decoding never panics and never allocates more than the input could describe: every
 //! length is checked against the bytes that remain.
 
+use crate::app::APP_DATA_BYTES_MAX;
 use crate::memberships::MembershipChange;
 use crate::message::{Body, Message, PromisedSlot};
 use crate::ready::{HardState, LogRecord, SnapshotInfo};
@@ -507,6 +508,10 @@ fn put_body(out: &mut impl BufMut, body: &Body) {
                 }
             }
         }
+        Body::App { data } => {
+            out.put_u8(20);
+            put_bytes(out, data);
+        }
     }
 }
 
@@ -635,6 +640,13 @@ fn get_body(r: &mut Reader) -> Result<Body> {
                 voters,
                 leader,
             }
+        }
+        20 => {
+            let data = r.bytes()?;
+            if data.len() > APP_DATA_BYTES_MAX {
+                return Err(DecodeError("application message over APP_DATA_BYTES_MAX"));
+            }
+            Body::App { data }
         }
         _ => return Err(DecodeError("unknown message kind")),
     })
@@ -768,6 +780,10 @@ mod tests {
                 voters: vec![],
                 leader: Some((Ballot::new(9, 3), 1234)),
             },
+            Body::App { data: Bytes::new() },
+            Body::App {
+                data: Bytes::from_static(b"\x00lease keep-alive\xff"),
+            },
         ]
     }
 
@@ -853,7 +869,72 @@ mod tests {
         );
     }
 
+    /// An App message's encoding with `len` bytes of data, built by hand so a test can
+    /// describe one longer than the encoder would ever be asked for.
+    fn app_frame(len: usize) -> Vec<u8> {
+        let mut out = vec![1, 2, 20];
+        put_varint(&mut out, len as u64);
+        out.resize(out.len() + len, 0xa5);
+        out
+    }
+
+    #[test]
+    fn app_messages_are_tag_20_with_length_prefixed_data() {
+        let m = Message {
+            from: 1,
+            to: 2,
+            body: Body::App {
+                data: Bytes::from_static(b"hi"),
+            },
+        };
+        assert_eq!(encode_message(&m), vec![1, 2, 20, 2, b'h', b'i']);
+    }
+
+    #[test]
+    fn app_data_up_to_the_bound_round_trips_and_beyond_it_is_refused() {
+        let at_bound = decode_message(Bytes::from(app_frame(APP_DATA_BYTES_MAX))).unwrap();
+        let Body::App { data } = &at_bound.body else {
+            panic!("decoded {at_bound:?}");
+        };
+        assert_eq!(data.len(), APP_DATA_BYTES_MAX);
+        assert_eq!(encode_message(&at_bound), app_frame(APP_DATA_BYTES_MAX));
+        assert_eq!(
+            decode_message(Bytes::from(app_frame(APP_DATA_BYTES_MAX + 1))),
+            Err(DecodeError("application message over APP_DATA_BYTES_MAX"))
+        );
+    }
+
+    #[test]
+    fn app_lengths_beyond_the_input_are_refused() {
+        // A length of 2^40 with three bytes behind it: refused before any allocation.
+        let mut out = vec![1, 2, 20];
+        put_varint(&mut out, 1 << 40);
+        out.extend_from_slice(b"abc");
+        assert_eq!(
+            decode_message(Bytes::from(out)),
+            Err(DecodeError("length exceeds the remaining input"))
+        );
+        // Trailing bytes after a complete App are refused too.
+        let mut trailing = app_frame(3);
+        trailing.push(0);
+        assert_eq!(
+            decode_message(Bytes::from(trailing)),
+            Err(DecodeError("trailing bytes"))
+        );
+    }
+
     proptest! {
+        #[test]
+        fn app_messages_round_trip(
+            from in 1u64..,
+            to in 1u64..,
+            data in proptest::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            let m = Message { from, to, body: Body::App { data: Bytes::from(data) } };
+            let decoded = decode_message(Bytes::from(encode_message(&m)));
+            prop_assert_eq!(decoded, Ok(m));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_message(Bytes::from(bytes.clone()));

@@ -372,6 +372,17 @@ impl Engine {
         self.leader
     }
 
+    /// The ballot this replica leads with: `Some` from the moment its phase 1 succeeds (role
+    /// [`Role::Leader`]) until it steps down, `None` otherwise. A leader keeps one ballot for
+    /// its whole tenure and no other tenure has it, so the value names the tenure. A command proposed while it is `Some` is packed after the election's closing
+    /// no-op, so once that command is applied everything chosen before the tenure is too.
+    pub fn leader_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            RoleState::Leader(l) => Some(l.ballot),
+            _ => None,
+        }
+    }
+
     /// The highest slot known chosen with every slot below it.
     pub fn commit(&self) -> Slot {
         self.log.commit()
@@ -527,7 +538,7 @@ impl Engine {
         self.note_round(ballot);
     }
 
-    fn process_inbox(&mut self) {
+    pub(crate) fn process_inbox(&mut self) {
         // Bounded: each self-message handles in O(1) rounds of new self-messages (a Prepare
         // yields a Promise, an Accept an Accepted), never a cycle.
         while let Some(message) = self.out.self_inbox.pop_front() {
@@ -608,6 +619,7 @@ impl Engine {
                     });
                 }
             }
+            Body::App { data } => self.on_app(from, data),
         }
     }
 }

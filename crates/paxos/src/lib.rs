@@ -9,6 +9,7 @@
 //! See docs/PROTOCOL.md for the protocol and where each invariant is held.
 
 mod acceptor;
+mod app;
 pub mod codec;
 mod config;
 mod election;
@@ -24,14 +25,15 @@ mod recovery;
 mod rng;
 mod types;
 
+pub use app::{AppError, APP_DATA_BYTES_MAX};
 pub use config::{Config, ConfigError, PlantedBug, ReadMode};
 pub use engine::{Engine, TransferError};
 pub use leader::LEARN_CHUNKS_PER_BATCH;
 pub use memberships::MembershipChange;
 pub use message::{Body, Message, PromisedSlot};
 pub use ready::{
-    Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId, Ready, Role,
-    SnapshotChunk, SnapshotInfo, Status,
+    AppMessage, Committed, DurableState, HardState, LogRecord, ProposeError, ReadError, ReadId,
+    Ready, Role, SnapshotChunk, SnapshotInfo, Status,
 };
 pub use recovery::RecoveryPhase;
 pub use types::{

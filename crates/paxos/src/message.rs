@@ -137,6 +137,14 @@ pub enum Body {
         offset: u64,
         data: Bytes,
     },
+    /// Opaque bytes from one replica's driver to another's, for what the drivers coordinate
+    /// outside the log (say, forwarding a request only the leader can answer). The engine
+    /// only carries them, so they share the peer connections and their codec. At most
+    /// [`crate::APP_DATA_BYTES_MAX`] bytes: send them with [`crate::Engine::send_app`], which
+    /// checks that; the codec refuses a longer one.
+    App {
+        data: Bytes,
+    },
 }
 
 impl Body {
@@ -162,6 +170,7 @@ impl Body {
             Body::SnapshotChunk { .. } => "SnapshotChunk",
             Body::RecoveryQuery { .. } => "RecoveryQuery",
             Body::RecoveryReply { .. } => "RecoveryReply",
+            Body::App { .. } => "App",
         }
     }
 }

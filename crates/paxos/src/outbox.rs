@@ -2,7 +2,7 @@
 //! messages (including a node's messages to itself) wait for which write to be durable.
 
 use crate::message::Message;
-use crate::ready::{HardState, LogRecord, ReadError, ReadId, Ready, SnapshotChunk};
+use crate::ready::{AppMessage, HardState, LogRecord, ReadError, ReadId, Ready, SnapshotChunk};
 use crate::types::NodeId;
 use std::collections::VecDeque;
 
@@ -30,6 +30,7 @@ pub(crate) struct Outbox {
     pub(crate) reads_failed: Vec<(ReadId, ReadError)>,
     pub(crate) send_snapshot: Vec<NodeId>,
     pub(crate) snapshot_chunks: Vec<SnapshotChunk>,
+    pub(crate) app_messages: Vec<AppMessage>,
 }
 
 impl Outbox {
@@ -92,6 +93,7 @@ impl Outbox {
             || !self.reads_failed.is_empty()
             || !self.send_snapshot.is_empty()
             || !self.snapshot_chunks.is_empty()
+            || !self.app_messages.is_empty()
     }
 
     /// Moves the accumulated output into `ready`. The hard state goes out whenever the
@@ -119,6 +121,7 @@ impl Outbox {
         ready.messages_after_persist = std::mem::take(&mut self.after_persist);
         ready.send_snapshot = std::mem::take(&mut self.send_snapshot);
         ready.snapshot_chunks = std::mem::take(&mut self.snapshot_chunks);
+        ready.app_messages = std::mem::take(&mut self.app_messages);
         ready.reads_ready = std::mem::take(&mut self.reads_ready);
         ready.reads_failed = std::mem::take(&mut self.reads_failed);
     }

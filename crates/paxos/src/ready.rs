@@ -154,6 +154,9 @@ pub struct Ready {
     pub send_snapshot: Vec<NodeId>,
     /// Snapshot pieces peers sent (see `Body::SnapshotChunk`), for the driver to reassemble.
     pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// Application messages peers (or this replica) sent with [`crate::Engine::send_app`],
+    /// in the order they arrived.
+    pub app_messages: Vec<AppMessage>,
 }
 
 /// A piece of a peer's snapshot, as received.
@@ -166,6 +169,13 @@ pub struct SnapshotChunk {
     pub data: bytes::Bytes,
 }
 
+/// An application message (`Body::App`), as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppMessage {
+    pub from: NodeId,
+    pub data: bytes::Bytes,
+}
+
 impl Ready {
     pub fn is_empty(&self) -> bool {
         self.persist_seq.is_none()
@@ -175,6 +185,7 @@ impl Ready {
             && self.reads_failed.is_empty()
             && self.send_snapshot.is_empty()
             && self.snapshot_chunks.is_empty()
+            && self.app_messages.is_empty()
     }
 }
 

@@ -327,6 +327,8 @@ impl<W: Waiter> Replica<W> {
             reads_failed,
             send_snapshot,
             snapshot_chunks,
+            // Carried for the lessor's forwarding (design WATCH_LEASE.md 2.3); unused so far.
+            app_messages: _,
         } = ready;
         // Messages that do not depend on the write leave first: the disk write then runs in
         // parallel with the peers' own.

@@ -427,12 +427,16 @@ async fn refusals_say_only_refused() {
     let addr = b.t.local_addr();
     let mut old_version = hello(CLUSTER, 1, 2);
     old_version[12] = 1;
+    // Version 2 had no application messages (`Body::App`).
+    let mut previous_version = hello(CLUSTER, 1, 2);
+    previous_version[12] = 2;
     for hello in [
         hello(CLUSTER + 1, 1, 2), // another cluster
         hello(CLUSTER, 1, 5),     // not addressed to node 2
         hello(CLUSTER, 7, 2),     // not a peer
         hello(CLUSTER, 2, 2),     // itself
         old_version,
+        previous_version,
     ] {
         let answer = peer_wire::answer_to(addr, &hello).await;
         assert_eq!(
@@ -442,7 +446,7 @@ async fn refusals_say_only_refused() {
             String::from_utf8_lossy(&answer)
         );
     }
-    assert_eq!(b.t.stats().handshake_refusals, 5);
+    assert_eq!(b.t.stats().handshake_refusals, 6);
 }
 
 // ---- incarnations ----

@@ -189,6 +189,7 @@ fn describe_body(body: &Body) -> String {
         } => format!(
             "{kind} nonce={nonce:x} promised={promised} voters={voters:?} leader={leader:?}"
         ),
+        Body::App { data } => format!("{kind} bytes={}", data.len()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! A deterministic test cluster: engines, a message queue, and per-node durable state.
 
 use crate::{
-    Body, Command, Config, DurableState, Engine, Membership, Message, NodeId, Role, Slot,
-    SnapshotInfo, Value,
+    AppMessage, Body, Command, Config, DurableState, Engine, Membership, Message, NodeId, Role,
+    Slot, SnapshotInfo, Value,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -11,6 +11,8 @@ pub(crate) struct Cluster {
     pub(crate) disks: BTreeMap<NodeId, DurableState>,
     pub(crate) applied: BTreeMap<NodeId, Vec<(Slot, Value)>>,
     pub(crate) reads_ready: BTreeMap<NodeId, Vec<u64>>,
+    /// Per node, the application messages its `Ready`s delivered, in order.
+    pub(crate) app_received: BTreeMap<NodeId, Vec<AppMessage>>,
     pub(crate) queue: VecDeque<Message>,
     /// Directed links that drop everything.
     pub(crate) cut: BTreeSet<(NodeId, NodeId)>,
@@ -35,6 +37,7 @@ impl Cluster {
             disks: BTreeMap::new(),
             applied: BTreeMap::new(),
             reads_ready: BTreeMap::new(),
+            app_received: BTreeMap::new(),
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             down: BTreeSet::new(),
@@ -123,6 +126,10 @@ impl Cluster {
                     .entry(id)
                     .or_default()
                     .extend(r.reads_ready);
+                self.app_received
+                    .entry(id)
+                    .or_default()
+                    .extend(r.app_messages);
                 for to in r.send_snapshot {
                     self.transfer_snapshot(id, to);
                 }

@@ -2,6 +2,7 @@
 //! unless a test cuts links). The simulator (crate synod-sim) tests the same engine under
 //! faults; these pin down the basic paths readably.
 
+mod app;
 mod cluster;
 mod frame_limit;
 mod membership;

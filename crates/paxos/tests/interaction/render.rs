@@ -173,5 +173,6 @@ pub fn body(b: &Body) -> String {
             ),
             None => format!("RecoveryReply nonce={nonce:x} promised={promised} voters={voters:?}"),
         },
+        Body::App { data } => format!("App bytes={}", data.len()),
     }
 }

@@ -28,8 +28,10 @@ use synod_paxos::NodeId;
 use super::{lock, read, write};
 
 pub(super) const MAGIC: &[u8; 8] = b"SYNODPX1";
-/// 2: the hello and the acceptance carry incarnations.
-pub(super) const VERSION: u16 = 2;
+/// 2: the hello and the acceptance carry incarnations. 3: replicas exchange application
+/// messages (`Body::App`), which a version 2 peer could not decode: it would close the
+/// connection on the first one, so versions 2 and 3 refuse each other at the handshake.
+pub(super) const VERSION: u16 = 3;
 pub(super) const HELLO_BYTES: usize = MAGIC.len() + 2 + 4 * 8;
 
 /// The largest frame read before a handshake completes (hello or answer). A stranger cannot
@@ -316,9 +318,13 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         assert!(Hello::parse(&long).is_err());
-        let mut version = good.clone();
-        version[8] = 3;
-        assert!(Hello::parse(&version).unwrap_err().contains("version"));
+        for other in [2u8, 4] {
+            // The previous version (no `Body::App`) and a later one.
+            let mut version = good.clone();
+            version[8] = other;
+            let e = Hello::parse(&version).unwrap_err();
+            assert!(e.contains(&format!("version {other}")), "{e}");
+        }
         // A version 1 hello (no incarnation) is told about the version, not the length.
         let mut v1 = good[..HELLO_BYTES - 8].to_vec();
         v1[8] = 1;

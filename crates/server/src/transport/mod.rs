@@ -7,7 +7,7 @@
 //! # Wire protocol
 //!
 //! Everything is a frame, `[payload length: u32 LE][payload]`.
-//! 1. The dialer sends a hello (42 bytes): `b"SYNODPX1"`, protocol version u16 LE (2),
+//! 1. The dialer sends a hello (42 bytes): `b"SYNODPX1"`, protocol version u16 LE (3),
 //!    cluster id u64 LE, its own id u64 LE, the id it expects to reach u64 LE, its
 //!    incarnation u64 LE.
 //! 2. The acceptor answers with one frame: `0` followed by its own incarnation u64 LE
@@ -96,6 +96,9 @@ use writer::{Peer, PeerQueue};
 
 pub const DEFAULT_QUEUE_MESSAGES_MAX: usize = 4096;
 pub const DEFAULT_FRAME_BYTES_MAX: usize = 64 << 20;
+// The largest application message (`Body::App`) fits a default frame with its envelope
+// (batch count, ids, kind, length: under 64 bytes); otherwise the writer would drop it.
+const _: () = assert!(synod_paxos::APP_DATA_BYTES_MAX + 64 <= DEFAULT_FRAME_BYTES_MAX);
 pub const DEFAULT_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A refused incarnation is logged at error level at most this often per peer (its

@@ -25,7 +25,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 /// A hello frame from `from` to `to` of cluster `cluster`, presenting `incarnation`.
 pub fn hello(cluster: u64, from: NodeId, to: NodeId, incarnation: u64) -> Vec<u8> {
     let mut p = b"SYNODPX1".to_vec();
-    p.extend_from_slice(&2u16.to_le_bytes());
+    p.extend_from_slice(&3u16.to_le_bytes());
     p.extend_from_slice(&cluster.to_le_bytes());
     p.extend_from_slice(&from.to_le_bytes());
     p.extend_from_slice(&to.to_le_bytes());
