@@ -57,7 +57,6 @@ impl ChangeIndex {
     }
 
     /// The entries of the revisions in `from..=to` that are listed, in revision order.
-    #[allow(dead_code)] // until the History interface reads it
     pub(crate) fn range(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, &Arc<[Bytes]>)> {
         let from = from.max(self.first);
         let len = self.entries.len();

@@ -22,6 +22,7 @@ mod codec;
 mod compact;
 mod dedup;
 mod error;
+mod history;
 mod index;
 mod range;
 mod read;
@@ -36,6 +37,7 @@ mod wire;
 pub use codec::{decode_request, encode_request, REQUEST_FORMAT_VERSION};
 pub use dedup::{DEFAULT_KEPT_BYTES_MAX, KEPT_OUTCOME_BYTES_MAX};
 pub use error::{DecodeError, ErrorCode, KvError};
+pub use history::{Budget, Changes, Event, EventKind, History, KeyRange};
 pub use read::{Applied, ReadRequest, ReadView, Reads};
 pub use request::{
     prefix_range, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,

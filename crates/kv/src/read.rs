@@ -12,6 +12,7 @@
 //! the [`Applied`] it returns, to be finished elsewhere ([`Applied::complete`]).
 
 use crate::error::KvError;
+use crate::index::ChangeIndex;
 use crate::request::{RangeRequest, Request, RequestOp, TxnRequest};
 use crate::response::{RangeResponse, Response, ResponseHeader, ResponseOp, TxnResponse};
 use crate::store::{KeyHistory, Keyspace, KvStore};
@@ -191,6 +192,7 @@ impl Request {
 #[derive(Clone, Debug)]
 pub struct ReadView {
     keys: OrdMap<Bytes, KeyHistory>,
+    changes: ChangeIndex,
     revision: i64,
     compact_revision: i64,
 }
@@ -204,6 +206,7 @@ impl ReadView {
     pub(crate) fn keyspace(&self) -> Keyspace<'_> {
         Keyspace {
             keys: &self.keys,
+            changes: &self.changes,
             compact_revision: self.compact_revision,
         }
     }
@@ -226,6 +229,7 @@ impl KvStore {
     pub fn read_view(&self) -> ReadView {
         ReadView {
             keys: self.keys.clone(),
+            changes: self.changes.clone(),
             revision: self.revision,
             compact_revision: self.compact_revision,
         }

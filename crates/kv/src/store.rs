@@ -279,6 +279,8 @@ impl KeyHistory {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Keyspace<'a> {
     pub(crate) keys: &'a OrdMap<Bytes, KeyHistory>,
+    /// For each revision, the keys it changed (index.rs).
+    pub(crate) changes: &'a ChangeIndex,
     /// Reads below this revision fail. -1 until the first compaction, as in etcd.
     pub(crate) compact_revision: i64,
 }
@@ -415,6 +417,7 @@ impl KvStore {
     pub(crate) fn keyspace(&self) -> Keyspace<'_> {
         Keyspace {
             keys: &self.keys,
+            changes: &self.changes,
             compact_revision: self.compact_revision,
         }
     }
