@@ -8,6 +8,7 @@ mod http;
 mod incoming;
 mod kv;
 mod maintenance;
+mod proto;
 mod wire;
 
 pub use http::{serve, ServeError};
