@@ -107,6 +107,9 @@ impl KvStore {
             Request::DeleteRange(d) => Ok(Response::DeleteRange(self.apply_delete(d))),
             Request::Txn(t) => self.apply_txn(t, reads).map(Response::Txn),
             Request::Compact(c) => self.compact(c.revision).map(Response::Compact),
+            Request::LeaseGrant(g) => self.apply_lease_grant(g).map(Response::LeaseGrant),
+            Request::LeaseRevoke(r) => self.apply_lease_revoke(r).map(Response::LeaseRevoke),
+            Request::LeaseEpoch(e) => Ok(Response::LeaseEpoch(self.apply_lease_epoch(*e))),
         }
     }
 }
@@ -211,6 +214,18 @@ mod tests {
                 Request::DeleteRange(d)
             }),
             1 => (0i64..12).prop_map(|revision| Request::Compact(CompactionRequest { revision })),
+            2 => (1i64..3, key.clone()).prop_map(|(lease, k)| {
+                let mut p = PutRequest::new(k, "leased");
+                p.lease = lease;
+                Request::Put(p)
+            }),
+            2 => (0i64..3, 1i64..20).prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
+            1 => (0i64..3, prop::option::weighted(0.5, (0u64..2, 0u64..2)))
+                .prop_map(|(id, e)| Request::LeaseRevoke(LeaseRevokeRequest {
+                    id,
+                    expiry: e.map(|(round, node)| LeaseEpoch { round, node }),
+                })),
+            1 => (0u64..2, 0u64..2).prop_map(|(round, node)| Request::LeaseEpoch(LeaseEpoch { round, node })),
             1 => (key.clone(), end, 0i64..10).prop_map(|(k, e, rev)| {
                 let mut r = RangeRequest::range(k, e);
                 r.revision = rev;
@@ -241,6 +256,7 @@ mod tests {
             prop_assert_eq!(&ra, &rc);
             prop_assert_eq!(a.snapshot(), c.snapshot());
 
+            prop_assert_eq!(a.leases().collect::<Vec<_>>(), c.leases().collect::<Vec<_>>());
             // The derived counters stay exact.
             let mut recounted = a.clone();
             recounted.recount();

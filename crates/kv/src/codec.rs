@@ -9,18 +9,26 @@
 use crate::dedup::Outcome;
 use crate::error::{DecodeError, KvError};
 use crate::request::{
-    CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest,
-    RangeRequest, Request, RequestOp, SortOrder, SortTarget, TxnRequest,
+    CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseEpoch,
+    LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, Request, RequestOp, SortOrder,
+    SortTarget, TxnRequest,
 };
 use crate::response::{
-    CompactionResponse, DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, Response,
-    ResponseHeader, ResponseOp, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, KeyValue, LeaseEpochResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, RangeResponse, Response, ResponseHeader, ResponseOp,
+    TxnResponse,
 };
 use crate::wire::{put_bytes, put_flags, put_i64, put_len, put_u8, put_varint, Reader, Result};
 use bytes::Bytes;
 
-/// The request format this code writes, and the only one it reads.
-pub const REQUEST_FORMAT_VERSION: u8 = 1;
+/// The newest request format this code writes and reads: version 2 adds the lease
+/// requests. Requests version 1 can express are still written as version 1, so replicas
+/// not upgraded yet keep applying them; a lease request needs every replica upgraded
+/// (docs/KV.md, "Versioning").
+pub const REQUEST_FORMAT_VERSION: u8 = 2;
+
+/// The format before leases: Range, Put, DeleteRange, Txn, Compact.
+const FORMAT_V1: u8 = 1;
 
 /// Nested txns deeper than this are refused while decoding, so hostile input cannot exhaust
 /// the stack. The txn op budget already limits valid requests to about this depth.
@@ -31,11 +39,20 @@ const KIND_PUT: u8 = 2;
 const KIND_DELETE: u8 = 3;
 const KIND_TXN: u8 = 4;
 const KIND_COMPACT: u8 = 5;
+const KIND_LEASE_GRANT: u8 = 6;
+const KIND_LEASE_REVOKE: u8 = 7;
+const KIND_LEASE_EPOCH: u8 = 8;
 
 /// Encodes a request for the log.
 pub fn encode_request(req: &Request) -> Bytes {
     let mut buf = Vec::with_capacity(request_size_hint(req));
-    put_u8(&mut buf, REQUEST_FORMAT_VERSION);
+    let version = match req {
+        Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseEpoch(_) => {
+            REQUEST_FORMAT_VERSION
+        }
+        _ => FORMAT_V1,
+    };
+    put_u8(&mut buf, version);
     match req {
         Request::Range(r) => {
             put_u8(&mut buf, KIND_RANGE);
@@ -57,6 +74,26 @@ pub fn encode_request(req: &Request) -> Bytes {
             put_u8(&mut buf, KIND_COMPACT);
             put_i64(&mut buf, c.revision);
         }
+        Request::LeaseGrant(g) => {
+            put_u8(&mut buf, KIND_LEASE_GRANT);
+            put_i64(&mut buf, g.id);
+            put_i64(&mut buf, g.ttl);
+        }
+        Request::LeaseRevoke(r) => {
+            put_u8(&mut buf, KIND_LEASE_REVOKE);
+            put_i64(&mut buf, r.id);
+            match r.expiry {
+                Some(epoch) => {
+                    put_u8(&mut buf, 1);
+                    put_epoch(&mut buf, epoch);
+                }
+                None => put_u8(&mut buf, 0),
+            }
+        }
+        Request::LeaseEpoch(epoch) => {
+            put_u8(&mut buf, KIND_LEASE_EPOCH);
+            put_epoch(&mut buf, *epoch);
+        }
     }
     Bytes::from(buf)
 }
@@ -65,19 +102,46 @@ pub fn encode_request(req: &Request) -> Bytes {
 /// unknown flag bits and trailing bytes.
 pub fn decode_request(buf: &[u8]) -> std::result::Result<Request, DecodeError> {
     let mut r = Reader::new(buf);
-    if r.u8()? != REQUEST_FORMAT_VERSION {
+    let version = r.u8()?;
+    if version != FORMAT_V1 && version != REQUEST_FORMAT_VERSION {
         return Err(DecodeError("unsupported request format version"));
     }
-    let req = match r.u8()? {
-        KIND_RANGE => Request::Range(read_range(&mut r)?),
-        KIND_PUT => Request::Put(read_put(&mut r)?),
-        KIND_DELETE => Request::DeleteRange(read_delete(&mut r)?),
-        KIND_TXN => Request::Txn(read_txn(&mut r, 0)?),
-        KIND_COMPACT => Request::Compact(CompactionRequest { revision: r.i64()? }),
+    let req = match (r.u8()?, version) {
+        (KIND_RANGE, _) => Request::Range(read_range(&mut r)?),
+        (KIND_PUT, _) => Request::Put(read_put(&mut r)?),
+        (KIND_DELETE, _) => Request::DeleteRange(read_delete(&mut r)?),
+        (KIND_TXN, _) => Request::Txn(read_txn(&mut r, 0)?),
+        (KIND_COMPACT, _) => Request::Compact(CompactionRequest { revision: r.i64()? }),
+        (KIND_LEASE_GRANT, REQUEST_FORMAT_VERSION) => Request::LeaseGrant(LeaseGrantRequest {
+            id: r.i64()?,
+            ttl: r.i64()?,
+        }),
+        (KIND_LEASE_REVOKE, REQUEST_FORMAT_VERSION) => {
+            let id = r.i64()?;
+            let expiry = match r.u8()? {
+                0 => None,
+                1 => Some(read_epoch(&mut r)?),
+                _ => return Err(DecodeError("bad lease expiry tag")),
+            };
+            Request::LeaseRevoke(LeaseRevokeRequest { id, expiry })
+        }
+        (KIND_LEASE_EPOCH, REQUEST_FORMAT_VERSION) => Request::LeaseEpoch(read_epoch(&mut r)?),
         _ => return Err(DecodeError("unknown request kind")),
     };
     r.finish()?;
     Ok(req)
+}
+
+pub(crate) fn put_epoch(buf: &mut Vec<u8>, epoch: LeaseEpoch) {
+    put_varint(buf, epoch.round);
+    put_varint(buf, epoch.node);
+}
+
+pub(crate) fn read_epoch(r: &mut Reader<'_>) -> Result<LeaseEpoch> {
+    Ok(LeaseEpoch {
+        round: r.varint()?,
+        node: r.varint()?,
+    })
 }
 
 fn request_size_hint(req: &Request) -> usize {
@@ -86,7 +150,10 @@ fn request_size_hint(req: &Request) -> usize {
         Request::Range(r) => 24 + r.key.len() + r.range_end.len(),
         Request::DeleteRange(d) => 8 + d.key.len() + d.range_end.len(),
         Request::Txn(_) => 256,
-        Request::Compact(_) => 12,
+        Request::Compact(_)
+        | Request::LeaseGrant(_)
+        | Request::LeaseRevoke(_)
+        | Request::LeaseEpoch(_) => 24,
     }
 }
 
@@ -372,6 +439,9 @@ fn put_error(buf: &mut Vec<u8>, e: &KvError) {
         KvError::FutureRevision => 9,
         KvError::Stale { .. } => 10,
         KvError::Malformed(_) => 11,
+        KvError::LeaseExists => 12,
+        KvError::LeaseTtlTooLarge => 13,
+        KvError::LeaseExpiryStale => 14,
     };
     put_u8(buf, tag);
     if let KvError::Stale {
@@ -405,6 +475,9 @@ fn read_error(r: &mut Reader<'_>) -> Result<KvError> {
         // Malformed payloads are never remembered (see apply.rs); the reason string is
         // static and not carried, so a restored one gets a generic reason.
         11 => KvError::Malformed(DecodeError("malformed request")),
+        12 => KvError::LeaseExists,
+        13 => KvError::LeaseTtlTooLarge,
+        14 => KvError::LeaseExpiryStale,
         _ => return Err(DecodeError("unknown error tag")),
     })
 }
@@ -478,6 +551,20 @@ fn put_response(buf: &mut Vec<u8>, resp: &Response) {
             put_u8(buf, KIND_COMPACT);
             put_header(buf, &c.header);
         }
+        Response::LeaseGrant(g) => {
+            put_u8(buf, KIND_LEASE_GRANT);
+            put_header(buf, &g.header);
+            put_i64(buf, g.id);
+            put_i64(buf, g.ttl);
+        }
+        Response::LeaseRevoke(r) => {
+            put_u8(buf, KIND_LEASE_REVOKE);
+            put_header(buf, &r.header);
+        }
+        Response::LeaseEpoch(e) => {
+            put_u8(buf, KIND_LEASE_EPOCH);
+            put_header(buf, &e.header);
+        }
     }
 }
 
@@ -488,6 +575,17 @@ fn read_response(r: &mut Reader<'_>) -> Result<Response> {
         KIND_DELETE => Response::DeleteRange(read_delete_response(r)?),
         KIND_TXN => Response::Txn(read_txn_response(r, 0)?),
         KIND_COMPACT => Response::Compact(CompactionResponse {
+            header: read_header(r)?,
+        }),
+        KIND_LEASE_GRANT => Response::LeaseGrant(LeaseGrantResponse {
+            header: read_header(r)?,
+            id: r.i64()?,
+            ttl: r.i64()?,
+        }),
+        KIND_LEASE_REVOKE => Response::LeaseRevoke(LeaseRevokeResponse {
+            header: read_header(r)?,
+        }),
+        KIND_LEASE_EPOCH => Response::LeaseEpoch(LeaseEpochResponse {
             header: read_header(r)?,
         }),
         _ => return Err(DecodeError("unknown response kind")),
@@ -730,7 +828,16 @@ pub(crate) mod tests {
                 }),
             }),
             any::<i64>().prop_map(|revision| Request::Compact(CompactionRequest { revision })),
+            (any::<i64>(), any::<i64>())
+                .prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
+            (any::<i64>(), prop::option::of(epoch()))
+                .prop_map(|(id, expiry)| Request::LeaseRevoke(LeaseRevokeRequest { id, expiry })),
+            epoch().prop_map(Request::LeaseEpoch),
         ]
+    }
+
+    fn epoch() -> impl Strategy<Value = LeaseEpoch> {
+        (any::<u64>(), any::<u64>()).prop_map(|(round, node)| LeaseEpoch { round, node })
     }
 
     proptest! {
@@ -762,7 +869,7 @@ pub(crate) mod tests {
     fn rejects_unknown_version_kind_and_trailing_bytes() {
         let enc = encode_request(&Request::Put(PutRequest::new("k", "v"))).to_vec();
         let mut bad = enc.clone();
-        bad[0] = 2;
+        bad[0] = REQUEST_FORMAT_VERSION + 1;
         assert_eq!(
             decode_request(&bad),
             Err(DecodeError("unsupported request format version"))
@@ -774,6 +881,22 @@ pub(crate) mod tests {
         bad.push(0);
         assert_eq!(decode_request(&bad), Err(DecodeError("trailing bytes")));
         assert!(decode_request(&[]).is_err());
+    }
+
+    /// Requests format 1 expresses are still written as format 1 (replicas not upgraded yet
+    /// apply them); lease requests are format 2, and a format 1 lease request is refused.
+    #[test]
+    fn lease_requests_alone_use_format_2() {
+        let put = encode_request(&Request::Put(PutRequest::new("k", "v")));
+        assert_eq!(put[0], FORMAT_V1);
+        let grant = encode_request(&Request::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 10 }));
+        assert_eq!(grant[0], REQUEST_FORMAT_VERSION);
+        let mut old = grant.to_vec();
+        old[0] = FORMAT_V1;
+        assert_eq!(
+            decode_request(&old),
+            Err(DecodeError("unknown request kind"))
+        );
     }
 
     #[test]
@@ -845,6 +968,16 @@ pub(crate) mod tests {
                 ],
             })),
             Ok(Response::Compact(CompactionResponse { header })),
+            Ok(Response::LeaseGrant(LeaseGrantResponse {
+                header,
+                id: -3,
+                ttl: 60,
+            })),
+            Ok(Response::LeaseRevoke(LeaseRevokeResponse { header })),
+            Ok(Response::LeaseEpoch(LeaseEpochResponse { header })),
+            Err(KvError::LeaseExpiryStale),
+            Err(KvError::LeaseExists),
+            Err(KvError::LeaseTtlTooLarge),
             Err(KvError::Compacted),
             Err(KvError::Stale {
                 client_id: 1,

@@ -24,8 +24,15 @@ pub enum KvError {
     ValueProvided,
     /// A Put with `ignore_lease` and a non-zero lease.
     LeaseProvided,
-    /// A Put naming a lease: leases are not supported yet, so no lease ever exists.
+    /// A Put naming, or a revoke of, a lease that does not exist; a grant of lease id 0.
     LeaseNotFound,
+    /// A grant of a lease id that exists.
+    LeaseExists,
+    /// A grant with a TTL above [`crate::LEASE_TTL_MAX`].
+    LeaseTtlTooLarge,
+    /// An expiry revoke under a lease epoch that is not the store's any more (or not yet):
+    /// decided by a leader since deposed, so it must not take effect. Nothing changes.
+    LeaseExpiryStale,
     /// A Put with `ignore_value`/`ignore_lease` on a key that does not exist.
     KeyNotFound,
     /// A Txn branch that writes the same key twice (put/put or put/delete).
@@ -59,6 +66,8 @@ impl KvError {
             | KvError::TooManyOps
             | KvError::Malformed(_) => ErrorCode::InvalidArgument,
             KvError::LeaseNotFound => ErrorCode::NotFound,
+            KvError::LeaseExists | KvError::LeaseExpiryStale => ErrorCode::FailedPrecondition,
+            KvError::LeaseTtlTooLarge => ErrorCode::OutOfRange,
             KvError::Compacted | KvError::FutureRevision => ErrorCode::OutOfRange,
             KvError::Stale { .. } => ErrorCode::FailedPrecondition,
         }
@@ -72,6 +81,11 @@ impl fmt::Display for KvError {
             KvError::ValueProvided => f.write_str("etcdserver: value is provided"),
             KvError::LeaseProvided => f.write_str("etcdserver: lease is provided"),
             KvError::LeaseNotFound => f.write_str("etcdserver: requested lease not found"),
+            KvError::LeaseExists => f.write_str("etcdserver: lease already exists"),
+            KvError::LeaseTtlTooLarge => f.write_str("etcdserver: too large lease TTL"),
+            KvError::LeaseExpiryStale => {
+                f.write_str("synod: lease expiry decided under a stale leader epoch")
+            }
             KvError::KeyNotFound => f.write_str("etcdserver: key not found"),
             KvError::DuplicateKey => f.write_str("etcdserver: duplicate key given in txn request"),
             KvError::TooManyOps => f.write_str("etcdserver: too many operations in txn request"),
@@ -136,6 +150,16 @@ mod tests {
                 KvError::LeaseNotFound,
                 "etcdserver: requested lease not found",
                 ErrorCode::NotFound,
+            ),
+            (
+                KvError::LeaseExists,
+                "etcdserver: lease already exists",
+                ErrorCode::FailedPrecondition,
+            ),
+            (
+                KvError::LeaseTtlTooLarge,
+                "etcdserver: too large lease TTL",
+                ErrorCode::OutOfRange,
             ),
             (
                 KvError::KeyNotFound,

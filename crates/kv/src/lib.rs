@@ -24,6 +24,7 @@ mod dedup;
 mod error;
 mod history;
 mod index;
+mod lease;
 mod range;
 mod read;
 mod request;
@@ -41,11 +42,13 @@ pub use history::{Budget, Changes, Event, EventKind, History, KeyRange};
 pub use read::{Applied, ReadRequest, ReadView, Reads};
 pub use request::{
     prefix_range, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    PutRequest, RangeRequest, Request, RequestOp, SortOrder, SortTarget, TxnRequest,
+    LeaseEpoch, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, Request,
+    RequestOp, SortOrder, SortTarget, TxnRequest, LEASE_TTL_MAX,
 };
 pub use response::{
-    CompactionResponse, DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, Response,
-    ResponseHeader, ResponseOp, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, KeyValue, LeaseEpochResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, RangeResponse, Response, ResponseHeader, ResponseOp,
+    TxnResponse,
 };
 pub use snapshot::{SnapshotView, SNAPSHOT_FORMAT_VERSION};
 pub use store::{KvStore, DEFAULT_CLIENTS_MAX, TXN_OPS_MAX};

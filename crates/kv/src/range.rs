@@ -91,7 +91,7 @@ impl Keyspace<'_> {
                     mod_revision: rec.mod_rev,
                     version: rec.version,
                     value: Bytes::new(),
-                    lease: 0,
+                    lease: rec.lease,
                 };
                 if !req.keys_only {
                     kv.value = rec.value.clone().unwrap_or_default();

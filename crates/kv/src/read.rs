@@ -13,7 +13,8 @@
 
 use crate::error::KvError;
 use crate::index::ChangeIndex;
-use crate::request::{RangeRequest, Request, RequestOp, TxnRequest};
+use crate::lease::Lease;
+use crate::request::{LeaseEpoch, RangeRequest, Request, RequestOp, TxnRequest};
 use crate::response::{RangeResponse, Response, ResponseHeader, ResponseOp, TxnResponse};
 use crate::store::{KeyHistory, Keyspace, KvStore};
 use crate::validate::{check_range_request, check_txn};
@@ -170,7 +171,10 @@ impl Request {
             Request::Put(p) => p.prev_kv,
             Request::DeleteRange(d) => d.prev_kv,
             Request::Txn(t) => t.answers_reads(),
-            Request::Compact(_) => false,
+            Request::Compact(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseEpoch(_) => false,
         }
     }
 
@@ -179,7 +183,12 @@ impl Request {
         match self {
             Request::Range(_) => true,
             Request::Txn(t) => t.is_read_only(),
-            Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => false,
+            Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Compact(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseEpoch(_) => false,
         }
     }
 }
@@ -193,6 +202,8 @@ impl Request {
 pub struct ReadView {
     keys: OrdMap<Bytes, KeyHistory>,
     changes: ChangeIndex,
+    leases: OrdMap<i64, Lease>,
+    lease_epoch: LeaseEpoch,
     revision: i64,
     compact_revision: i64,
 }
@@ -203,10 +214,16 @@ impl ReadView {
         self.revision
     }
 
+    /// The lease epoch when the view was taken.
+    pub fn lease_epoch(&self) -> LeaseEpoch {
+        self.lease_epoch
+    }
+
     pub(crate) fn keyspace(&self) -> Keyspace<'_> {
         Keyspace {
             keys: &self.keys,
             changes: &self.changes,
+            leases: &self.leases,
             compact_revision: self.compact_revision,
         }
     }
@@ -230,6 +247,8 @@ impl KvStore {
         ReadView {
             keys: self.keys.clone(),
             changes: self.changes.clone(),
+            leases: self.leases.clone(),
+            lease_epoch: self.lease_epoch,
             revision: self.revision,
             compact_revision: self.compact_revision,
         }

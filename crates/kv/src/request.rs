@@ -72,7 +72,7 @@ impl RangeRequest {
 pub struct PutRequest {
     pub key: Bytes,
     pub value: Bytes,
-    /// Must be 0: leases are not supported yet.
+    /// The lease to attach the key to (it must exist); 0 detaches it from any.
     pub lease: i64,
     pub prev_kv: bool,
     /// Keep the key's current value (the key must exist; `value` must be empty).
@@ -190,6 +190,36 @@ pub struct CompactionRequest {
     pub revision: i64,
 }
 
+/// The largest TTL a lease may be granted, in seconds (etcd's `MaxLeaseTTL`).
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
+
+/// A leader's term as the lease epoch: the replica converts its Paxos ballot into it
+/// (synod-kv does not depend on synod-paxos). Ordered like ballots: round, then node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseEpoch {
+    pub round: u64,
+    pub node: u64,
+}
+
+/// Creates lease `id` with `ttl` seconds. The proposer picks a non-zero id when the client
+/// gave none and raises `ttl` to the minimum, so the outcome does not depend on any
+/// member's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseGrantRequest {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+/// Revokes lease `id`, deleting the keys attached to it at one revision. `expiry` is set by
+/// a leader revoking an expired lease: the epoch it expired it under, and the revoke takes
+/// effect only if that epoch is still the store's [`LeaseEpoch`] (docs/design/WATCH_LEASE.md
+/// section 3: an expiry decided by a deposed leader may be chosen late, and must not apply).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseRevokeRequest {
+    pub id: i64,
+    pub expiry: Option<LeaseEpoch>,
+}
+
 /// Everything that travels through the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -199,6 +229,10 @@ pub enum Request {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    /// A new leader's promotion: the store's lease epoch becomes the greater of it and this.
+    LeaseEpoch(LeaseEpoch),
 }
 
 /// The `(key, range_end)` pair that selects every key starting with `prefix`, as etcd's

@@ -21,7 +21,7 @@ pub struct KeyValue {
     /// Puts since the key was (re)created, starting at 1.
     pub version: i64,
     pub value: Bytes,
-    /// Always 0: leases are not supported yet.
+    /// The lease the key is attached to; 0 for none.
     pub lease: i64,
 }
 
@@ -73,6 +73,26 @@ pub struct CompactionResponse {
     pub header: ResponseHeader,
 }
 
+/// A lease granted: its id and TTL, header at the current revision (a grant changes none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseGrantResponse {
+    pub header: ResponseHeader,
+    pub id: i64,
+    pub ttl: i64,
+}
+
+/// A lease revoked: the header carries the revision after its keys were deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseRevokeResponse {
+    pub header: ResponseHeader,
+}
+
+/// A lease epoch recorded: the header carries the current revision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseEpochResponse {
+    pub header: ResponseHeader,
+}
+
 /// The outcome of a [`crate::Request`], one variant per request kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
@@ -81,6 +101,9 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseEpoch(LeaseEpochResponse),
 }
 
 impl Response {
@@ -91,6 +114,9 @@ impl Response {
             Response::DeleteRange(r) => &r.header,
             Response::Txn(r) => &r.header,
             Response::Compact(r) => &r.header,
+            Response::LeaseGrant(r) => &r.header,
+            Response::LeaseRevoke(r) => &r.header,
+            Response::LeaseEpoch(r) => &r.header,
         }
     }
 }

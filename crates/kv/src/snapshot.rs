@@ -12,6 +12,8 @@
 use crate::codec::{put_outcome, read_outcome, read_tagged_outcome};
 use crate::dedup::{kept_bytes, ClientEntry, ClientTable, Kept, KEPT_OUTCOME_BYTES_MAX};
 use crate::error::DecodeError;
+use crate::lease::{encode_leases, read_leases, Lease};
+use crate::request::LeaseEpoch;
 use crate::store::{KeyHistory, KvStore, Record};
 use crate::wire::{put_bytes, put_i64, put_len, put_u8, put_varint, Reader};
 use bytes::Bytes;
@@ -57,6 +59,8 @@ pub struct SnapshotView {
     size: u64,
     /// Keys from this one on may hold records compaction made unreachable (compact.rs).
     trim_from: Option<Bytes>,
+    leases: OrdMap<i64, Lease>,
+    lease_epoch: LeaseEpoch,
 }
 
 impl SnapshotView {
@@ -132,7 +136,7 @@ impl SnapshotView {
                 }
             }
         }
-        self.encode_leases(buf);
+        encode_leases(buf, &self.leases, self.lease_epoch);
         put_varint(buf, self.clients_max as u64);
         put_varint(buf, self.kept_bytes_max);
         put_varint(buf, self.clock);
@@ -151,15 +155,6 @@ impl SnapshotView {
     }
 }
 
-impl SnapshotView {
-    /// The lease table (none yet): count, then the lease epoch.
-    fn encode_leases(&self, buf: &mut Vec<u8>) {
-        put_len(buf, 0);
-        put_varint(buf, 0);
-        put_varint(buf, 0);
-    }
-}
-
 impl KvStore {
     /// Freezes the complete state in O(1) (a few pointer copies), for
     /// [`SnapshotView::encode`] to serialize later, on any thread.
@@ -174,6 +169,8 @@ impl KvStore {
             clients: self.clients.clients.clone(),
             size: self.size,
             trim_from: self.trim_from.clone(),
+            leases: self.leases.clone(),
+            lease_epoch: self.lease_epoch,
         }
     }
 
@@ -208,9 +205,11 @@ impl KvStore {
             return Err(DecodeError("snapshot revisions out of range"));
         }
         let keys = read_keys(&mut r, revision, version)?;
-        if version >= SNAPSHOT_FORMAT_VERSION {
-            read_leases(&mut r)?;
-        }
+        let (leases, lease_epoch) = if version >= SNAPSHOT_FORMAT_VERSION {
+            read_leases(&mut r, &keys)?
+        } else {
+            (OrdMap::new(), LeaseEpoch::default())
+        };
         let clients = read_clients(&mut r, version)?;
         r.finish()?;
         let changes = crate::index::rebuild(&keys, revision, compact_revision)?;
@@ -225,18 +224,12 @@ impl KvStore {
             changes,
             trim_index: false,
             changing: Vec::new(),
+            leases,
+            lease_epoch,
         };
         store.recount();
         Ok(store)
     }
-}
-
-/// The lease table (none yet): an empty one and the lease epoch (0, 0).
-fn read_leases(r: &mut Reader<'_>) -> Result<(), DecodeError> {
-    if r.len(2)? != 0 || r.varint()? != 0 || r.varint()? != 0 {
-        return Err(DecodeError("snapshot lease table not supported"));
-    }
-    Ok(())
 }
 
 fn read_keys(

@@ -17,6 +17,8 @@
 use crate::dedup::{ClientTable, DEFAULT_KEPT_BYTES_MAX};
 use crate::error::KvError;
 use crate::index::ChangeIndex;
+use crate::lease::Lease;
+use crate::request::LeaseEpoch;
 use crate::response::KeyValue;
 use bytes::Bytes;
 use imbl::OrdMap;
@@ -281,6 +283,8 @@ pub(crate) struct Keyspace<'a> {
     pub(crate) keys: &'a OrdMap<Bytes, KeyHistory>,
     /// For each revision, the keys it changed (index.rs).
     pub(crate) changes: &'a ChangeIndex,
+    /// The leases that exist (lease.rs).
+    pub(crate) leases: &'a OrdMap<i64, Lease>,
     /// Reads below this revision fail. -1 until the first compaction, as in etcd.
     pub(crate) compact_revision: i64,
 }
@@ -353,6 +357,11 @@ pub struct KvStore {
     pub(crate) trim_index: bool,
     /// The keys the running request changed so far, in sub order; empty between requests.
     pub(crate) changing: Vec<Bytes>,
+    /// The leases granted and not revoked, each with the keys attached to it now (lease.rs).
+    pub(crate) leases: OrdMap<i64, Lease>,
+    /// The greatest leader epoch a `LeaseEpoch` request announced: expiry revokes decided
+    /// under any other are stale.
+    pub(crate) lease_epoch: LeaseEpoch,
 }
 
 impl Default for KvStore {
@@ -389,6 +398,8 @@ impl KvStore {
             changes: ChangeIndex::new(),
             trim_index: false,
             changing: Vec::new(),
+            leases: OrdMap::new(),
+            lease_epoch: LeaseEpoch::default(),
         }
     }
 
@@ -418,6 +429,7 @@ impl KvStore {
         Keyspace {
             keys: &self.keys,
             changes: &self.changes,
+            leases: &self.leases,
             compact_revision: self.compact_revision,
         }
     }
@@ -452,6 +464,7 @@ impl KvStore {
         want_prev: bool,
     ) -> Option<KeyValue> {
         let next_sub = self.next_sub();
+        let mut relinked = None;
         // One lookup by reference for an existing key; the key is cloned only for a new one
         // (and the revision index shares the map's copy).
         let (prev_kv, was_live, added, removed) = match self.keys.get_key_value_mut(&key[..]) {
@@ -462,6 +475,10 @@ impl KvStore {
                     self.changing.push(k.clone());
                     next_sub
                 };
+                let old_lease = hist.latest().map_or(0, |r| r.lease);
+                if old_lease != lease {
+                    relinked = Some((k.clone(), old_lease));
+                }
                 hist.put(key, value, lease, (rev, sub), want_prev)
             }
             None => {
@@ -476,10 +493,17 @@ impl KvStore {
                 let added = record.size();
                 self.keys.insert(key.clone(), KeyHistory::new(record));
                 self.changing.push(key.clone());
+                if lease != 0 {
+                    relinked = Some((key.clone(), 0));
+                }
                 self.size += KEY_OVERHEAD + key.len() as u64;
                 (None, false, added, 0)
             }
         };
+        if let Some((key, old_lease)) = relinked {
+            self.detach(old_lease, &key);
+            self.attach(lease, key);
+        }
         if !was_live {
             self.live_keys += 1;
         }
@@ -500,9 +524,10 @@ impl KvStore {
         let Some((k, hist)) = self.keys.get_key_value_mut(key) else {
             return false;
         };
-        if hist.latest().is_none() {
+        let Some(old_lease) = hist.latest().map(|r| r.lease) else {
             return false;
-        }
+        };
+        let attached = (old_lease != 0).then(|| k.clone());
         let sub = if hist.last.mod_rev == rev {
             hist.last.sub
         } else {
@@ -519,6 +544,9 @@ impl KvStore {
         });
         self.size = self.size + added - removed;
         self.live_keys -= 1;
+        if let Some(k) = attached {
+            self.detach(old_lease, &k);
+        }
         true
     }
 

@@ -62,9 +62,7 @@ fn branch(t: &TxnRequest, succeeded: bool) -> &[RequestOp] {
 impl KvStore {
     pub(crate) fn apply_put(&mut self, p: &PutRequest) -> Result<PutResponse, KvError> {
         // A plain put checks the lease first; a put inside a txn checks the key first.
-        if p.lease != 0 {
-            return Err(KvError::LeaseNotFound);
-        }
+        self.keyspace().check_lease(p)?;
         self.check_put(p)?;
         let mut w = Write::new(self.revision);
         let resp = self.exec_put(p, &mut w);
@@ -215,6 +213,14 @@ impl Keyspace<'_> {
         Ok(())
     }
 
+    /// A put may attach a key only to a lease that exists.
+    fn check_lease(self, p: &PutRequest) -> Result<(), KvError> {
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+            return Err(KvError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
     /// The checks of the ops on the path, against this state at `revision` (read revisions,
     /// `ignore_value` targets, leases).
     pub(crate) fn check_path(
@@ -229,9 +235,7 @@ impl Keyspace<'_> {
                 RequestOp::Range(r) => self.check_read_revision(r.revision, revision)?,
                 RequestOp::Put(p) => {
                     self.check_put(p)?;
-                    if p.lease != 0 {
-                        return Err(KvError::LeaseNotFound);
-                    }
+                    self.check_lease(p)?;
                 }
                 RequestOp::DeleteRange(_) => {}
                 RequestOp::Txn(inner) => {

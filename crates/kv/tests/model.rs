@@ -34,6 +34,12 @@ proptest! {
             r.revision = rev;
             prop_assert_eq!(store.range(&r), model.range(&r));
         }
+        // The lease table and the keys attached.
+        prop_assert_eq!(store.leases().collect::<Vec<_>>(), model.leases.clone().into_iter().collect::<Vec<_>>());
+        for id in 0..4 {
+            prop_assert_eq!(store.lease_keys(id), if id == 0 { vec![] } else { model.lease_keys(id) });
+        }
+        prop_assert_eq!(store.lease_epoch(), model.epoch);
         // And a restored copy is the same store.
         prop_assert_eq!(&KvStore::restore(&store.snapshot()).unwrap(), &store);
     }

@@ -49,15 +49,41 @@ pub fn range_req(rev_max: i64) -> impl Strategy<Value = RangeRequest> {
         )
 }
 
+/// Lease ids: 0 (none) half the time, else one of a few that are granted, revoked,
+/// granted again.
+pub fn lease_id() -> impl Strategy<Value = i64> {
+    prop_oneof![1 => Just(0i64), 1 => 1i64..4]
+}
+
 pub fn put_req() -> impl Strategy<Value = PutRequest> {
-    (key(), value(), any::<bool>(), prop::bool::weighted(0.15)).prop_map(
-        |(k, v, prev_kv, ignore_value)| {
+    (
+        (key(), value(), any::<bool>(), prop::bool::weighted(0.15)),
+        (lease_id(), prop::bool::weighted(0.15)),
+    )
+        .prop_map(|((k, v, prev_kv, ignore_value), (lease, ignore_lease))| {
             let mut p = PutRequest::new(k, if ignore_value { Bytes::new() } else { v });
             p.prev_kv = prev_kv;
             p.ignore_value = ignore_value;
+            p.ignore_lease = ignore_lease;
+            p.lease = if ignore_lease { 0 } else { lease };
             p
-        },
-    )
+        })
+}
+
+pub fn epoch() -> impl Strategy<Value = LeaseEpoch> {
+    (0u64..3, 0u64..2).prop_map(|(round, node)| LeaseEpoch { round, node })
+}
+
+/// Grants (now and then with an id in use, id 0, or a TTL too large), revokes (now and then
+/// as an expiry under some epoch), epochs.
+pub fn lease_request() -> impl Strategy<Value = Request> {
+    let ttl = prop_oneof![5 => 1i64..100, 1 => Just(LEASE_TTL_MAX + 1)];
+    prop_oneof![
+        3 => (lease_id(), ttl).prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
+        2 => (lease_id(), prop::option::weighted(0.3, epoch()))
+            .prop_map(|(id, expiry)| Request::LeaseRevoke(LeaseRevokeRequest { id, expiry })),
+        1 => epoch().prop_map(Request::LeaseEpoch),
+    ]
 }
 
 pub fn delete_req() -> impl Strategy<Value = DeleteRangeRequest> {
@@ -120,5 +146,6 @@ pub fn request() -> impl Strategy<Value = Request> {
                 failure,
             })),
         1 => (0i64..30).prop_map(|revision| Request::Compact(CompactionRequest { revision })),
+        3 => lease_request(),
     ]
 }

@@ -16,6 +16,9 @@ pub struct Model {
     /// order of its first change, as it ended.
     pub events: Vec<Vec<Event>>,
     pub compacted: i64,
+    /// Lease id → granted TTL.
+    pub leases: BTreeMap<i64, i64>,
+    pub epoch: LeaseEpoch,
 }
 
 pub fn in_range(key: &[u8], end: &[u8], k: &[u8]) -> bool {
@@ -32,6 +35,8 @@ impl Model {
             states: vec![State::new()],
             events: vec![Vec::new()],
             compacted: -1,
+            leases: BTreeMap::new(),
+            epoch: LeaseEpoch::default(),
         }
     }
 
@@ -70,7 +75,11 @@ impl Model {
                 if p.key.is_empty() {
                     return Err(KvError::EmptyKey);
                 }
-                if p.ignore_value && !self.states.last().unwrap().contains_key(&p.key) {
+                // A plain put checks the lease before the key.
+                self.check_lease(p)?;
+                if (p.ignore_value || p.ignore_lease)
+                    && !self.states.last().unwrap().contains_key(&p.key)
+                {
                     return Err(KvError::KeyNotFound);
                 }
                 let mut work = self.states.last().unwrap().clone();
@@ -92,6 +101,16 @@ impl Model {
                 Ok(Response::DeleteRange(resp))
             }
             Request::Txn(t) => self.txn(t).map(Response::Txn),
+            Request::LeaseGrant(g) => self.grant(g).map(Response::LeaseGrant),
+            Request::LeaseRevoke(r) => self.revoke(r).map(Response::LeaseRevoke),
+            Request::LeaseEpoch(e) => {
+                self.epoch = self.epoch.max(*e);
+                Ok(Response::LeaseEpoch(LeaseEpochResponse {
+                    header: ResponseHeader {
+                        revision: self.rev(),
+                    },
+                }))
+            }
             Request::Compact(c) => {
                 if c.revision <= self.compacted {
                     return Err(KvError::Compacted);
@@ -150,9 +169,10 @@ impl Model {
         let ops = if succeeded { &t.success } else { &t.failure };
         for op in ops {
             if let RequestOp::Put(p) = op {
-                if p.ignore_value && !cur.contains_key(&p.key) {
+                if (p.ignore_value || p.ignore_lease) && !cur.contains_key(&p.key) {
                     return Err(KvError::KeyNotFound);
                 }
+                self.check_lease(p)?;
             }
         }
         let begin = self.rev();
@@ -195,11 +215,16 @@ fn put(state: &mut State, p: &PutRequest, rev: i64) -> PutResponse {
     } else {
         p.value.clone()
     };
+    let lease = match (&prev, p.ignore_lease) {
+        (Some(old), true) => old.lease,
+        _ => p.lease,
+    };
     let kv = match &prev {
         Some(old) => KeyValue {
             mod_revision: rev,
             version: old.version + 1,
             value,
+            lease,
             ..old.clone()
         },
         None => KeyValue {
@@ -208,7 +233,7 @@ fn put(state: &mut State, p: &PutRequest, rev: i64) -> PutResponse {
             mod_revision: rev,
             version: 1,
             value,
-            lease: 0,
+            lease,
         },
     };
     state.insert(p.key.clone(), kv);
@@ -339,7 +364,7 @@ fn compare(state: &State, c: &Compare) -> bool {
 
 /// What the store's [`History`] must answer.
 impl Model {
-    /// The events of `range` in `from..=to`: at the compaction revision, its puts only.
+    /// The events of `range` in `from..=to`.
     pub fn changes(&self, range: &KeyRange, from: i64, to: i64) -> Result<Vec<Event>, KvError> {
         if from < self.compacted {
             return Err(KvError::Compacted);
@@ -375,5 +400,65 @@ impl Model {
             return None;
         }
         self.states[(rev - 1) as usize].get(key).cloned()
+    }
+}
+
+/// Leases: a table of TTLs; the keys attached are those whose value names the lease.
+impl Model {
+    fn check_lease(&self, p: &PutRequest) -> Result<(), KvError> {
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+            return Err(KvError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse, KvError> {
+        if g.id == 0 {
+            return Err(KvError::LeaseNotFound);
+        }
+        if g.ttl > LEASE_TTL_MAX {
+            return Err(KvError::LeaseTtlTooLarge);
+        }
+        if self.leases.contains_key(&g.id) {
+            return Err(KvError::LeaseExists);
+        }
+        self.leases.insert(g.id, g.ttl);
+        Ok(LeaseGrantResponse {
+            header: ResponseHeader {
+                revision: self.rev(),
+            },
+            id: g.id,
+            ttl: g.ttl,
+        })
+    }
+
+    fn revoke(&mut self, r: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse, KvError> {
+        if r.expiry.is_some_and(|e| e != self.epoch) {
+            return Err(KvError::LeaseExpiryStale);
+        }
+        if self.leases.remove(&r.id).is_none() {
+            return Err(KvError::LeaseNotFound);
+        }
+        let keys = self.lease_keys(r.id);
+        if !keys.is_empty() {
+            let mut work = self.states.last().unwrap().clone();
+            work.retain(|k, _| !keys.contains(k));
+            self.commit(work, &keys);
+        }
+        Ok(LeaseRevokeResponse {
+            header: ResponseHeader {
+                revision: self.rev(),
+            },
+        })
+    }
+
+    /// The keys attached to `id` now, sorted.
+    pub fn lease_keys(&self, id: i64) -> Vec<Bytes> {
+        let state = self.states.last().unwrap();
+        state
+            .values()
+            .filter(|kv| kv.lease == id)
+            .map(|kv| kv.key.clone())
+            .collect()
     }
 }
