@@ -156,9 +156,10 @@ impl Keyspace<'_> {
                 kv: rec.to_kv(key),
             });
         }
-        // Compaction drops the tombstones at its revision (trimming may not have got to
-        // this one yet): never report one, so the answer does not depend on the trimming.
-        (rev > self.compact_revision).then(|| Event {
+        // Compaction keeps the tombstones made at its own revision (store.rs,
+        // `compaction_cut`) until the next one, so a watch from the compaction revision sees
+        // those deletes; older ones are gone, or about to be.
+        (rev >= self.compact_revision).then(|| Event {
             kind: EventKind::Delete,
             kv: KeyValue {
                 key: key.clone(),

@@ -75,7 +75,9 @@ impl ChangeIndex {
 /// Whether a record belongs in the index of a store compacted at `compact_revision`: it
 /// is newer, or a put at it (a tombstone there goes with compaction).
 fn indexed(rec: &Record, compact_revision: i64) -> bool {
-    rec.mod_rev > compact_revision || (rec.mod_rev == compact_revision && rec.is_live())
+    // Records at the compaction revision stay, tombstones included (store.rs,
+    // `compaction_cut`): a watch may start there.
+    rec.mod_rev >= compact_revision
 }
 
 /// The index of `keys` at `revision`, compacted at `compact_revision`, from the records'
@@ -126,23 +128,6 @@ impl KvStore {
             let keys = index.entries.pop_front().map_or(0, |k| k.len() as u64);
             index.first += 1;
             work = work.saturating_add(1 + keys);
-        }
-        // The keys deleted at the compaction revision lose their tombstones: unlist them.
-        if let Some(keys) = index.get(rev) {
-            work = work.saturating_add(keys.len() as u64);
-            let kept: Vec<Bytes> = keys
-                .iter()
-                .filter(|k| {
-                    self.keys
-                        .get(&k[..])
-                        .and_then(|h| h.exactly_at(rev))
-                        .is_some_and(Record::is_live)
-                })
-                .cloned()
-                .collect();
-            if kept.len() < keys.len() {
-                index.entries.set(0, kept.into());
-            }
         }
         self.trim_index = false;
         work
@@ -215,7 +200,8 @@ mod tests {
         apply(&mut s, Request::Compact(CompactionRequest { revision: 4 }));
         assert!(!s.trim_index);
         assert_eq!(s.changes.range(0, 10).count(), 1);
-        assert_eq!(keys(&s, 4), [&b"c"[..], b"d"]);
+        // The deletes at the compaction revision stay listed (and their tombstones kept).
+        assert_eq!(keys(&s, 4), [&b"c"[..], b"a", b"b", b"d"]);
         assert_eq!(
             rebuild(&s.keys, s.revision, s.compact_revision).unwrap(),
             s.changes

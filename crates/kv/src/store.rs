@@ -217,12 +217,21 @@ impl KeyHistory {
     }
 
     /// Where compaction at `rev` cuts: the number of oldest records no read at `rev` or
-    /// later can reach. The record current at `rev` stays unless it is a tombstone (then
-    /// nothing at or before `rev` is readable any more). All of them means the key goes.
+    /// later can reach. The record current at `rev` stays unless it is a tombstone older
+    /// than `rev` (then nothing at or before `rev` is readable any more). A tombstone made
+    /// at `rev` itself stays until the next compaction: a watch may start at the compaction
+    /// revision (as in etcd), and must see that delete. All of them means the key goes.
     pub(crate) fn compaction_cut(&self, rev: i64) -> usize {
         let visible = self.iter().take_while(|r| r.mod_rev <= rev).count();
         match visible.checked_sub(1) {
-            Some(i) if self.iter().nth(i).is_some_and(Record::is_live) => i,
+            Some(i)
+                if self
+                    .iter()
+                    .nth(i)
+                    .is_some_and(|r| r.is_live() || r.mod_rev == rev) =>
+            {
+                i
+            }
             Some(_) => visible,
             None => 0,
         }
@@ -654,8 +663,9 @@ mod tests {
         let tracked = (s.size, s.live_keys);
         s.recount();
         assert_eq!(tracked, (s.size, s.live_keys));
-        assert_eq!(s.size, BASE_SIZE);
-        assert!(s.keys.is_empty());
+        // "a", deleted at the compaction revision, keeps its tombstone until the next one.
+        assert_eq!(s.size, BASE_SIZE + KEY_OVERHEAD + 1 + RECORD_OVERHEAD);
+        assert_eq!(s.keys.len(), 1);
     }
 
     #[test]
@@ -752,7 +762,7 @@ mod tests {
                             let cut = h.compaction_cut(at);
                             let visible = model.iter().filter(|r| r.mod_rev <= at).count();
                             let want = match visible.checked_sub(1) {
-                                Some(i) if model[i].is_live() => i,
+                                Some(i) if model[i].is_live() || model[i].mod_rev == at => i,
                                 Some(_) => visible,
                                 None => 0,
                             };

@@ -717,7 +717,12 @@ mod tests {
         at.revision = 4;
         assert_eq!(s.range(&at).unwrap().count, 2);
         compact(&mut s, 5).unwrap();
-        // The tombstoned key is gone from history entirely.
+        // The key deleted at the compaction revision keeps only its tombstone (a watch from
+        // 5 must see the delete) until the next compaction, which drops it entirely.
+        assert_eq!(s.keys.len(), 2);
+        assert_eq!(s.keys[&Bytes::from("gone")].len(), 1);
+        put(&mut s, "k", "v6"); // 6
+        compact(&mut s, 6).unwrap();
         assert_eq!(s.keys.len(), 1);
         at.revision = 4;
         assert_eq!(s.range(&at), Err(KvError::Compacted));

@@ -29,6 +29,9 @@ pub struct ReplicaConfig {
     /// incarnations may still be applied, but nobody here waits for them. Must differ
     /// between a member's starts.
     pub incarnation: u64,
+    /// How often watchers that asked for progress notifications and had no events hear the
+    /// store's revision (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
+    pub watch_progress_interval: Duration,
     /// A deliberately broken variant (tests of the checkers only; see [`Planted`]).
     pub planted: Planted,
 }

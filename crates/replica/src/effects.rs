@@ -5,6 +5,7 @@ use crate::error::ReplicaError;
 use crate::members::MemberTable;
 use crate::persist::PersistJob;
 use crate::snapshot_format;
+use crate::watch::{StreamId, WatchResponse};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -123,6 +124,9 @@ pub struct Effects<W> {
     /// The member table changed.
     pub members: Option<MemberTable>,
     pub stop: Option<Stop>,
+    /// Responses for watch streams, in order per stream (see [`crate::watch`]); report
+    /// them written with `Replica::watch_drained`.
+    pub watch: Vec<(StreamId, WatchResponse)>,
 }
 
 impl<W> Default for Effects<W> {
@@ -137,6 +141,7 @@ impl<W> Default for Effects<W> {
             peers: None,
             members: None,
             stop: None,
+            watch: Vec::new(),
         }
     }
 }
@@ -152,6 +157,7 @@ impl<W> Effects<W> {
             && self.peers.is_none()
             && self.members.is_none()
             && self.stop.is_none()
+            && self.watch.is_empty()
     }
 }
 

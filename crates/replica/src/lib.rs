@@ -39,6 +39,7 @@ pub mod snapshot_format;
 mod snapshot_receiver;
 mod snapshots;
 pub mod urls;
+pub mod watch;
 mod writes;
 
 pub use clock::Ticks;

@@ -10,6 +10,7 @@ use crate::error::ReplicaError;
 use crate::members::{AdminRequest, MemberTable};
 use crate::persist::PersistJob;
 use crate::snapshots::Snapshots;
+use crate::watch::{StreamId, WatchHub, WatchRequest};
 use crate::writes::PendingWrite;
 use crate::{Time, Waiter};
 use bytes::Bytes;
@@ -85,6 +86,8 @@ pub struct Replica<W> {
     pub(crate) admin: Admin<W>,
     pub(crate) compactor: Option<Compactor>,
     pub(crate) observer: Box<dyn Observer>,
+    /// The watch streams this member serves, from its own applied store.
+    pub(crate) watch: WatchHub,
     pub(crate) fx: Effects<W>,
     stopped: bool,
 }
@@ -129,6 +132,7 @@ impl<W: Waiter> Replica<W> {
             admin,
             compactor: cfg.auto_compaction.map(Compactor::new),
             observer,
+            watch: WatchHub::new(cfg.watch_progress_interval),
             fx,
             stopped: false,
             cfg,
@@ -208,6 +212,32 @@ impl<W: Waiter> Replica<W> {
             .move_leader(&mut self.engine, to, waiter, deadline);
     }
 
+    /// Opens a watch stream (etcd's Watch RPC); its responses come in `Effects::watch`.
+    pub fn watch_open(&mut self) -> StreamId {
+        self.watch.open()
+    }
+
+    /// A request on a watch stream: create or cancel a watcher, or ask for progress.
+    pub fn watch_request(&mut self, stream: StreamId, request: WatchRequest) {
+        self.watch.request(stream, request, &self.kv);
+    }
+
+    /// The shell wrote the `responses` oldest responses of `stream` to its client.
+    pub fn watch_drained(&mut self, stream: StreamId, responses: usize) {
+        self.watch.drained(stream, responses);
+    }
+
+    /// Whether the shell should read another request of `stream` now: not while the
+    /// stream's responses are not being written (the client is not reading them).
+    pub fn watch_accepts_requests(&self, stream: StreamId) -> bool {
+        self.watch.accepts_requests(stream)
+    }
+
+    /// The client of `stream` went away: its watchers are dropped.
+    pub fn watch_close(&mut self, stream: StreamId) {
+        self.watch.close(stream);
+    }
+
     /// Everything the persist path was handed up to this sequence is durable.
     pub fn persisted(&mut self, seq: u64) {
         self.engine.persisted(seq);
@@ -243,6 +273,9 @@ impl<W: Waiter> Replica<W> {
             self.kv.compact_step(COMPACT_STEP_WORK_MAX);
         }
         self.note_changes();
+        self.watch.catch_up(&self.kv);
+        self.watch.tick_progress(self.now, &self.kv);
+        self.fx.watch.append(&mut self.watch.take_output());
         self.fx.answers.append(&mut self.admin.answers);
         if self.removed_and_done() && self.fx.stop.is_none() {
             tracing::warn!(

@@ -121,7 +121,9 @@ impl<W: Waiter> Replica<W> {
         if !saved || !self.engine.wants_snapshot(slot) {
             return; // overtaken meanwhile: keep the store we have
         }
+        let previous_revision = self.kv.revision();
         self.kv = kv;
+        self.watch.store_replaced(previous_revision);
         let installed = self.engine.install_snapshot(info);
         debug_assert!(installed, "wanted a moment ago, in this same turn");
         let changed = self.admin.on_snapshot(&self.engine);

@@ -135,6 +135,9 @@ impl<W: Waiter> Replica<W> {
                 .kv
                 .apply_encoded_with(c.client_id, c.seq, &c.payload, reads);
             self.observer.count(Count::ProposalsApplied, 1);
+            if let Some((rev, keys)) = applied.changes() {
+                self.watch.on_applied(rev, &keys, &self.kv);
+            }
             let Some(PendingWrite {
                 waiter: Some(waiter),
                 arrived,

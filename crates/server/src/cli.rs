@@ -101,6 +101,14 @@ pub struct MemberArgs {
     #[arg(long = "max-request-bytes", default_value_t = crate::limits::DEFAULT_REQUEST_BYTES_MAX)]
     pub request_bytes_max: usize,
 
+    /// How often a watcher that asked for progress notifications and had no events since
+    /// hears the member's current revision (a Go duration such as `10m0s`; at least 100ms).
+    #[arg(
+        long = "experimental-watch-progress-notify-interval",
+        default_value = "10m0s"
+    )]
+    pub watch_progress_notify_interval: String,
+
     // Synod's own.
     /// Most client connections (gRPC and HTTP on the client URLs) open at once; more are
     /// accepted and closed at once, counted in synod_client_connections_refused_total.

@@ -10,6 +10,7 @@ pub mod conditions;
 mod degraded;
 pub mod dev;
 pub mod error;
+mod go_duration;
 pub mod grpc;
 mod identity;
 pub mod limits;

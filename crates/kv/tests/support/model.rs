@@ -381,8 +381,10 @@ impl Model {
         Ok(out)
     }
 
-    fn visible(&self, e: &Event, rev: i64) -> bool {
-        rev != self.compacted || e.kind == EventKind::Put
+    /// Every event from the compaction revision on stays visible, the deletes made at it
+    /// included (a watch may start at the compaction revision and must see them).
+    fn visible(&self, _e: &Event, rev: i64) -> bool {
+        rev >= self.compacted
     }
 
     pub fn event_at(&self, key: &[u8], rev: i64) -> Option<Event> {

@@ -201,7 +201,6 @@ fn unsupported_status(path: &str) -> Status {
     let trimmed = path.trim_start_matches('/');
     let (service, name) = trimmed.split_once('/').unwrap_or((trimmed, ""));
     let missing = match service {
-        "etcdserverpb.Watch" => "Watch",
         "etcdserverpb.Lease" => "Lease",
         "etcdserverpb.Auth" => "Auth",
         "v3electionpb.Election" => "Election",
@@ -226,8 +225,8 @@ mod tests {
         assert_eq!(method("/etcdserverpb.KV/Nope"), Some(Method::Unknown));
         assert_eq!(method("/etcdserverpb.Watch/Watch"), None);
         assert_eq!(method("garbage"), None);
-        let s = unsupported_status("/etcdserverpb.Watch/Watch");
-        assert_eq!(s.message(), "synod: Watch is not supported yet");
+        let s = unsupported_status("/etcdserverpb.Lease/LeaseGrant");
+        assert_eq!(s.message(), "synod: Lease is not supported yet");
         let s = unsupported_status("/etcdserverpb.KV/Nope");
         assert_eq!(
             s.message(),

@@ -6,6 +6,7 @@ use super::gate::{self, Gate};
 use super::incoming::CappedIncoming;
 use super::kv::KvService;
 use super::maintenance::MaintenanceService;
+use super::watch::WatchService;
 use crate::limits::ClientLimits;
 use crate::metrics::Metrics;
 use crate::replica::ReplicaHandle;
@@ -14,7 +15,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer};
+use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbWatchServer};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     limits: ClientLimits,
+    election_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     // The gate refuses larger messages first, with grpc-go's words; tonic's own check stays
@@ -73,6 +75,7 @@ pub async fn serve(
     let kv = PbKvServer::new(KvService {
         replica: replica.clone(),
         shared: shared.clone(),
+        request_bytes_max: limits.request_bytes_max,
     })
     .max_decoding_message_size(receive_max);
     let cluster = PbClusterServer::new(ClusterService {
@@ -84,6 +87,13 @@ pub async fn serve(
         shared: shared.clone(),
         replica: replica.clone(),
         metrics: metrics.clone(),
+    })
+    .max_decoding_message_size(receive_max);
+    let watch = PbWatchServer::new(WatchService {
+        replica: replica.clone(),
+        shared: shared.clone(),
+        request_bytes_max: limits.request_bytes_max,
+        leader_check_interval: election_timeout,
     })
     .max_decoding_message_size(receive_max);
     let gate = Arc::new(Gate {
@@ -102,6 +112,7 @@ pub async fn serve(
     let router = Routes::new(kv)
         .add_service(cluster)
         .add_service(maintenance)
+        .add_service(watch)
         .into_axum_router()
         .merge(http)
         .fallback(gate::unsupported)

@@ -1,7 +1,6 @@
 //! etcd's KV service.
 
 use super::convert::{self, HeaderInfo};
-use crate::error::ServerError;
 use crate::replica::ReplicaHandle;
 use crate::status::Shared;
 use etcd_client::proto::{
@@ -18,6 +17,8 @@ use tonic::{Request, Response, Status};
 pub struct KvService {
     pub replica: ReplicaHandle,
     pub shared: Arc<Shared>,
+    /// `--max-request-bytes`, which sizes RangeStream's chunks.
+    pub request_bytes_max: usize,
 }
 
 impl KvService {
@@ -67,9 +68,17 @@ impl PbKvService for KvService {
 
     async fn range_stream(
         &self,
-        _request: Request<PbRangeRequest>,
+        request: Request<PbRangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        Err(ServerError::Unimplemented("RangeStream").into())
+        let chunks = super::range_stream::start(
+            self.replica.clone(),
+            self.header(),
+            request.into_inner(),
+            self.request_bytes_max,
+        )?;
+        Ok(Response::new(Box::pin(
+            tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(chunks),
+        )))
     }
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {

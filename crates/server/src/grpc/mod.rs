@@ -9,6 +9,8 @@ mod incoming;
 mod kv;
 mod maintenance;
 mod proto;
+mod range_stream;
+mod watch;
 mod wire;
 
 pub use http::{serve, ServeError};

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use synod_paxos::{Config, DurableState, Message, NodeId, Role};
+use synod_replica::watch::{StreamId, WatchResponse};
 use synod_replica::{
     Answer, Count, Effects, ExportJob, Observer, PersistJob, ReplicaConfig, Restored, SnapshotJob,
     StartError,
@@ -76,6 +77,8 @@ pub struct CoreConfig {
     pub peer_dial: BTreeMap<NodeId, String>,
     /// Automatic compaction of the store's history (`--auto-compaction-*`); `None`: off.
     pub auto_compaction: Option<synod_replica::Retention>,
+    /// Periodic watch progress (`--experimental-watch-progress-notify-interval`).
+    pub watch_progress_interval: Duration,
 }
 
 /// The replica's counts and measurements, into the member's metrics.
@@ -125,6 +128,8 @@ struct Core {
     snapshot_writer: Option<synod_storage::SnapshotWriter>,
     /// Why the replica stopped, if it was not asked to.
     fatal: Option<String>,
+    /// Each open watch stream's task, by the replica's stream id.
+    watch_streams: std::collections::HashMap<StreamId, mpsc::Sender<WatchResponse>>,
 }
 
 /// Makes the calling thread yield the CPU to the member's other threads when they compete
@@ -191,6 +196,7 @@ fn replica_config(cfg: &CoreConfig, shared: &Shared, incarnation: u64) -> Replic
         name: shared.name.clone(),
         client_urls: cfg.client_urls.clone(),
         auto_compaction: cfg.auto_compaction,
+        watch_progress_interval: cfg.watch_progress_interval,
         incarnation,
         planted: synod_replica::Planted::bug(
             cfg.planted_bug_local_reads
@@ -256,6 +262,7 @@ pub fn start(
         peer_dial: cfg.peer_dial.clone(),
         snapshot_writer,
         fatal: None,
+        watch_streams: std::collections::HashMap::new(),
     };
     let core = tokio::spawn(core.run(inputs_rx));
     Ok(Running {
@@ -335,6 +342,22 @@ impl Core {
             Input::Admin { request, waiter } => self.replica.admin(request, waiter),
             Input::MoveLeader { to, waiter } => self.replica.move_leader(to, waiter),
             Input::Export { waiter } => self.replica.export(waiter),
+            Input::WatchOpen { responses, opened } => {
+                let stream = self.replica.watch_open();
+                if opened.send(stream).is_ok() {
+                    self.watch_streams.insert(stream, responses);
+                } else {
+                    self.replica.watch_close(stream);
+                }
+            }
+            Input::Watch { stream, request } => self.replica.watch_request(stream, request),
+            Input::WatchDrained { stream, responses } => {
+                self.replica.watch_drained(stream, responses)
+            }
+            Input::WatchClose { stream } => {
+                self.watch_streams.remove(&stream);
+                self.replica.watch_close(stream);
+            }
             Input::Persisted(seq) => self.replica.persisted(seq),
             Input::SnapshotSaved {
                 slot,
@@ -365,6 +388,7 @@ impl Core {
             peers,
             members,
             stop,
+            watch,
         } = fx;
         for m in messages {
             self.network.send(m);
@@ -384,6 +408,7 @@ impl Core {
         for (waiter, result) in answers {
             waiter.answer(result);
         }
+        self.send_watch_responses(watch);
         if let Some(mut peers) = peers {
             dial_overrides(&mut peers, &self.peer_dial);
             self.network.set_peers(peers);
@@ -392,6 +417,27 @@ impl Core {
             self.shared.set_members(table);
         }
         stop.is_some()
+    }
+
+    /// Hands each watch response to its stream's task. A task whose queue is full has a
+    /// client that sends requests but reads no answers (the replica bounds everything else):
+    /// its stream is dropped, which ends it with an error.
+    fn send_watch_responses(&mut self, responses: Vec<(StreamId, WatchResponse)>) {
+        for (stream, response) in responses {
+            let Some(tx) = self.watch_streams.get(&stream) else {
+                continue;
+            };
+            if let Err(e) = tx.try_send(response) {
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    tracing::warn!(
+                        stream,
+                        "closing a watch stream whose client reads no responses"
+                    );
+                }
+                self.watch_streams.remove(&stream);
+                self.replica.watch_close(stream);
+            }
+        }
     }
 
     fn persist_job(&mut self, job: PersistJob) {

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use synod_kv::{ReadRequest, Request, RequestOp, Response, TxnRequest};
 use synod_paxos::Message;
+use synod_replica::watch::{StreamId, WatchRequest, WatchResponse};
 use synod_replica::{Answer, ReplicaError};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -116,6 +117,25 @@ pub(crate) enum Input {
         data: Bytes,
         received: bool,
         saved: bool,
+    },
+    /// A client opened a watch stream: the core sends its responses to `responses`.
+    WatchOpen {
+        responses: mpsc::Sender<WatchResponse>,
+        opened: oneshot::Sender<StreamId>,
+    },
+    /// A request on a watch stream.
+    Watch {
+        stream: StreamId,
+        request: WatchRequest,
+    },
+    /// The stream's task wrote this many more of its responses to the client.
+    WatchDrained {
+        stream: StreamId,
+        responses: usize,
+    },
+    /// The watch stream ended.
+    WatchClose {
+        stream: StreamId,
     },
     /// The persist thread panicked: storage's state is unknown, so the member stops.
     Fatal(String),
@@ -220,6 +240,46 @@ impl ReplicaHandle {
             Answer::LeaderMoved => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Opens a watch stream whose responses the core sends to `responses`.
+    pub async fn watch_open(
+        &self,
+        responses: mpsc::Sender<WatchResponse>,
+    ) -> Result<StreamId, ServerError> {
+        let (opened, rx) = oneshot::channel();
+        self.submit(Input::WatchOpen { responses, opened })?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(_)) => Err(ServerError::Replica(ReplicaError::Stopped)),
+            Err(_) => Err(ServerError::Replica(ReplicaError::Timeout)),
+        }
+    }
+
+    /// A request on watch stream `stream`; waits for room in the core's queue (so a client
+    /// flooding requests is slowed, not refused).
+    pub async fn watch_request(
+        &self,
+        stream: StreamId,
+        request: WatchRequest,
+    ) -> Result<(), ServerError> {
+        self.inputs
+            .send(Input::Watch { stream, request })
+            .await
+            .map_err(|_| ServerError::Replica(ReplicaError::Stopped))
+    }
+
+    /// The stream's task wrote `responses` more responses to its client.
+    pub async fn watch_drained(&self, stream: StreamId, responses: usize) {
+        let _ = self
+            .inputs
+            .send(Input::WatchDrained { stream, responses })
+            .await;
+    }
+
+    /// The watch stream ended.
+    pub async fn watch_close(&self, stream: StreamId) {
+        let _ = self.inputs.send(Input::WatchClose { stream }).await;
     }
 
     /// Asks the replica to stop; returns at once.

@@ -106,6 +106,7 @@ impl MemberConfig {
         let auto_compaction =
             replica::Retention::parse(&a.auto_compaction_mode, &a.auto_compaction_retention)
                 .map_err(|e| FlagError(e.to_string()))?;
+        let watch_progress_interval = watch_progress_interval(&a.watch_progress_notify_interval)?;
         Ok(MemberConfig {
             name: a.name.clone(),
             join_existing: a.initial_cluster_state == ClusterState::Existing,
@@ -134,9 +135,26 @@ impl MemberConfig {
                 auto_compaction,
                 snapshot_every_commands: a.snapshot_count.max(1),
                 client_urls: client_advertise.iter().map(Url::to_string).collect(),
+                watch_progress_interval,
             },
         })
     }
+}
+
+/// The shortest progress interval accepted: more often would turn idle watchers into a
+/// steady load for nothing.
+const WATCH_PROGRESS_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
+fn watch_progress_interval(value: &str) -> Result<Duration, FlagError> {
+    let flag = "--experimental-watch-progress-notify-interval";
+    let interval =
+        crate::go_duration::parse(value).map_err(|e| FlagError(format!("{flag}: {e}")))?;
+    if interval < WATCH_PROGRESS_INTERVAL_MIN {
+        return Err(FlagError(format!(
+            "{flag} {value:?} is below the minimum of {WATCH_PROGRESS_INTERVAL_MIN:?}"
+        )));
+    }
+    Ok(interval)
 }
 
 /// `--planted-bug-local-reads`, which only test builds have.

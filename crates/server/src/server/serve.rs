@@ -246,6 +246,7 @@ async fn serve_clients(
         shared,
         metrics,
         cfg.client_limits,
+        election_timeout,
         async move {
             tokio::select! {
                 _ = shutdown => {}
