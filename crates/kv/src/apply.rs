@@ -3,7 +3,7 @@
 use crate::codec::decode_request;
 use crate::dedup::{Kept, Replay};
 use crate::error::KvError;
-use crate::read::{Applied, ApplyReads, Reads};
+use crate::read::{Applied, ApplyReads, LeaseApplied, Reads};
 use crate::request::Request;
 use crate::response::Response;
 use crate::store::KvStore;
@@ -85,6 +85,17 @@ impl KvStore {
         let mut reads = ApplyReads::new(reads);
         let outcome = self.execute_with(req, &mut reads);
         let mut applied = reads.finish(outcome);
+        if applied.outcome.is_ok() {
+            applied.lease = match req {
+                Request::LeaseGrant(g) => Some(LeaseApplied::Granted {
+                    id: g.id,
+                    ttl: g.ttl,
+                }),
+                Request::LeaseRevoke(r) => Some(LeaseApplied::Revoked { id: r.id }),
+                Request::LeaseEpoch(e) => Some(LeaseApplied::Epoch(*e)),
+                _ => None,
+            };
+        }
         if self.revision != before {
             applied.changes = self
                 .changes

@@ -22,6 +22,7 @@ mod codec;
 mod compact;
 mod dedup;
 mod error;
+mod hash;
 mod history;
 mod index;
 mod lease;
@@ -38,8 +39,9 @@ mod wire;
 pub use codec::{decode_request, encode_request, REQUEST_FORMAT_VERSION};
 pub use dedup::{DEFAULT_KEPT_BYTES_MAX, KEPT_OUTCOME_BYTES_MAX};
 pub use error::{DecodeError, ErrorCode, KvError};
+pub use hash::HashKv;
 pub use history::{Budget, Changes, Event, EventKind, History, KeyRange};
-pub use read::{Applied, ReadRequest, ReadView, Reads};
+pub use read::{Applied, LeaseApplied, ReadRequest, ReadView, Reads};
 pub use request::{
     prefix_range, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     LeaseEpoch, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, Request,

@@ -318,6 +318,24 @@ pub struct Applied {
     pub(crate) replayed: bool,
     /// The revision the command made and the keys it changed (its revision index entry).
     pub(crate) changes: Option<(i64, Arc<[Bytes]>)>,
+    /// What a lease command did, if it took effect.
+    pub(crate) lease: Option<LeaseApplied>,
+}
+
+/// What a lease command that took effect did: what the replica's lessor follows (it keeps
+/// deadlines for the leases that exist, and promotes when its own epoch is applied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseApplied {
+    Granted {
+        id: i64,
+        ttl: i64,
+    },
+    /// Revoked by a client, or expired by the leader of the store's epoch.
+    Revoked {
+        id: i64,
+    },
+    /// A leader's epoch was announced (the store's epoch is the greatest announced).
+    Epoch(LeaseEpoch),
 }
 
 /// A Range op whose result an apply left to run elsewhere.
@@ -338,6 +356,7 @@ impl Applied {
             pending: Vec::new(),
             replayed: false,
             changes: None,
+            lease: None,
         }
     }
 
@@ -356,6 +375,12 @@ impl Applied {
     /// (a delete of no key, a Txn whose branch did not write, a compaction).
     pub fn changes(&self) -> Option<(i64, Arc<[Bytes]>)> {
         self.changes.clone()
+    }
+
+    /// What the command did to leases, if it was a lease command that took effect (not for
+    /// a duplicate, an error, or a stale expiry).
+    pub fn lease(&self) -> Option<LeaseApplied> {
+        self.lease
     }
 
     /// Whether this is a duplicate's answer, from the dedup table.
@@ -504,6 +529,7 @@ impl ApplyReads {
             pending: self.pending,
             replayed: false,
             changes: None,
+            lease: None,
         }
     }
 }
@@ -521,6 +547,46 @@ mod tests {
             s.apply(0, 0, &Request::Put(put)).unwrap();
         }
         s
+    }
+
+    #[test]
+    fn lease_commands_report_what_took_effect() {
+        let mut s = KvStore::new();
+        let mut apply = |seq: u64, req: Request| {
+            s.apply_encoded_with(7, seq, &encode_request(&req), Reads::Skip)
+                .lease()
+        };
+        let grant = Request::LeaseGrant(LeaseGrantRequest { id: 5, ttl: 10 });
+        assert_eq!(
+            apply(1, grant.clone()),
+            Some(LeaseApplied::Granted { id: 5, ttl: 10 })
+        );
+        assert_eq!(apply(1, grant.clone()), None, "a duplicate");
+        assert_eq!(apply(2, grant), None, "an error: the lease exists");
+        let epoch = LeaseEpoch { round: 3, node: 1 };
+        assert_eq!(
+            apply(3, Request::LeaseEpoch(epoch)),
+            Some(LeaseApplied::Epoch(epoch))
+        );
+        let stale = LeaseRevokeRequest {
+            id: 5,
+            expiry: Some(LeaseEpoch { round: 2, node: 1 }),
+        };
+        assert_eq!(
+            apply(4, Request::LeaseRevoke(stale)),
+            None,
+            "a stale expiry"
+        );
+        let expiry = LeaseRevokeRequest {
+            id: 5,
+            expiry: Some(epoch),
+        };
+        assert_eq!(
+            apply(5, Request::LeaseRevoke(expiry)),
+            Some(LeaseApplied::Revoked { id: 5 })
+        );
+        let put = Request::Put(PutRequest::new("k", "v"));
+        assert_eq!(apply(6, put), None);
     }
 
     fn by_value(limit: i64) -> RangeRequest {
