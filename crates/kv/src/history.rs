@@ -9,8 +9,8 @@
 //! Events follow etcd's watch: a put carries the whole `KeyValue` (lease included); a delete
 //! carries only the key and the deleting revision. A revision's events come in the order its
 //! request changed the keys (sub-revision order), each key once (see index.rs). Events at
-//! the compaction revision are its puts only: compaction drops the tombstones there, as
-//! etcd's does, so a watch from the compaction revision sees no delete made at it.
+//! the compaction revision include its deletes: compaction keeps the tombstones made at its
+//! own revision until the next one (store.rs, `compaction_cut`).
 
 use crate::error::KvError;
 use crate::read::ReadView;

@@ -10,10 +10,9 @@
 //!
 //! It is derived data: rebuilt from the records' `(mod_rev, sub)` on restore and never
 //! encoded in snapshots, so it cannot make replicas differ. Compaction trims it like the
-//! histories (compact.rs): entries below the compaction revision go, and so do the keys
-//! deleted exactly at it, whose tombstones compaction drops (as etcd does, so a watch from
-//! the compaction revision sees only its puts). The entry of a revision lists a key once,
-//! even if a Txn wrote it twice (histories keep one record per revision).
+//! histories (compact.rs): entries below the compaction revision go (the records at it
+//! stay, tombstones included, so a watch from there sees them). The entry of a revision
+//! lists a key once, even if a Txn wrote it twice (histories keep one record per revision).
 
 use crate::error::DecodeError;
 use crate::store::{KeyHistory, KvStore, Record};
@@ -73,7 +72,7 @@ impl ChangeIndex {
 }
 
 /// Whether a record belongs in the index of a store compacted at `compact_revision`: it
-/// is newer, or a put at it (a tombstone there goes with compaction).
+/// is at it or newer.
 fn indexed(rec: &Record, compact_revision: i64) -> bool {
     // Records at the compaction revision stay, tombstones included (store.rs,
     // `compaction_cut`): a watch may start there.
