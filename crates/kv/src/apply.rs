@@ -230,13 +230,15 @@ mod tests {
                 p.lease = lease;
                 Request::Put(p)
             }),
-            2 => (0i64..3, 1i64..20).prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
+            2 => (0i64..3, 1i64..20)
+                .prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
             1 => (0i64..3, prop::option::weighted(0.5, (0u64..2, 0u64..2)))
                 .prop_map(|(id, e)| Request::LeaseRevoke(LeaseRevokeRequest {
                     id,
                     expiry: e.map(|(round, node)| LeaseEpoch { round, node }),
                 })),
-            1 => (0u64..2, 0u64..2).prop_map(|(round, node)| Request::LeaseEpoch(LeaseEpoch { round, node })),
+            1 => (0u64..2, 0u64..2)
+                .prop_map(|(round, node)| Request::LeaseEpoch(LeaseEpoch { round, node })),
             1 => (key.clone(), end, 0i64..10).prop_map(|(k, e, rev)| {
                 let mut r = RangeRequest::range(k, e);
                 r.revision = rev;

@@ -35,9 +35,11 @@ proptest! {
             prop_assert_eq!(store.range(&r), model.range(&r));
         }
         // The lease table and the keys attached.
-        prop_assert_eq!(store.leases().collect::<Vec<_>>(), model.leases.clone().into_iter().collect::<Vec<_>>());
+        let leases: Vec<(i64, i64)> = model.leases.clone().into_iter().collect();
+        prop_assert_eq!(store.leases().collect::<Vec<_>>(), leases);
         for id in 0..4 {
-            prop_assert_eq!(store.lease_keys(id), if id == 0 { vec![] } else { model.lease_keys(id) });
+            let want = if id == 0 { vec![] } else { model.lease_keys(id) };
+            prop_assert_eq!(store.lease_keys(id), want);
         }
         prop_assert_eq!(store.lease_epoch(), model.epoch);
         // And a restored copy is the same store.

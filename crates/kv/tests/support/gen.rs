@@ -79,7 +79,8 @@ pub fn epoch() -> impl Strategy<Value = LeaseEpoch> {
 pub fn lease_request() -> impl Strategy<Value = Request> {
     let ttl = prop_oneof![5 => 1i64..100, 1 => Just(LEASE_TTL_MAX + 1)];
     prop_oneof![
-        3 => (lease_id(), ttl).prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
+        3 => (lease_id(), ttl)
+            .prop_map(|(id, ttl)| Request::LeaseGrant(LeaseGrantRequest { id, ttl })),
         2 => (lease_id(), prop::option::weighted(0.3, epoch()))
             .prop_map(|(id, expiry)| Request::LeaseRevoke(LeaseRevokeRequest { id, expiry })),
         1 => epoch().prop_map(Request::LeaseEpoch),
