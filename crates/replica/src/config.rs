@@ -29,6 +29,9 @@ pub struct ReplicaConfig {
     /// incarnations may still be applied, but nobody here waits for them. Must differ
     /// between a member's starts.
     pub incarnation: u64,
+    /// Real time per unit of lease TTL: one second in the server (etcd's TTLs are seconds);
+    /// shorter in the simulator, whose runs last seconds.
+    pub lease_second: Duration,
     /// How often watchers that asked for progress notifications and had no events hear the
     /// store's revision (etcd's `--experimental-watch-progress-notify-interval`, 10 minutes).
     pub watch_progress_interval: Duration,

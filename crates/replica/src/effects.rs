@@ -24,6 +24,18 @@ pub enum Answer {
     /// A consistent copy of the store (Maintenance.Snapshot), encoded by the shell from an
     /// [`ExportJob`].
     Exported { slot: Slot, data: Bytes },
+    /// A keep-alive: the lease's granted TTL, or 0 if it does not exist (any more).
+    LeaseKeepAlive { id: i64, ttl: i64 },
+    /// A time-to-live: remaining TTL (-1 if the lease does not exist), granted TTL, and the
+    /// attached keys if asked (sorted).
+    LeaseTimeToLive {
+        id: i64,
+        ttl: i64,
+        granted_ttl: i64,
+        keys: Vec<Bytes>,
+    },
+    /// Every lease of this member's store, by id.
+    Leases(Vec<i64>),
 }
 
 /// A read too large to run inside a turn (more than [`crate::INLINE_READ_WORK_MAX`] work):

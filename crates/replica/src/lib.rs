@@ -31,6 +31,11 @@ mod compactor;
 mod config;
 mod effects;
 mod error;
+mod lease_wire;
+mod leases;
+#[cfg(test)]
+mod leases_tests;
+mod lessor;
 pub mod members;
 mod persist;
 mod reads;
@@ -49,6 +54,8 @@ pub use effects::{
     Answer, Count, Effects, ExportJob, Observer, ReadJob, SnapshotJob, Stop, Unobserved,
 };
 pub use error::ReplicaError;
+pub use leases::LEASE_ASKS_MAX;
+pub use lessor::LEASE_EXPIRIES_PER_SECOND_MAX;
 pub use members::{AdminRequest, MemberRecord, MemberTable};
 pub use persist::{group_jobs, PersistGroup, PersistJob, JOBS_PER_SYNC_MAX};
 pub use reads::INLINE_READ_WORK_MAX;

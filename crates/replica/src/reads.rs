@@ -62,17 +62,21 @@ impl<W: Waiter> Replica<W> {
             if let Some((request, waiter)) = self.reads.remove(&id) {
                 self.observer.count(Count::ReadsLinearizable, 1);
                 self.serve(request, waiter);
+            } else {
+                self.lease_barrier_passed(id);
             }
         }
         for (id, e) in failed {
+            let error = match e {
+                ReadError::NoLeader => ReplicaError::NoLeader,
+                ReadError::Busy => ReplicaError::TooManyRequests,
+                ReadError::Timeout => ReplicaError::Timeout,
+            };
             if let Some((_, waiter)) = self.reads.remove(&id) {
                 self.observer.count(Count::ReadsFailed, 1);
-                let error = match e {
-                    ReadError::NoLeader => ReplicaError::NoLeader,
-                    ReadError::Busy => ReplicaError::TooManyRequests,
-                    ReadError::Timeout => ReplicaError::Timeout,
-                };
                 self.fx.answers.push((waiter, Err(error)));
+            } else {
+                self.lease_barrier_failed(id, error);
             }
         }
     }

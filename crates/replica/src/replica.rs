@@ -7,6 +7,8 @@ use crate::compactor::Compactor;
 use crate::config::{ReplicaConfig, StartError};
 use crate::effects::{Answer, Count, Effects, Observer, Stop};
 use crate::error::ReplicaError;
+use crate::leases::Leases;
+use crate::lessor::Lessor;
 use crate::members::{AdminRequest, MemberTable};
 use crate::persist::PersistJob;
 use crate::snapshots::Snapshots;
@@ -88,6 +90,8 @@ pub struct Replica<W> {
     pub(crate) observer: Box<dyn Observer>,
     /// The watch streams this member serves, from its own applied store.
     pub(crate) watch: WatchHub,
+    /// Lease questions in flight and, at the leader, the lessor's deadlines.
+    pub(crate) leases: Leases<W>,
     pub(crate) fx: Effects<W>,
     stopped: bool,
 }
@@ -133,6 +137,7 @@ impl<W: Waiter> Replica<W> {
             compactor: cfg.auto_compaction.map(Compactor::new),
             observer,
             watch: WatchHub::new(cfg.watch_progress_interval),
+            leases: Leases::new(lessor(&cfg), cfg.incarnation),
             fx,
             stopped: false,
             cfg,
@@ -253,6 +258,7 @@ impl<W: Waiter> Replica<W> {
             .check(leader, inbound_connection, self.now);
         self.expire_writes();
         self.auto_compact();
+        self.lease_timers();
     }
 
     /// Ends a turn: proposes due membership changes, drains the engine's output into
@@ -262,6 +268,7 @@ impl<W: Waiter> Replica<W> {
         let (incarnation, now) = (self.cfg.incarnation, self.now);
         self.admin
             .poll(&mut self.engine, incarnation, &mut self.next_seq, now);
+        self.lease_tenure();
         while self.engine.has_ready() {
             let ready = self.engine.ready();
             self.process(ready, inbound_connection);
@@ -304,6 +311,7 @@ impl<W: Waiter> Replica<W> {
         for (_, (_, waiter)) in self.reads.drain() {
             self.fx.answers.push((waiter, Err(ReplicaError::Stopped)));
         }
+        self.stop_leases();
         self.fx.answers.append(&mut self.admin.answers);
         for waiter in self.admin.take_waiters() {
             self.fx.answers.push((waiter, Err(ReplicaError::Stopped)));
@@ -360,8 +368,7 @@ impl<W: Waiter> Replica<W> {
             reads_failed,
             send_snapshot,
             snapshot_chunks,
-            // Carried for the lessor's forwarding (design WATCH_LEASE.md 2.3); unused so far.
-            app_messages: _,
+            app_messages,
         } = ready;
         // Messages that do not depend on the write leave first: the disk write then runs in
         // parallel with the peers' own.
@@ -390,6 +397,7 @@ impl<W: Waiter> Replica<W> {
             let connection = inbound_connection(chunk.from);
             self.receive_chunk(chunk, connection);
         }
+        self.receive_app(app_messages);
         self.finish_reads(reads_ready, reads_failed);
     }
 
@@ -445,4 +453,15 @@ impl Answer {
             _ => None,
         }
     }
+}
+
+/// The lessor as the configuration asks: TTL units, the clock-drift bound, and etcd's
+/// extension of every lease by an election timeout when a leader is promoted.
+fn lessor(cfg: &ReplicaConfig) -> Lessor {
+    let ticks = u32::try_from(cfg.engine.election_timeout_ticks).unwrap_or(u32::MAX);
+    Lessor::new(
+        cfg.lease_second,
+        cfg.engine.clock_drift_ppm_max,
+        cfg.tick.saturating_mul(ticks),
+    )
 }

@@ -124,6 +124,7 @@ impl<W: Waiter> Replica<W> {
         let previous_revision = self.kv.revision();
         self.kv = kv;
         self.watch.store_replaced(previous_revision);
+        self.leases_store_replaced();
         let installed = self.engine.install_snapshot(info);
         debug_assert!(installed, "wanted a moment ago, in this same turn");
         let changed = self.admin.on_snapshot(&self.engine);

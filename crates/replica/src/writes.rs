@@ -138,6 +138,9 @@ impl<W: Waiter> Replica<W> {
             if let Some((rev, keys)) = applied.changes() {
                 self.watch.on_applied(rev, &keys, &self.kv);
             }
+            if let Some(lease) = applied.lease() {
+                self.on_lease_applied(lease);
+            }
             let Some(PendingWrite {
                 waiter: Some(waiter),
                 arrived,

@@ -624,6 +624,8 @@ pub fn replica_config(
         client_urls: Vec::new(),
         auto_compaction: None,
         incarnation: 1,
+        // TTLs of tens of units then last tenths of a second, like the simulated timers.
+        lease_second: Duration::from_millis(10),
         // Simulated runs last seconds: notify often enough to be exercised.
         watch_progress_interval: Duration::from_millis(200),
         planted: synod_replica::Planted::default(),

@@ -197,6 +197,7 @@ fn replica_config(cfg: &CoreConfig, shared: &Shared, incarnation: u64) -> Replic
         client_urls: cfg.client_urls.clone(),
         auto_compaction: cfg.auto_compaction,
         watch_progress_interval: cfg.watch_progress_interval,
+        lease_second: Duration::from_secs(1),
         incarnation,
         planted: synod_replica::Planted::bug(
             cfg.planted_bug_local_reads
