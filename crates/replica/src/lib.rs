@@ -39,6 +39,7 @@ mod lessor;
 pub mod members;
 mod persist;
 mod reads;
+pub mod recipes;
 mod replica;
 pub mod snapshot_format;
 mod snapshot_receiver;
