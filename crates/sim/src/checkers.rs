@@ -11,6 +11,10 @@
 //!    left out; corruption never takes away the majority of healthy disks).
 //! 5. Storage: a restart never accepts a log damaged in a way the storage said it would
 //!    detect ("corruption served"), and never refuses an undamaged one.
+//! 6. Determinism: every store lists the same changes for a revision (watch_reference.rs).
+//! 7. Watch history: every watcher receives exactly its slice of that history, in order,
+//!    whole revisions, no gap, no duplicate, across resumes on other members; progress and
+//!    compaction answers are truthful (watch_check.rs).
 
 use crate::trace::describe_value;
 use std::collections::BTreeMap;
@@ -36,6 +40,11 @@ pub enum ViolationKind {
     CorruptionServed,
     /// A restart refused a disk nobody damaged.
     StorageRefused,
+    /// Two replicas' stores list different changes for one revision.
+    Determinism,
+    /// A watcher received something other than its slice of the history, or a progress or
+    /// compaction answer that was not true.
+    Watch,
 }
 
 #[derive(Clone, Debug)]

@@ -129,9 +129,11 @@ impl Client {
                     start: 1,
                     end: swarm.keys + 1,
                 },
-                11 if self.revision > 2 => Op::Compact {
-                    revision: self.revision - rng.range(0, 2),
-                },
+                n if (11..11 + swarm.compact_pct).contains(&n) && self.revision > 2 => {
+                    Op::Compact {
+                        revision: self.revision - rng.range(0, 2),
+                    }
+                }
                 _ => Op::Put { key, value },
             }
         };

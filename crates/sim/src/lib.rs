@@ -7,7 +7,9 @@
 //! disks (the storage crate's `MemStorage`, driven like the server's write-ahead log) that
 //! lose or tear unsynced writes on a crash, may be corrupted, and may lose their synced tail. Each seed draws its own parameters (swarm
 //! testing). Checkers: agreement on every delivered slot, no acknowledged command lost,
-//! linearizable client history, and liveness once everything is healed.
+//! linearizable client history, liveness once everything is healed, every store listing
+//! the same changes for a revision, and watchers receiving exactly their slice of that
+//! history.
 //!
 //! ```no_run
 //! use synod_sim::{run_seed, Options};
@@ -31,6 +33,10 @@ pub mod rng;
 pub mod runner;
 mod simulation;
 pub mod trace;
+pub mod watch_check;
+mod watch_client;
+pub mod watch_reference;
+mod watchers;
 mod workload;
 
 pub use checkers::{Violation, ViolationKind};
@@ -81,7 +87,7 @@ pub const BUG_NAMES: [(&str, Bug); 8] = [
 ];
 
 /// Command-line names of the focuses.
-pub const FOCUS_NAMES: [(&str, Focus); 8] = [
+pub const FOCUS_NAMES: [(&str, Focus); 9] = [
     ("swarm", Focus::Swarm),
     ("leader-churn", Focus::LeaderChurn),
     ("stale-leader", Focus::StaleLeader),
@@ -90,6 +96,7 @@ pub const FOCUS_NAMES: [(&str, Focus); 8] = [
     ("membership", Focus::Membership),
     ("lost-tail", Focus::LostTail),
     ("lost-tail-membership", Focus::LostTailMembership),
+    ("watch", Focus::Watch),
 ];
 
 pub fn bug_name(bug: Bug) -> &'static str {

@@ -45,10 +45,13 @@ struct Args {
     #[arg(long)]
     keep_going: bool,
     /// Bias the swarm draw: swarm (default), leader-churn, stale-leader, lease, corruption,
-    /// membership, lost-tail, lost-tail-membership.
+    /// membership, lost-tail, lost-tail-membership, watch.
     /// Defaults to the planted bug's focus when --plant is given.
     #[arg(long, value_parser = parse_focus)]
     focus: Option<Focus>,
+    /// Run no watch clients (a seed does everything else exactly as with them).
+    #[arg(long)]
+    no_watch_clients: bool,
 }
 
 fn parse_bug(s: &str) -> Result<synod_sim::Bug, String> {
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             .focus
             .or(args.plant.map(Focus::for_bug))
             .unwrap_or_default(),
+        no_watch_clients: args.no_watch_clients,
     };
     if let Err(e) = validate(&options) {
         eprintln!("synod-sim: {e}");
@@ -109,7 +113,8 @@ fn replay(seed: u64, options: &Options) -> ExitCode {
         "seed {seed}: {} in {:.1}ms wall; simulated {}ms, {} events, {} messages, {} slots, \
          ops ok/unknown/failed {}/{}/{}, faults {} (crashes {}, disks corrupted {}, \
          tails lost {}), peer recoveries started/ended/recorded {}/{}/{}, liveness after {}ms \
-         of {}ms",
+         of {}ms; watch events checked {} (catch-up responses {}, resumes {}, progress {}, \
+         compacted {})",
         if outcome.is_ok() { "ok" } else { "VIOLATION" },
         start.elapsed().as_secs_f64() * 1000.0,
         s.sim_us / 1000,
@@ -127,7 +132,12 @@ fn replay(seed: u64, options: &Options) -> ExitCode {
         s.recoveries_ended,
         s.recoveries_recorded,
         s.liveness_us / 1000,
-        s.liveness_bound_us / 1000
+        s.liveness_bound_us / 1000,
+        s.watch_events,
+        s.watch_catchups,
+        s.watch_resumes,
+        s.watch_progress,
+        s.watch_compacted
     );
     if outcome.is_ok() {
         ExitCode::SUCCESS
@@ -199,6 +209,21 @@ fn many(args: &Args, options: &Options) -> ExitCode {
         summary.slowest_liveness.2.as_millis(),
         summary.slowest_liveness.0
     );
+    if summary.watch_seeds > 0 {
+        println!(
+            "watches in {} seeds: {} watchers created, {} resumed on a new stream, {} events \
+             checked, {} responses from catch-up, {} progress responses, {} canceled for \
+             compaction, {} streams full",
+            summary.watch_seeds,
+            summary.watchers_created,
+            summary.watch_resumes,
+            summary.watch_events,
+            summary.watch_catchups,
+            summary.watch_progress,
+            summary.watch_compacted,
+            summary.watch_streams_full
+        );
+    }
     if !summary.histories_undecided.is_empty() {
         let mut seeds = summary.histories_undecided.clone();
         seeds.sort_unstable();

@@ -16,17 +16,30 @@
 //!
 //! Before any message or request is handled, the time of the turn is reported: a node that
 //! was paused catches up on ticks before it acts, which is what makes leader leases sound.
+//!
+//! Watch streams: a client's requests on a stream and its reports of responses read
+//! (`WatchInput`) wait for the node's next turn (its next tick at the latest), as the
+//! server's Watch service queues them for its core; the turn's responses go back with the
+//! effects. After every turn the node also reads the revisions its store reached from the
+//! store's history, for the reference history and its determinism check
+//! (watch_reference.rs).
 
 use crate::disk::{Corruption, CrashLoss, Disk, Done};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use synod_kv::{Budget, History, KeyRange};
 use synod_paxos::{Body, Config, DurableState, Message, NodeId, RecoveryPhase, SharedValue, Slot};
+use synod_replica::watch::{StreamId, WatchRequest, WatchResponse};
 use synod_replica::{
     AdminRequest, Answer, Observer, PersistJob, Replica, ReplicaConfig, ReplicaError, Restored,
 };
 use synod_storage::StorageError;
+
+/// Changes read from a store's history per call when reporting revisions (whole
+/// revisions: a call may return more).
+const HISTORY_READ_EVENTS_MAX: usize = 4_096;
 
 /// Which request an answer belongs to: a client's operation, or the operator's (`client`
 /// [`OPERATOR`]).
@@ -80,6 +93,21 @@ pub enum Held {
     },
 }
 
+/// A watch client's input on one of this node's streams, taken in the node's next turn.
+#[derive(Debug)]
+pub enum WatchInput {
+    /// Read by the server only while the stream has room for the answer
+    /// (`Replica::watch_accepts_requests`): until then it waits here, in order.
+    Request {
+        stream: StreamId,
+        request: WatchRequest,
+    },
+    /// The client read the stream's `responses` oldest responses.
+    Drained { stream: StreamId, responses: usize },
+    /// The client went away.
+    Close { stream: StreamId },
+}
+
 /// When this node takes snapshots and how it ships them (drawn per seed).
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
@@ -122,6 +150,13 @@ pub struct Effects {
     /// Snapshot files written by the snapshot thread: each reaches the persist path (to be
     /// adopted) a little later, as `Held::SnapshotWritten`.
     pub snapshot_files: Vec<Held>,
+    /// Responses the turn handed to watch streams, in order per stream.
+    pub watch: Vec<(StreamId, WatchResponse)>,
+    /// The store's revision and compaction revision when the turn ended.
+    pub store: Option<(i64, i64)>,
+    /// The changes of the revisions the store reached since it was last read, in order
+    /// (whole revisions, one list per read of its history).
+    pub history: Vec<Vec<crate::watch_reference::Change>>,
 }
 
 /// Where a node stands in recovering from a lost log tail.
@@ -222,6 +257,10 @@ pub struct Node {
     pub drain_owed: bool,
     /// Recovery from a lost log tail, since the last start.
     pub peer_recovery: PeerRecovery,
+    /// Watch inputs waiting for the next turn.
+    watch_inbox: VecDeque<WatchInput>,
+    /// The newest revision of this life's store already read for the reference history.
+    read_revision: i64,
 }
 
 impl Node {
@@ -247,6 +286,8 @@ impl Node {
             turn_us: 0,
             drain_owed: false,
             peer_recovery: PeerRecovery::Idle,
+            watch_inbox: VecDeque::new(),
+            read_revision: 1,
         }
     }
 
@@ -263,6 +304,7 @@ impl Node {
         self.replica = None;
         self.drain_owed = false;
         self.held.clear();
+        self.watch_inbox.clear();
         self.paused = false;
         self.incarnation += 1;
         self.retired = true;
@@ -344,6 +386,10 @@ impl Node {
         self.clock.epoch_us = now_us;
         self.paused = false;
         self.held.clear();
+        self.watch_inbox.clear();
+        // The restored store (snapshot and replayed log) is read again, and held to the
+        // reference like any other.
+        self.read_revision = 1;
         Ok(())
     }
 
@@ -352,6 +398,7 @@ impl Node {
         self.replica = None;
         self.peer_recovery = PeerRecovery::Idle;
         self.held.clear();
+        self.watch_inbox.clear();
         self.paused = false;
         self.drain_owed = false;
         self.incarnation += 1;
@@ -369,6 +416,21 @@ impl Node {
                 StartError::SnapshotServed(slot) => format!("damaged snapshot {slot} served"),
             })
         })
+    }
+
+    /// Opens a watch stream on a running replica (a client's Watch call).
+    pub fn watch_open(&mut self) -> Option<StreamId> {
+        if !self.is_running() {
+            return None;
+        }
+        self.replica.as_mut().map(|r| r.watch_open())
+    }
+
+    /// A watch input, for the next turn (dropped if the process is down: the stream is).
+    pub fn watch_input(&mut self, input: WatchInput) {
+        if self.replica.is_some() {
+            self.watch_inbox.push_back(input);
+        }
     }
 
     /// Real time at which the quiet period of this node's peer recovery ends, while it is in
@@ -506,6 +568,7 @@ impl Node {
         // One connection per peer for the whole run: the simulated network has none to lose
         // (a transfer is still dropped when its sender stops leading, or stalls).
         let inbound = |_: NodeId| Some(0);
+        feed_watch(replica, &mut self.watch_inbox);
         replica.check_timers(&inbound);
         replica.end_turn(&inbound);
         let out = replica.effects();
@@ -575,7 +638,47 @@ impl Node {
         }
         fx.answers.extend(out.answers);
         fx.stop |= out.stop.is_some();
+        fx.watch.extend(out.watch);
+        self.read_history(fx);
         self.start_disk(now_us, rng, fsync, fx);
+    }
+
+    /// Reports the revisions the store reached since the last turn, with their changes, as
+    /// its history lists them. Revisions below the compaction revision cannot be read; the
+    /// replica that reached them first read them before any compaction could (a Compact
+    /// names a revision some client already saw, so it is applied in a later turn).
+    fn read_history(&mut self, fx: &mut Effects) {
+        let Some(kv) = self.replica.as_ref().map(|r| r.kv()) else {
+            return;
+        };
+        let (revision, compacted) = (kv.revision(), kv.compact_revision());
+        fx.store = Some((revision, compacted));
+        let mut from = (self.read_revision + 1).max(compacted);
+        self.read_revision = self.read_revision.max(revision);
+        let all = KeyRange::new(
+            bytes::Bytes::from_static(b"\0"),
+            bytes::Bytes::from_static(b"\0"),
+        );
+        let budget = Budget {
+            events_max: HISTORY_READ_EVENTS_MAX,
+            bytes_max: usize::MAX,
+        };
+        while from <= revision {
+            let changes = match kv.changes(&all, from, revision, budget) {
+                Ok(changes) if changes.through >= from => changes,
+                other => {
+                    fx.contract = Some(format!(
+                        "node {}: its store's history from revision {from} to {revision}: {other:?}",
+                        self.id
+                    ));
+                    return;
+                }
+            };
+            if !changes.events.is_empty() {
+                fx.history.push(changes.events);
+            }
+            from = changes.through + 1;
+        }
     }
 
     /// The persist thread picks up what queued once its current sync is done.
@@ -601,6 +704,38 @@ impl Node {
             }
         }
     }
+}
+
+/// Hands the replica the watch inputs it can take: everything, except a stream's requests
+/// while the stream has no room for their answers (they wait, in order, as the server stops
+/// reading such a stream).
+fn feed_watch(replica: &mut Replica<Ticket>, inbox: &mut VecDeque<WatchInput>) {
+    if inbox.is_empty() {
+        return;
+    }
+    let mut waiting = VecDeque::new();
+    let mut blocked: Vec<StreamId> = Vec::new();
+    while let Some(input) = inbox.pop_front() {
+        match input {
+            WatchInput::Request { stream, .. }
+                if blocked.contains(&stream) || !replica.watch_accepts_requests(stream) =>
+            {
+                if !blocked.contains(&stream) {
+                    blocked.push(stream);
+                }
+                waiting.push_back(input);
+            }
+            WatchInput::Request { stream, request } => replica.watch_request(stream, request),
+            WatchInput::Drained { stream, responses } => replica.watch_drained(stream, responses),
+            WatchInput::Close { stream } => {
+                replica.watch_close(stream);
+                waiting.retain(
+                    |w| !matches!(w, WatchInput::Request { stream: s, .. } if *s == stream),
+                );
+            }
+        }
+    }
+    *inbox = waiting;
 }
 
 /// The replica configuration of a simulated member: simulation-sized timers, the seed's

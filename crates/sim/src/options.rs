@@ -81,6 +81,10 @@ pub enum Focus {
     /// values chosen by the leader and followers whose tails are then lost, the leader gone,
     /// and a node that never saw those values campaigning (`lost_tail.rs`).
     LostTail,
+    /// Watch clients in every seed, with compactions more frequent (watchers fall behind
+    /// the compaction point and are canceled, or resume at it): what the watch hub's planted
+    /// bugs need.
+    Watch,
     /// `Membership` with lost tails as well: not part of the swarm, since the engine's
     /// recovery can stall when the replica's log names a membership whose voters were since
     /// removed and stopped (docs/SIMULATOR.md, "Lost log tails"). A reproducer, not a gate.
@@ -135,6 +139,8 @@ pub struct Options {
     /// Run a deliberately broken engine or replica.
     pub planted_bug: Option<Bug>,
     pub focus: Focus,
+    /// Run no watch clients, whatever the swarm drew (everything else happens as with them).
+    pub no_watch_clients: bool,
 }
 
 impl Options {
@@ -144,6 +150,7 @@ impl Options {
             trace: false,
             planted_bug: Some(bug),
             focus: Focus::for_bug(bug),
+            no_watch_clients: false,
         }
     }
 }
@@ -229,6 +236,10 @@ pub struct Swarm {
     /// the others' tails lost right after they acknowledged, the leader then crashed or cut
     /// off); the rest crash one random node and lose its tail.
     pub lost_tail_plot: f64,
+    /// Watch clients (watchers.rs); 0: none.
+    pub watch_clients: u64,
+    /// Percent of the key-value clients' writes that are Compacts.
+    pub compact_pct: u64,
 }
 
 impl Swarm {
@@ -319,6 +330,8 @@ impl Swarm {
             churn_after_change: 0.0,
             turn_us: 0,
             lost_tail_plot: 0.0,
+            watch_clients: 0,
+            compact_pct: 1,
         };
         swarm.fsync_us_max = swarm.fsync_us_min + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
@@ -338,7 +351,22 @@ impl Swarm {
             rng.pick(&[20, 200, 1_000])
         };
         swarm.draw_lost_tail(rng, with_lost_tails);
+        swarm.draw_watch(rng, focus);
         swarm
+    }
+
+    /// Watch clients: in half the swarm seeds, in every seed of `--focus watch`. Drawn after
+    /// everything else, so that adding them shifted no other parameter (and they draw from
+    /// their own generator, so they change nothing else a seed does either).
+    fn draw_watch(&mut self, rng: &mut Rng, focus: Focus) {
+        match focus {
+            Focus::Swarm if rng.chance(0.5) => self.watch_clients = rng.range(1, 3),
+            Focus::Watch => {
+                self.watch_clients = rng.range(2, 6);
+                self.compact_pct = rng.range(2, 8);
+            }
+            _ => {}
+        }
     }
 
     /// Lost log tails: in a fifth of the swarm seeds with a fixed membership, and every seed
@@ -495,7 +523,7 @@ impl Swarm {
                 self.log_read_pct = 0;
                 self.think_us_max = 200;
             }
-            Focus::Membership | Focus::LostTail | Focus::LostTailMembership => {}
+            Focus::Membership | Focus::LostTail | Focus::LostTailMembership | Focus::Watch => {}
             Focus::Corruption => {
                 if !self.faults.contains(&FaultKind::Crash) {
                     self.faults.push(FaultKind::Crash);
@@ -543,7 +571,7 @@ impl fmt::Display for Swarm {
              delay={}..{}us late={:.2}%<={}us drop={:.1}% dup={:.1}% fsync={}..{}us torn={} \
              faults=[{}] every~{}ms len<={}ms node_faults<={} corrupt={:.1}%/crash clients={} keys={} \
              read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms snap={} chunk={}B \
-             members={} nodes<={} voters>={} churn={:.0}% turn={}us plot={:.0}%",
+             members={} nodes<={} voters>={} churn={:.0}% turn={}us plot={:.0}% watch={} compact={}%",
             self.nodes,
             self.heartbeat_ticks,
             self.election_ticks,
@@ -588,6 +616,8 @@ impl fmt::Display for Swarm {
             pct(self.churn_after_change),
             self.turn_us,
             pct(self.lost_tail_plot),
+            self.watch_clients,
+            self.compact_pct,
         )
     }
 }

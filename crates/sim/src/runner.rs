@@ -100,6 +100,9 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     {
         cmd.push_str(&format!(" --focus {}", crate::focus_name(options.focus)));
     }
+    if options.no_watch_clients {
+        cmd.push_str(" --no-watch-clients");
+    }
     cmd
 }
 
@@ -143,6 +146,15 @@ pub struct Summary {
     pub recoveries_recorded: u64,
     /// Seeds with a lost-tail fault enabled.
     pub lost_tail_seeds: u64,
+    /// Seeds with watch clients, and their totals (`Stats`).
+    pub watch_seeds: u64,
+    pub watchers_created: u64,
+    pub watch_resumes: u64,
+    pub watch_events: u64,
+    pub watch_catchups: u64,
+    pub watch_progress: u64,
+    pub watch_compacted: u64,
+    pub watch_streams_full: u64,
     /// Seeds whose history the linearizability search could not decide in its budget.
     pub histories_undecided: Vec<u64>,
     /// The slowest recovery in a liveness phase relative to its bound: (seed, time from
@@ -165,6 +177,14 @@ impl Summary {
         self.recoveries_ended += o.stats.recoveries_ended;
         self.recoveries_recorded += o.stats.recoveries_recorded;
         self.lost_tail_seeds += u64::from(o.swarm.faults.contains(&FaultKind::LostTail));
+        self.watch_seeds += u64::from(o.swarm.watch_clients > 0);
+        self.watchers_created += o.stats.watchers_created;
+        self.watch_resumes += o.stats.watch_resumes;
+        self.watch_events += o.stats.watch_events;
+        self.watch_catchups += o.stats.watch_catchups;
+        self.watch_progress += o.stats.watch_progress;
+        self.watch_compacted += o.stats.watch_compacted;
+        self.watch_streams_full += o.stats.watch_streams_full;
         if o.stats.histories_undecided > 0 {
             self.histories_undecided.push(o.seed);
         }

@@ -74,6 +74,14 @@ pub(crate) enum Event {
     EndTurn(NodeId),
     /// The second step of the lost-tail interleaving (`lost_tail.rs`).
     LostTailPlot(crate::lost_tail::Plot),
+    /// A watch client's turn: connect, create, cancel, ask for progress (watchers.rs).
+    WatchTurn {
+        client: usize,
+    },
+    /// A watch client reads what its stream holds.
+    WatchRead {
+        client: usize,
+    },
     /// A node's snapshot thread hands a written snapshot file to its persist path.
     SnapshotWritten {
         node: NodeId,
@@ -159,6 +167,17 @@ pub struct Stats {
     pub recoveries_started: u64,
     pub recoveries_ended: u64,
     pub recoveries_recorded: u64,
+    /// The watch workload: watchers created, watchers resumed on a new stream, events
+    /// received (and checked), responses sent by catch-up from history, progress
+    /// responses, cancels for compaction, and times a stream reached the member's bound on
+    /// unread responses.
+    pub watchers_created: u64,
+    pub watch_resumes: u64,
+    pub watch_events: u64,
+    pub watch_catchups: u64,
+    pub watch_progress: u64,
+    pub watch_compacted: u64,
+    pub watch_streams_full: u64,
 }
 
 pub(crate) struct Simulation {
@@ -205,6 +224,10 @@ pub(crate) struct Simulation {
     /// When the liveness phase fails: its bound, widened for replicas still in the quiet
     /// period of a peer recovery when it began (`workload.rs`).
     pub(crate) liveness_deadline_us: u64,
+    /// The watch clients (watchers.rs).
+    pub(crate) watchers: crate::watchers::Watchers,
+    /// Every revision's changes, as the first replica to reach it listed them.
+    pub(crate) reference: crate::watch_reference::Reference,
 }
 
 impl Simulation {
@@ -227,6 +250,11 @@ impl Simulation {
         crate::trace::name_nodes(nodes.iter().map(|n| n.id));
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
         let clients = (1..=swarm.clients).map(Client::new).collect();
+        let swarm_watch_clients = if options.no_watch_clients {
+            0
+        } else {
+            swarm.watch_clients
+        };
         Simulation {
             net: Network::new(&swarm),
             tick_tokens: vec![0; nodes.len()],
@@ -258,6 +286,8 @@ impl Simulation {
             turn_ending: BTreeSet::new(),
             tail_lost: BTreeSet::new(),
             liveness_deadline_us: u64::MAX,
+            watchers: crate::watchers::Watchers::new(seed, swarm_watch_clients),
+            reference: Default::default(),
         }
     }
 
@@ -353,6 +383,7 @@ impl Simulation {
             self.schedule(crate::membership::CONTROLLER_US, Event::Controller);
         }
         self.schedule(self.swarm.fault_phase_ms * 1000, Event::PhaseEnd);
+        self.begin_watchers();
     }
 
     /// Handles events up to simulated time `until_us`, or to the end of the liveness phase
@@ -400,6 +431,8 @@ impl Simulation {
                 self.poke(node);
             }
             Event::LostTailPlot(plot) => self.lost_tail_plot_strike(plot),
+            Event::WatchTurn { client } => self.watch_turn(client),
+            Event::WatchRead { client } => self.watch_read(client),
             Event::SnapshotWritten {
                 node,
                 incarnation,
@@ -561,6 +594,7 @@ impl Simulation {
                 Err(e) => self.fail(ViolationKind::Agreement, e),
             }
         }
+        self.watch_effects(id, incarnation, fx.store, fx.history, fx.watch);
         for (ticket, result) in fx.answers {
             self.answered(id, incarnation, ticket, result);
         }
