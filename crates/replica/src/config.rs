@@ -49,6 +49,12 @@ pub enum ReplicaBug {
     /// A write is acknowledged when it is proposed, with the answer applying it to the local
     /// store would give, not once its slot is chosen (durable at a quorum) and applied.
     AcknowledgesWritesWhenProposed,
+    /// A watcher caught up from history turns synced as if it had also had the revision
+    /// after the store's, so that revision's events never reach it.
+    WatchSkipsEventAtSync,
+    /// Catch-up reads a watcher's history from the revision before the one it needs, so the
+    /// last revision it was sent is sent again.
+    WatchRepeatsRevision,
 }
 
 /// The planted bug a replica runs: none in every build without the `planted-bugs` feature,

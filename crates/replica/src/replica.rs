@@ -136,7 +136,7 @@ impl<W: Waiter> Replica<W> {
             admin,
             compactor: cfg.auto_compaction.map(Compactor::new),
             observer,
-            watch: WatchHub::new(cfg.watch_progress_interval),
+            watch: WatchHub::new(cfg.watch_progress_interval).with_planted(cfg.planted),
             leases: Leases::new(lessor(&cfg), cfg.incarnation),
             fx,
             stopped: false,

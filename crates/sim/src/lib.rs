@@ -51,7 +51,7 @@ pub use synod_replica::ReplicaBug;
 pub use trace::Trace;
 
 /// Command-line names of the planted bugs.
-pub const BUG_NAMES: [(&str, Bug); 8] = [
+pub const BUG_NAMES: [(&str, Bug); 10] = [
     (
         "acceptor-ignores-promise",
         Bug::Engine(PlantedBug::AcceptorIgnoresPromise),
@@ -83,6 +83,14 @@ pub const BUG_NAMES: [(&str, Bug); 8] = [
     (
         "linearizable-reads-served-locally",
         Bug::Replica(ReplicaBug::LinearizableReadsServedLocally),
+    ),
+    (
+        "watch-skips-event-at-sync",
+        Bug::Replica(ReplicaBug::WatchSkipsEventAtSync),
+    ),
+    (
+        "watch-repeats-revision",
+        Bug::Replica(ReplicaBug::WatchRepeatsRevision),
     ),
 ];
 

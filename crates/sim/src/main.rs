@@ -37,8 +37,8 @@ struct Args {
     /// Run a deliberately broken engine or replica (needs `--features planted-bugs`):
     /// acceptor-ignores-promise, leader-ignores-accepted-values, lease-without-drift-margin,
     /// membership-without-delay, follower-read-joins-sent-request, skips-peer-recovery
-    /// (the engine's); acknowledges-writes-when-proposed, linearizable-reads-served-locally
-    /// (the replica's).
+    /// (the engine's); acknowledges-writes-when-proposed, linearizable-reads-served-locally,
+    /// watch-skips-event-at-sync, watch-repeats-revision (the replica's).
     #[arg(long, value_parser = parse_bug)]
     plant: Option<synod_sim::Bug>,
     /// Do not stop at the first violation: run every seed and list each failing one.

@@ -103,6 +103,9 @@ impl Focus {
             Bug::Engine(PlantedBug::SkipsPeerRecovery) => Focus::LostTail,
             Bug::Replica(ReplicaBug::AcknowledgesWritesWhenProposed) => Focus::LeaderChurn,
             Bug::Replica(ReplicaBug::LinearizableReadsServedLocally) => Focus::StaleLeader,
+            Bug::Replica(ReplicaBug::WatchSkipsEventAtSync | ReplicaBug::WatchRepeatsRevision) => {
+                Focus::Watch
+            }
         }
     }
 }

@@ -127,6 +127,27 @@ fn planted_bug_acknowledges_writes_when_proposed() {
 }
 
 #[test]
+fn planted_bug_watch_skips_event_at_sync() {
+    // A watcher that catches up from history (a past start, a full stream, a resume on a
+    // member) turns synced as if it had the next revision too: when that revision changes a
+    // key it watches, it never gets it, which its next event or a progress response shows.
+    assert_eq!(
+        finds(Bug::Replica(ReplicaBug::WatchSkipsEventAtSync)),
+        ViolationKind::Watch
+    );
+}
+
+#[test]
+fn planted_bug_watch_repeats_revision() {
+    // Catch-up reads from the revision before the one a watcher needs: a watcher that falls
+    // back to history after events (its stream filled up) gets the last of them again.
+    assert_eq!(
+        finds(Bug::Replica(ReplicaBug::WatchRepeatsRevision)),
+        ViolationKind::Watch
+    );
+}
+
+#[test]
 fn planted_bug_linearizable_reads_served_locally() {
     // A linearizable read served from the local store with no read barrier: a deposed leader
     // or a lagging follower answers with what a later write already replaced.

@@ -6,6 +6,7 @@ use super::{
     passes, WatchEvent, WatchResponse, WatcherKey, CATCHUP_EVENTS_PER_RESPONSE_MAX,
     CATCHUP_EVENTS_PER_TURN_MAX, WATCH_STREAM_BYTES_MAX,
 };
+use crate::ReplicaBug;
 use std::ops::Bound::{Excluded, Unbounded};
 use synod_kv::{Budget, History, KvError};
 
@@ -72,7 +73,13 @@ impl WatchHub {
             events_max: events_left.min(CATCHUP_EVENTS_PER_RESPONSE_MAX),
             bytes_max: WATCH_STREAM_BYTES_MAX,
         };
-        let changes = match store.changes(&create.range, next_rev, current, budget) {
+        let from = if self.planted.is(ReplicaBug::WatchRepeatsRevision) {
+            // The broken variant: one revision early, unless that is before the start.
+            (next_rev - 1).max(create.start_revision).max(1)
+        } else {
+            next_rev
+        };
+        let changes = match store.changes(&create.range, from, current, budget) {
             Ok(changes) => changes,
             Err(KvError::Compacted) => {
                 self.cancel_compacted(key, store.compact_revision());
@@ -130,6 +137,12 @@ impl WatchHub {
             );
         }
         if changes.through >= current {
+            if self.planted.is(ReplicaBug::WatchSkipsEventAtSync) {
+                // The broken variant: as if the next revision had been sent already.
+                if let Some(w) = self.watchers.get_mut(&key) {
+                    w.next_rev += 1;
+                }
+            }
             self.sync(key);
         }
         read

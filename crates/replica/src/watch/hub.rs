@@ -5,7 +5,7 @@ use super::{
     reasons, StreamId, WatchCreate, WatchRequest, WatchResponse, WatcherKey, WATCHERS_MAX,
     WATCHERS_MAX_REASON, WATCH_STREAM_BYTES_MAX, WATCH_STREAM_RESPONSES_MAX,
 };
-use crate::Time;
+use crate::{Planted, Time};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -29,6 +29,8 @@ pub struct WatchHub {
     next_progress_at: Option<Time>,
     /// Responses to hand to the shell, in order.
     pub(super) out: Vec<(StreamId, WatchResponse)>,
+    /// A deliberately broken variant (the simulator's checker tests; see `Planted`).
+    pub(super) planted: Planted,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +67,13 @@ impl WatchHub {
             progress_interval,
             next_progress_at: None,
             out: Vec::new(),
+            planted: Planted::default(),
         }
+    }
+
+    /// The hub running a planted bug (none outside builds with the `planted-bugs` feature).
+    pub(crate) fn with_planted(self, planted: Planted) -> WatchHub {
+        WatchHub { planted, ..self }
     }
 
     /// Opens a stream.
