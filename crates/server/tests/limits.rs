@@ -255,15 +255,18 @@ async fn nested_txns_are_served_up_to_the_op_limit_and_bounded_beyond() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unimplemented_rpcs_name_what_is_missing() {
     let (cluster, mut c) = one_member().await;
-    let s = status_of(c.lease_grant(10, None).await.unwrap_err());
+    let s = status_of(c.auth_enable().await.unwrap_err());
     assert_eq!(s.code(), Code::Unimplemented);
-    assert!(s.message().contains("Lease"), "{s:?}");
+    assert!(s.message().contains("Auth"), "{s:?}");
     assert!(s.message().contains("not supported yet"), "{s:?}");
     let endpoint = cluster.endpoints()[0].clone();
-    let s = raw_call(&endpoint, "/etcdserverpb.Watch/Watch", Bytes::new()).await;
+    let s = raw_call(&endpoint, "/grpc.health.v1.Health/Check", Bytes::new()).await;
     assert_eq!(
         (s.code(), s.message()),
-        (Code::Unimplemented, "synod: Watch is not supported yet")
+        (
+            Code::Unimplemented,
+            "synod: the gRPC health service is not supported yet"
+        )
     );
     let s = raw_call(&endpoint, "/etcdserverpb.KV/NoSuchMethod", Bytes::new()).await;
     assert_eq!(s.code(), Code::Unimplemented);

@@ -5,6 +5,7 @@ use super::cluster::ClusterService;
 use super::gate::{self, Gate};
 use super::incoming::CappedIncoming;
 use super::kv::KvService;
+use super::lease::{self, LeaseService};
 use super::maintenance::MaintenanceService;
 use super::watch::WatchService;
 use crate::limits::ClientLimits;
@@ -15,7 +16,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbWatchServer};
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +99,12 @@ pub async fn serve(
         leader_check_interval: election_timeout,
     })
     .max_decoding_message_size(receive_max);
+    let lease = PbLeaseServer::new(LeaseService {
+        replica: replica.clone(),
+        shared: shared.clone(),
+        ttl_min: lease::ttl_min(election_timeout),
+    })
+    .max_decoding_message_size(receive_max);
     let gate = Arc::new(Gate {
         limits,
         metrics: metrics.clone(),
@@ -113,6 +122,7 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
+        .add_service(lease)
         .into_axum_router()
         .merge(http)
         .fallback(gate::unsupported)

@@ -7,6 +7,7 @@ mod gate;
 mod http;
 mod incoming;
 mod kv;
+mod lease;
 mod maintenance;
 mod proto;
 mod range_stream;

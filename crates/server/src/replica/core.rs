@@ -359,6 +359,11 @@ impl Core {
                 self.watch_streams.remove(&stream);
                 self.replica.watch_close(stream);
             }
+            Input::LeaseKeepAlive { id, waiter } => self.replica.lease_keep_alive(id, waiter),
+            Input::LeaseTimeToLive { id, keys, waiter } => {
+                self.replica.lease_time_to_live(id, keys, waiter)
+            }
+            Input::LeaseLeases { waiter } => self.replica.lease_leases(waiter),
             Input::Persisted(seq) => self.replica.persisted(seq),
             Input::SnapshotSaved {
                 slot,

@@ -137,6 +137,21 @@ pub(crate) enum Input {
     WatchClose {
         stream: StreamId,
     },
+    /// Renew a lease (etcd's LeaseKeepAlive); a follower forwards it to the leader.
+    LeaseKeepAlive {
+        id: i64,
+        waiter: Waiter,
+    },
+    /// A lease's remaining and granted TTL (and its keys, if asked), from the leader.
+    LeaseTimeToLive {
+        id: i64,
+        keys: bool,
+        waiter: Waiter,
+    },
+    /// Every lease in this member's store.
+    LeaseLeases {
+        waiter: Waiter,
+    },
     /// The persist thread panicked: storage's state is unknown, so the member stops.
     Fatal(String),
     Shutdown,
@@ -282,6 +297,51 @@ impl ReplicaHandle {
         let _ = self.inputs.send(Input::WatchClose { stream }).await;
     }
 
+    /// Renews lease `id` at the leader (forwarded by a follower); returns the TTL it was
+    /// granted, or 0 if it does not exist (or expired).
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ServerError> {
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::LeaseKeepAlive { id, waiter })?;
+        match self.wait(rx).await? {
+            Answer::LeaseKeepAlive { ttl, .. } => Ok(ttl),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the leader knows of lease `id`: remaining TTL (-1 if unknown), granted TTL and,
+    /// if `keys`, its keys.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLive, ServerError> {
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::LeaseTimeToLive { id, keys, waiter })?;
+        match self.wait(rx).await? {
+            Answer::LeaseTimeToLive {
+                ttl,
+                granted_ttl,
+                keys,
+                ..
+            } => Ok(LeaseTimeToLive {
+                ttl,
+                granted_ttl,
+                keys,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The ids of the leases in this member's store.
+    pub async fn lease_leases(&self) -> Result<Vec<i64>, ServerError> {
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::LeaseLeases { waiter })?;
+        match self.wait(rx).await? {
+            Answer::Leases(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Asks the replica to stop; returns at once.
     pub fn shutdown(&self) {
         // A full queue still gets the message through eventually; a closed one is stopped.
@@ -290,6 +350,16 @@ impl ReplicaHandle {
             let _ = inputs.send(Input::Shutdown).await;
         });
     }
+}
+
+/// A lease as TimeToLive reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTimeToLive {
+    /// Seconds left (truncated); -1 if the lease does not exist.
+    pub ttl: i64,
+    pub granted_ttl: i64,
+    /// Its keys in key order, if asked for.
+    pub keys: Vec<Bytes>,
 }
 
 fn kv_answer(answer: Answer) -> Result<Response, ServerError> {
