@@ -124,7 +124,9 @@ impl StreamTask {
                     }
                     // The client closed its side: etcd goes on sending events.
                     Ok(None) => reading = false,
-                    Err(_) => break None,
+                    // A request that could not be read (refused by the gate, undecodable):
+                    // the stream ends with that status, as grpc-go's would.
+                    Err(status) => break Some(status),
                 },
                 response = responses.recv() => {
                     let Some(response) = response else {
