@@ -159,9 +159,11 @@ impl WatchHub {
 
     /// etcd's answer to a watcher whose next revision was compacted: the compaction
     /// revision, canceled, no reason (the client turns it into "required revision has been
-    /// compacted").
+    /// compacted"). As in etcd 3.5, the watcher stays on its stream, neither synced nor
+    /// caught up, until the client cancels it: meanwhile its id is in use and the stream
+    /// gets no progress on request, and the client's cancel is answered.
     fn cancel_compacted(&mut self, key: WatcherKey, compact_revision: i64) {
-        self.remove(key);
+        self.unsynced.remove(&key);
         self.emit(
             key.0,
             WatchResponse {

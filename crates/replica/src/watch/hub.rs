@@ -245,14 +245,17 @@ impl WatchHub {
     /// etcd's `RequestProgress`: the store's revision, if every watcher of the stream has
     /// had every event up to it (otherwise the answer would claim events it has not had)
     /// and none asked to start beyond it (the answer would be below what it asked for).
-    /// Otherwise nothing: the request is dropped, not deferred, as in etcd.
+    /// Otherwise nothing: the request is dropped, not deferred, as in etcd. A stream without
+    /// watchers gets nothing either (etcd sends the answer through one of them).
     fn progress(&mut self, stream: StreamId, store: &impl History) {
         let current = store.revision();
-        let all_synced = self
+        let mut watchers = self
             .watchers
             .range((stream, i64::MIN)..=(stream, i64::MAX))
-            .all(|(_, w)| w.synced && w.create.start_revision <= current);
-        if all_synced {
+            .peekable();
+        let any = watchers.peek().is_some();
+        let all_synced = watchers.all(|(_, w)| w.synced && w.create.start_revision <= current);
+        if any && all_synced {
             self.control(
                 stream,
                 WatchResponse {

@@ -94,6 +94,8 @@ struct Seen {
     responses: Vec<(i64, Vec<i64>)>,
     compacted: Option<i64>,
     canceled: bool,
+    /// The client's own cancel of it, after it was canceled as compacted, was answered.
+    cancel_answered: bool,
 }
 
 struct Harness {
@@ -290,6 +292,7 @@ impl Harness {
                 responses: vec![],
                 compacted: None,
                 canceled: false,
+                cancel_answered: false,
             };
             assert!(self.watchers.insert((stream, r.watch_id), seen).is_none());
             return;
@@ -308,7 +311,16 @@ impl Harness {
             .watchers
             .get_mut(&(stream, r.watch_id))
             .expect("a response for an announced watcher");
-        assert!(!seen.canceled, "a response after the cancel");
+        if seen.canceled {
+            // A compacted watcher stays until the client cancels it, and that is answered.
+            let answer = seen.compacted.is_some() && r.canceled && r.compact_revision == 0;
+            assert!(
+                answer && !seen.cancel_answered,
+                "a response after the cancel"
+            );
+            seen.cancel_answered = true;
+            return;
+        }
         if r.canceled {
             seen.canceled = true;
             if r.compact_revision != 0 {
@@ -566,4 +578,59 @@ fn periodic_progress_skips_watchers_with_events_and_future_starts() {
     assert_eq!(out.len(), 1, "the event only: {out:?}");
     hub.tick_progress(t(3), &store);
     assert_eq!(hub.take_output().len(), 1);
+}
+
+#[test]
+fn a_compacted_watcher_stays_on_its_stream_until_canceled() {
+    let mut hub = WatchHub::new(std::time::Duration::from_secs(1));
+    let mut store = KvStore::new();
+    for i in 0..4u8 {
+        let put = Request::Put(PutRequest::new("k", vec![i]));
+        store.apply(0, 0, &put).unwrap();
+    }
+    let compact = Request::Compact(CompactionRequest { revision: 4 });
+    store.apply(0, 0, &compact).unwrap();
+    let s = hub.open();
+    let all = KeyRange::new(Bytes::from_static(b"\0"), Bytes::from_static(b"\0"));
+    hub.request(
+        s,
+        WatchRequest::Create(WatchCreate::new(all.clone(), 2)),
+        &store,
+    );
+    hub.catch_up(&store);
+    let shown = |out: Vec<(StreamId, WatchResponse)>| -> Vec<(i64, bool, bool, i64, i64)> {
+        out.into_iter()
+            .map(|(_, r)| {
+                (
+                    r.watch_id,
+                    r.created,
+                    r.canceled,
+                    r.compact_revision,
+                    r.revision,
+                )
+            })
+            .collect()
+    };
+    // Created, then canceled with the compaction revision (etcd 3.5.30's two responses).
+    assert_eq!(
+        shown(hub.take_output()),
+        vec![(0, true, false, 0, 5), (0, false, true, 4, 0)]
+    );
+    // Still on the stream: no progress, and its id is in use.
+    hub.request(s, WatchRequest::Progress, &store);
+    hub.catch_up(&store);
+    assert_eq!(shown(hub.take_output()), vec![]);
+    assert_eq!(hub.watcher_count(), 1);
+    // The client's cancel is answered; then progress is, once the stream has a watcher
+    // again (etcd answers a stream without watchers nothing).
+    hub.request(s, WatchRequest::Cancel { watch_id: 0 }, &store);
+    hub.request(s, WatchRequest::Progress, &store);
+    assert_eq!(shown(hub.take_output()), vec![(0, false, true, 0, 5)]);
+    assert_eq!(hub.watcher_count(), 0);
+    hub.request(s, WatchRequest::Create(WatchCreate::new(all, 0)), &store);
+    hub.request(s, WatchRequest::Progress, &store);
+    assert_eq!(
+        shown(hub.take_output()),
+        vec![(1, true, false, 0, 5), (-1, false, false, 0, 5)]
+    );
 }
