@@ -140,10 +140,14 @@ pub struct CompareArgs {
     /// target/release/synod of this workspace is used.
     #[arg(long)]
     pub synod_bin: Option<PathBuf>,
-    /// The etcd binary [default: etcd on PATH, else /usr/bin/etcd, installed from Debian's
-    /// etcd-server package if missing].
+    /// The etcd binary [default: $ETCD_BIN, else etcd 3.5.30 as scripts/fetch-etcd.sh
+    /// fetches it (unpacked, not installed; only the first time)].
     #[arg(long)]
     pub etcd_bin: Option<PathBuf>,
+    /// Compare with Debian's own etcd-server package instead (3.4 on Debian 12/13): etcd on
+    /// PATH, else /usr/bin/etcd, installed with apt-get if missing.
+    #[arg(long, conflicts_with = "etcd_bin")]
+    pub etcd_debian: bool,
     /// An extra flag for every etcd member (repeatable), e.g. --etcd-flag=--logger=zap.
     #[arg(long = "etcd-flag", allow_hyphen_values = true)]
     pub etcd_flags: Vec<String>,
@@ -321,6 +325,8 @@ mod tests {
         assert_eq!(plan.clients, [1, 16, 64]);
         assert_eq!(plan.workloads.len(), 4);
         assert_eq!(plan.duration, Duration::from_secs(10));
+        assert!(!args.etcd_debian);
+        assert!(parse(&["compare", "--etcd-debian", "--etcd-bin", "/bin/etcd"]).is_err());
 
         let Command::Compare(args) = parse(&["compare", "--quick", "--workloads", "put,txn"])
             .unwrap()

@@ -2,6 +2,7 @@
 //! with data on the same filesystem, each driven by the same workloads from the same client;
 //! then the ratios Synod/etcd, a JSON file and a PNG plot.
 
+use super::binaries::{ensure_etcd, ensure_synod, version_of};
 use super::cli::{connections, CompareArgs, ComparePlan};
 use super::cluster::{Cluster, System};
 use super::report::{self, ComparePoint, Ratios, RunResult};
@@ -11,11 +12,9 @@ use super::workload::Workload;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use synod_testkit::Tool;
 
 /// Generous: etcd elects within a few seconds, Synod within about one election timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,7 +93,7 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePo
     let mut versions = HashMap::new();
     for &system in &systems {
         let binary = match system {
-            System::Etcd => ensure_etcd(args.etcd_bin.as_deref())?,
+            System::Etcd => ensure_etcd(args.etcd_bin.as_deref(), args.etcd_debian)?,
             System::Synod => ensure_synod(args.synod_bin.as_deref())?,
         };
         versions.insert(system, version_of(&binary));
@@ -350,104 +349,6 @@ impl Running {
         self.cluster.stop();
         Ok(())
     }
-}
-
-fn is_root() -> bool {
-    // Effective uid from /proc (the crate forbids the unsafe geteuid call).
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// etcd from --etcd-bin, or as the test kit finds it ($ETCD_BIN, PATH, /usr/bin); else
-/// installs Debian's etcd-server (3.4).
-fn ensure_etcd(given: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(path) = given {
-        return checked(path.to_path_buf());
-    }
-    let found = || Tool::ETCD.find().ok();
-    if let Some(path) = found() {
-        return checked(path);
-    }
-    eprintln!("etcd is missing: installing Debian's etcd-server");
-    let apt = |args: &[&str]| -> Result<(), String> {
-        let mut command = if is_root() {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let status = command
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("cannot run apt-get: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("apt-get {} failed ({status})", args.join(" ")))
-        }
-    };
-    // A fresh machine may have no package lists yet: update and retry once.
-    if apt(&["install", "-y", "-q", "etcd-server"]).is_err() {
-        apt(&["update", "-q"])?;
-        apt(&["install", "-y", "-q", "etcd-server"])?;
-    }
-    match found() {
-        Some(path) => checked(path),
-        None => Err("etcd-server installed, but no etcd binary found".into()),
-    }
-}
-
-/// The synod binary from --synod-bin, else built now from this workspace.
-fn ensure_synod(given: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(path) = given {
-        return checked(path.to_path_buf());
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let workspace = workspace.canonicalize().unwrap_or(workspace);
-    eprintln!("building synod: cargo build --release -p synod-server");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "synod-server"])
-        .current_dir(&workspace)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("building synod failed ({status})"));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    checked(target.join("release/synod"))
-}
-
-/// The binary, if it runs (`--version` succeeds).
-pub(super) fn checked(path: PathBuf) -> Result<PathBuf, String> {
-    match Command::new(&path).arg("--version").output() {
-        Ok(output) if output.status.success() => Ok(path),
-        Ok(output) => Err(format!(
-            "{} --version failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run {}: {e}", path.display())),
-    }
-}
-
-/// The first line of `--version`.
-pub(super) fn version_of(binary: &Path) -> Option<String> {
-    let output = Command::new(binary).arg("--version").output().ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_string())
 }
 
 #[cfg(test)]

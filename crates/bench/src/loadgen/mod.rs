@@ -11,9 +11,11 @@
 //! - [`cluster`]: starting, checking and killing 3-member etcd and Synod clusters.
 //! - [`sys`]: what `/proc` tells: CPU seconds of a process, load average, filesystem type.
 //! - [`compare`]: `synod-bench compare`.
+//! - [`binaries`]: the etcd and synod binaries it runs.
 //! - [`plot`]: the PNG.
 //! - [`restart`]: `synod-bench restart`, recovery time and data-directory size.
 
+pub mod binaries;
 pub mod cli;
 pub mod cluster;
 pub mod compare;

@@ -280,7 +280,7 @@ pub async fn run(args: &RestartArgs, command_line: &str) -> Result<RestartReport
         Some(path) => path.clone(),
         None => Bin::SYNOD.find().map_err(|e| e.to_string())?,
     };
-    let binary = super::compare::checked(binary)?;
+    let binary = super::binaries::checked(binary)?;
     let data_parent = args.dir.join("data");
     fs::create_dir_all(&data_parent)
         .map_err(|e| format!("cannot create {}: {e}", data_parent.display()))?;
@@ -415,7 +415,7 @@ pub async fn run(args: &RestartArgs, command_line: &str) -> Result<RestartReport
         command: command_line.to_string(),
         machine: sys::machine_description(),
         filesystem,
-        synod_version: super::compare::version_of(&binary),
+        synod_version: super::binaries::version_of(&binary),
         synod_binary: binary.display().to_string(),
         load_average_start,
         load_average_end: sys::load_average(),
