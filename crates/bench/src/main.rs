@@ -4,6 +4,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use synod_bench::loadgen::cli::{self, Cli, Command, ReportArgs, RunArgs};
 use synod_bench::loadgen::report::ComparePoint;
+use synod_bench::loadgen::scenario_report::{self, ScenarioPoint};
 use synod_bench::loadgen::{compare, plot, report, restart, runner};
 
 fn main() -> ExitCode {
@@ -101,8 +102,20 @@ fn report_again(args: &ReportArgs) -> Result<(), String> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.from.display()))?;
     let points: Vec<ComparePoint> = serde_json::from_value(json["points"].clone())
         .map_err(|e| format!("{}: points: {e}", args.from.display()))?;
+    // Absent from comparisons made before the watch and lease workloads existed.
+    let scenarios: Vec<ScenarioPoint> = match json.get("scenarios") {
+        Some(s) => serde_json::from_value(s.clone())
+            .map_err(|e| format!("{}: scenarios: {e}", args.from.display()))?,
+        None => Vec::new(),
+    };
     if let Some(command) = json["command"].as_str() {
         println!("command: {command}");
+    }
+    if !scenarios.is_empty() {
+        println!("{}", scenario_report::table(&scenarios));
+        if args.markdown {
+            println!("{}", scenario_report::markdown(&scenarios));
+        }
     }
     println!("{}", report::compare_table(&points));
     if args.markdown {

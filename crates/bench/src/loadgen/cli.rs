@@ -1,8 +1,11 @@
 //! The command line of `synod-bench`.
 
+use super::scenario::{Scenario, ScenarioArgs};
 use super::workload::{Workload, WorkloadParams};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -118,9 +121,13 @@ pub struct CompareArgs {
     /// Client counts to run each workload with [default: 1,16,64; --quick: 1,16].
     #[arg(long, value_delimiter = ',')]
     pub clients: Option<Vec<usize>>,
-    /// Workloads to run [default: put,get,get-serializable,txn].
+    /// Workloads to run [default: put,get,get-serializable,txn]. The watch and lease
+    /// workloads (watch-memory, watch-latency, watch-fanout, lease-keepalive) run only when
+    /// named, before the others, and ignore --clients.
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub workloads: Option<Vec<Workload>>,
+    pub workloads: Option<Vec<WorkloadName>>,
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
     /// Measured time per point [default: 10s; --quick: 2s].
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -174,11 +181,40 @@ pub struct CompareArgs {
     pub hold: bool,
 }
 
+/// A name `--workloads` accepts: a closed-loop workload or a watch or lease workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadName {
+    Load(Workload),
+    Scenario(Scenario),
+}
+
+impl ValueEnum for WorkloadName {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: OnceLock<Vec<WorkloadName>> = OnceLock::new();
+        ALL.get_or_init(|| {
+            let loads = Workload::value_variants().iter().map(|&w| Self::Load(w));
+            let scenarios = Scenario::value_variants()
+                .iter()
+                .map(|&s| Self::Scenario(s));
+            loads.chain(scenarios).collect()
+        })
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            Self::Load(w) => w.to_possible_value(),
+            Self::Scenario(s) => s.to_possible_value(),
+        }
+    }
+}
+
 /// What `compare` runs, with --quick and the defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComparePlan {
     pub clients: Vec<usize>,
     pub workloads: Vec<Workload>,
+    /// The watch and lease workloads, in the order they run.
+    pub scenarios: Vec<Scenario>,
     pub duration: Duration,
     pub warmup: Duration,
 }
@@ -194,23 +230,35 @@ impl CompareArgs {
                 Duration::from_secs(2),
             )
         };
+        let names = self.workloads.clone().unwrap_or_else(|| {
+            [
+                Workload::Put,
+                Workload::Get,
+                Workload::GetSerializable,
+                Workload::Txn,
+            ]
+            .map(WorkloadName::Load)
+            .to_vec()
+        });
+        let mut workloads = Vec::new();
+        let mut scenarios = Vec::new();
+        for name in names {
+            match name {
+                WorkloadName::Load(w) => workloads.push(w),
+                WorkloadName::Scenario(s) => scenarios.push(s),
+            }
+        }
         let plan = ComparePlan {
             clients: self.clients.clone().unwrap_or(clients),
-            workloads: self.workloads.clone().unwrap_or_else(|| {
-                vec![
-                    Workload::Put,
-                    Workload::Get,
-                    Workload::GetSerializable,
-                    Workload::Txn,
-                ]
-            }),
+            workloads,
+            scenarios: Scenario::ordered(scenarios),
             duration: self.duration.unwrap_or(duration),
             warmup: self.warmup.unwrap_or(warmup),
         };
         if plan.clients.is_empty() || plan.clients.contains(&0) {
             return Err("--clients: give one or more counts, each at least 1".into());
         }
-        if plan.workloads.is_empty() {
+        if plan.workloads.is_empty() && plan.scenarios.is_empty() {
             return Err("--workloads: give at least one".into());
         }
         if plan.duration.is_zero() {
@@ -324,9 +372,10 @@ mod tests {
         let plan = args.plan().unwrap();
         assert_eq!(plan.clients, [1, 16, 64]);
         assert_eq!(plan.workloads.len(), 4);
+        assert!(plan.scenarios.is_empty());
         assert_eq!(plan.duration, Duration::from_secs(10));
+        assert_eq!(args.scenario.scale, 1.0);
         assert!(!args.etcd_debian);
-        assert!(parse(&["compare", "--etcd-debian", "--etcd-bin", "/bin/etcd"]).is_err());
 
         let Command::Compare(args) = parse(&["compare", "--quick", "--workloads", "put,txn"])
             .unwrap()
@@ -347,5 +396,50 @@ mod tests {
             panic!("not compare")
         };
         assert!(args.plan().is_err());
+    }
+
+    #[test]
+    fn watch_and_lease_workloads_are_workload_names() {
+        let Command::Compare(args) = parse(&[
+            "compare",
+            "--workloads",
+            "lease-keepalive,put,watch-latency,watch-memory",
+            "--scale",
+            "0.1",
+            "--fanout-put-rate",
+            "5",
+            "--etcd-debian",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not compare")
+        };
+        let plan = args.plan().unwrap();
+        assert_eq!(plan.workloads, [Workload::Put]);
+        assert_eq!(
+            plan.scenarios,
+            [
+                Scenario::WatchMemory,
+                Scenario::WatchLatency,
+                Scenario::LeaseKeepalive
+            ]
+        );
+        assert_eq!(args.scenario.scale, 0.1);
+        assert_eq!(args.scenario.fanout_put_rate, 5.0);
+        assert!(args.etcd_debian);
+
+        let Command::Compare(args) = parse(&["compare", "--workloads", "watch-fanout"])
+            .unwrap()
+            .command
+        else {
+            panic!("not compare")
+        };
+        let plan = args.plan().unwrap();
+        assert!(plan.workloads.is_empty());
+        assert_eq!(plan.scenarios, [Scenario::WatchFanout]);
+
+        assert!(parse(&["compare", "--workloads", "watch-everything"]).is_err());
+        assert!(parse(&["compare", "--etcd-debian", "--etcd-bin", "/bin/etcd"]).is_err());
     }
 }

@@ -1,12 +1,15 @@
 //! `synod-bench compare`: a 3-member etcd cluster, then a 3-member Synod cluster, on loopback
 //! with data on the same filesystem, each driven by the same workloads from the same client;
-//! then the ratios Synod/etcd, a JSON file and a PNG plot.
+//! then the ratios Synod/etcd, a JSON file and a PNG plot. The watch and lease workloads
+//! ([`super::scenario`]) run on the same clusters, before the closed-loop ones.
 
 use super::binaries::{ensure_etcd, ensure_synod, version_of};
 use super::cli::{connections, CompareArgs, ComparePlan};
 use super::cluster::{Cluster, System};
 use super::report::{self, ComparePoint, Ratios, RunResult};
 use super::runner::{self, CpuProbe, RunConfig};
+use super::scenario::{self, median_result, Scenario, ScenarioResult, Settings, Target};
+use super::scenario_report::{self, Row, ScenarioPoint};
 use super::sys;
 use super::workload::Workload;
 use serde::Serialize;
@@ -36,6 +39,25 @@ struct Output<'a> {
     points: Vec<PointOutput<'a>>,
     rounds: u64,
     all_runs: Vec<SystemRun<'a>>,
+    /// The watch and lease workloads: their sizes, then per workload the median run of each
+    /// system (by its first figure) with the figures side by side, then every run.
+    scenario_settings: Option<Settings>,
+    scenarios: Vec<ScenarioOutput<'a>>,
+    all_scenario_runs: Vec<SystemScenarioRun<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ScenarioOutput<'a> {
+    #[serde(flatten)]
+    point: &'a ScenarioPoint,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+struct SystemScenarioRun<'a> {
+    system: System,
+    #[serde(flatten)]
+    run: &'a ScenarioResult,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,10 +91,20 @@ struct PointOutput<'a> {
     ratios: Ratios,
 }
 
-pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePoint>, String> {
+/// What `compare` measured.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub points: Vec<ComparePoint>,
+    pub scenarios: Vec<ScenarioPoint>,
+}
+
+pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Comparison, String> {
     let plan = args.plan()?;
     let params = args.load.workload_params();
     params.validate()?;
+    let settings = args
+        .scenario
+        .settings(params.value_size, plan.warmup, plan.duration)?;
     let systems = match args.only {
         Some(system) => vec![system],
         None => vec![System::Etcd, System::Synod],
@@ -114,8 +146,9 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePo
         );
     }
 
-    // Every run of every round, per system and point.
+    // Every run of every round, per system and point (and per system and scenario).
     let mut results: HashMap<(System, Workload, usize), Vec<RunResult>> = HashMap::new();
+    let mut scenario_runs: HashMap<(System, Scenario), Vec<ScenarioResult>> = HashMap::new();
     let start = |system: System| {
         let flags = match system {
             System::Etcd => &args.etcd_flags,
@@ -132,6 +165,15 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePo
         }
         for round in 1..=args.rounds {
             note_round(round, args.rounds);
+            for &scenario in &plan.scenarios {
+                for r in &mut running {
+                    let result = r.scenario(scenario, &settings).await?;
+                    scenario_runs
+                        .entry((r.system(), scenario))
+                        .or_default()
+                        .push(result);
+                }
+            }
             for &workload in &plan.workloads {
                 for &clients in &plan.clients {
                     for r in &mut running {
@@ -150,6 +192,13 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePo
             note_round(round, args.rounds);
             for &system in &systems {
                 let mut r = start(system).await?;
+                for &scenario in &plan.scenarios {
+                    let result = r.scenario(scenario, &settings).await?;
+                    scenario_runs
+                        .entry((system, scenario))
+                        .or_default()
+                        .push(result);
+                }
                 for &workload in &plan.workloads {
                     for &clients in &plan.clients {
                         let result = r.point(args, &plan, workload, clients).await?;
@@ -173,7 +222,21 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePo
             });
         }
     }
-    println!("{}", report::compare_table(&points));
+    let scenarios: Vec<ScenarioPoint> = plan
+        .scenarios
+        .iter()
+        .map(|&scenario| ScenarioPoint {
+            scenario,
+            etcd: median_result(scenario_runs.get(&(System::Etcd, scenario))),
+            synod: median_result(scenario_runs.get(&(System::Synod, scenario))),
+        })
+        .collect();
+    if !scenarios.is_empty() {
+        println!("{}", scenario_report::table(&scenarios));
+    }
+    if !points.is_empty() {
+        println!("{}", report::compare_table(&points));
+    }
     for p in &points {
         for r in [&p.etcd, &p.synod].into_iter().flatten() {
             if r.errors > 0 {
@@ -216,32 +279,59 @@ pub async fn run(args: &CompareArgs, command_line: &str) -> Result<Vec<ComparePo
             .collect(),
         rounds: args.rounds,
         all_runs,
+        scenario_settings: (!plan.scenarios.is_empty()).then_some(settings),
+        scenarios: scenarios
+            .iter()
+            .map(|point| ScenarioOutput {
+                point,
+                rows: point.rows(),
+            })
+            .collect(),
+        all_scenario_runs: scenario_runs
+            .iter()
+            .flat_map(|((system, _), runs)| {
+                runs.iter().map(|run| SystemScenarioRun {
+                    system: *system,
+                    run,
+                })
+            })
+            .collect(),
     };
     let json_path = args.out.join("compare.json");
     let json = serde_json::to_string_pretty(&output).map_err(|e| format!("JSON: {e}"))?;
     fs::write(&json_path, json + "\n")
         .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
     let md_path = args.out.join("compare.md");
-    fs::write(&md_path, report::compare_markdown(&points))
+    let mut markdown = String::new();
+    if !scenarios.is_empty() {
+        markdown += &scenario_report::markdown(&scenarios);
+        markdown.push('\n');
+    }
+    if !points.is_empty() {
+        markdown += &report::compare_markdown(&points);
+    }
+    fs::write(&md_path, markdown)
         .map_err(|e| format!("cannot write {}: {e}", md_path.display()))?;
     eprintln!("wrote {} and {}", json_path.display(), md_path.display());
 
     let mut plots = vec![args.out.join("compare.png")];
     plots.extend(args.plot.clone());
-    for path in plots {
-        match super::plot::draw(&points, &path) {
+    for path in plots.iter().filter(|_| !points.is_empty()) {
+        match super::plot::draw(&points, path) {
             Ok(()) => eprintln!("wrote {}", path.display()),
             Err(e) => eprintln!("no plot at {}: {e}", path.display()),
         }
     }
-    Ok(points)
+    Ok(Comparison { points, scenarios })
 }
 
 /// One running cluster and what the points run against it need.
 struct Running {
     cluster: Cluster,
-    /// The leader's first, see [`Running::start`].
+    /// The leader's first, see [`Running::start`]; only the leader's with --target-leader.
     endpoints: Vec<String>,
+    /// The watch and lease workloads' view: every member, the leader's endpoint first.
+    target: Target,
     probe: CpuProbe,
     prefilled: bool,
 }
@@ -267,6 +357,11 @@ impl Running {
         // first.
         let mut endpoints = cluster.endpoints();
         endpoints.rotate_left(leader);
+        let target = Target {
+            system,
+            endpoints: endpoints.clone(),
+            pids: cluster.pids(),
+        };
         if args.load.target_leader {
             endpoints.truncate(1);
         }
@@ -280,6 +375,7 @@ impl Running {
         Ok(Running {
             cluster,
             endpoints,
+            target,
             probe: Arc::new(move || Cluster::cpu_seconds(&pids)),
             prefilled: false,
         })
@@ -332,6 +428,30 @@ impl Running {
                 .load_average_after
                 .map_or("?".into(), |l| format!("{l:.2}")),
         );
+        Ok(result)
+    }
+
+    /// One watch or lease workload.
+    async fn scenario(
+        &mut self,
+        scenario: Scenario,
+        settings: &Settings,
+    ) -> Result<ScenarioResult, String> {
+        self.cluster.check_running()?;
+        // A workload that cannot run on one system (a service it lacks, say) is reported as
+        // such and the comparison goes on; a member that died still ends it.
+        let result = scenario::run(&self.target, scenario, settings)
+            .await
+            .unwrap_or_else(|e| ScenarioResult {
+                scenario,
+                metrics: Vec::new(),
+                problems: vec![format!("did not complete: {e}")],
+                details: serde_json::Value::Null,
+            });
+        self.cluster.check_running()?;
+        for problem in &result.problems {
+            eprintln!("{}{problem}", self.target.label(scenario));
+        }
         Ok(result)
     }
 

@@ -12,6 +12,9 @@
 //! - [`sys`]: what `/proc` tells: CPU seconds of a process, load average, filesystem type.
 //! - [`compare`]: `synod-bench compare`.
 //! - [`binaries`]: the etcd and synod binaries it runs.
+//! - [`scenario`]: the watch and lease workloads of `compare` (sizes, results), run by
+//!   [`watch`] (watch-memory, watch-latency, watch-fanout) and [`lease`] (lease-keepalive);
+//!   [`scenario_report`] sets their figures side by side.
 //! - [`plot`]: the PNG.
 //! - [`restart`]: `synod-bench restart`, recovery time and data-directory size.
 
@@ -19,9 +22,13 @@ pub mod binaries;
 pub mod cli;
 pub mod cluster;
 pub mod compare;
+pub mod lease;
 pub mod plot;
 pub mod report;
 pub mod restart;
 pub mod runner;
+pub mod scenario;
+pub mod scenario_report;
 pub mod sys;
+pub mod watch;
 pub mod workload;

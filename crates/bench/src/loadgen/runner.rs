@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Largest latency the histogram keeps exactly (larger ones are clamped to it): far beyond
 /// the request timeout.
-const LATENCY_US_MAX: u64 = 60_000_000;
+pub const LATENCY_US_MAX: u64 = 60_000_000;
 /// Per-request deadline, so that a stalled server shows up as errors, not as a hung run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed request, so a dead endpoint is not hammered in a tight loop.
@@ -108,8 +108,16 @@ struct Tally {
     background: u64,
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// The latency histogram every workload records into: 1 µs to [`LATENCY_US_MAX`], three
+/// significant digits.
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
+}
+
+/// Records `latency` in microseconds, clamped to the histogram's bounds.
+pub fn record_latency(histogram: &mut Histogram<u64>, latency: Duration) {
+    let us = latency.as_micros().clamp(1, u128::from(LATENCY_US_MAX));
+    histogram.saturating_record(us as u64);
 }
 
 pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
@@ -167,8 +175,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunResult, String> {
                     Ok(outcome) => {
                         shared.completed.fetch_add(1, Relaxed);
                         if measured {
-                            let us = (done - sent).as_micros().clamp(1, LATENCY_US_MAX as u128);
-                            tally.histogram.saturating_record(us as u64);
+                            record_latency(&mut tally.histogram, done - sent);
                             tally.ops += 1;
                             if outcome == Outcome::Cas(true) {
                                 tally.cas_succeeded += 1;

@@ -43,6 +43,21 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Resident set size of a process in bytes (`VmRSS` of `/proc/<pid>/status`); `None` if it
+/// is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_rss(&status)
+}
+
+/// `VmRSS:   123456 kB` → bytes.
+pub fn parse_status_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let kib: u64 = fields.next()?.parse().ok()?;
+    (fields.next()? == "kB").then_some(kib * 1024)
+}
+
 /// The 1-minute load average, to say how busy the machine was.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -107,6 +122,15 @@ mod tests {
                     250 75 0 0 20 0 9 0 100 1000 50";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn rss_comes_from_the_status_file() {
+        let status = "Name:\tsynod\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
+        assert_eq!(parse_status_rss(status), Some(2 * 1024 * 1024));
+        assert_eq!(parse_status_rss("VmRSS: 12 MB"), None);
+        assert_eq!(parse_status_rss("Name: x"), None);
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 
     #[test]
