@@ -163,12 +163,14 @@ impl<E> Lock<E> {
         Progress::Next(Step::Write(unlock_request(self.key.clone())))
     }
 
-    /// What to do if the caller gives up now: delete our key if it is queued (waiting or
-    /// checking), as etcd does when a Lock's context is cancelled. Its outcome is not
-    /// waited for.
+    /// What to do if the caller gives up now: delete our key if it is queued (waiting,
+    /// checking, or being deleted after a failure), as etcd does when a Lock's context is
+    /// cancelled (its delete does not depend on that context). Its outcome is not waited for.
     pub fn abort(&self) -> Option<Request> {
         match self.state {
-            State::Waiting(_) | State::Checking => Some(unlock_request(self.key.clone())),
+            State::Waiting(_) | State::Checking | State::Releasing(_) => {
+                Some(unlock_request(self.key.clone()))
+            }
             _ => None,
         }
     }

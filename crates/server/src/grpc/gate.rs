@@ -10,6 +10,8 @@
 //!   InvalidArgument "etcdserver: request is too large", as etcd checks what it proposes;
 //! - a write (or a lease grant, as etcd's quota check) while a condition refuses writes
 //!   (the NOSPACE alarm): ResourceExhausted "etcdserver: mvcc: database space exceeded";
+//! - Lock and Election calls: size and nesting only, since the writes they make are their
+//!   services' to refuse (with code Unknown, as etcd's services answer; see `lock.rs`);
 //! - on a stream (Watch, LeaseKeepAlive), each message as it arrives: the size and nesting
 //!   checks above, the stream's service seeing the refusal as the stream's error;
 //! - an RPC of a service Synod lacks: Unimplemented, naming it.
@@ -88,6 +90,9 @@ fn method(path: &str) -> Option<Method> {
             "LeaseLeases",
         ],
         "etcdserverpb.Watch" => &["Watch"],
+        // Observe streams its responses, but its request is one message, as for unary calls.
+        "v3lockpb.Lock" => &["Lock", "Unlock"],
+        "v3electionpb.Election" => &["Campaign", "Proclaim", "Leader", "Observe", "Resign"],
         _ => return None,
     };
     Some(match (service, name) {
@@ -305,14 +310,14 @@ fn unsupported_status(path: &str) -> Status {
     let (service, name) = trimmed.split_once('/').unwrap_or((trimmed, ""));
     let missing = match service {
         "etcdserverpb.Auth" => "Auth",
-        "v3electionpb.Election" => "Election",
-        "v3lockpb.Lock" => "Lock",
         "grpc.health.v1.Health" => "the gRPC health service",
         "etcdserverpb.KV"
         | "etcdserverpb.Cluster"
         | "etcdserverpb.Maintenance"
         | "etcdserverpb.Lease"
-        | "etcdserverpb.Watch" => {
+        | "etcdserverpb.Watch"
+        | "v3lockpb.Lock"
+        | "v3electionpb.Election" => {
             return Status::unimplemented(format!("unknown method {name} for service {service}"));
         }
         _ => return Status::unimplemented(format!("unknown service {service}")),
@@ -446,5 +451,21 @@ mod tests {
         let refused = got[0].as_ref().unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("larger than max"), "{refused:?}");
+    }
+
+    #[test]
+    fn lock_and_election_requests_pass_the_gate_as_served() {
+        assert_eq!(method("/v3lockpb.Lock/Lock"), Some(Method::Served));
+        assert_eq!(method("/v3lockpb.Lock/Unlock"), Some(Method::Served));
+        for name in ["Campaign", "Proclaim", "Leader", "Observe", "Resign"] {
+            let path = format!("/v3electionpb.Election/{name}");
+            assert_eq!(method(&path), Some(Method::Served));
+        }
+        assert_eq!(method("/v3lockpb.Lock/TryLock"), Some(Method::Unknown));
+        let s = unsupported_status("/v3lockpb.Lock/TryLock");
+        assert_eq!(
+            s.message(),
+            "unknown method TryLock for service v3lockpb.Lock"
+        );
     }
 }

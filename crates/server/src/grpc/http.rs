@@ -2,11 +2,15 @@
 //! etcd does on its client port.
 
 use super::cluster::ClusterService;
+use super::election::ElectionService;
 use super::gate::{self, Gate};
 use super::incoming::CappedIncoming;
 use super::kv::KvService;
 use super::lease::{self, LeaseService};
+use super::lock::{LockService, Shell};
 use super::maintenance::MaintenanceService;
+use super::proto::v3electionpb::election_server::ElectionServer;
+use super::proto::v3lockpb::lock_server::LockServer;
 use super::watch::WatchService;
 use crate::limits::ClientLimits;
 use crate::metrics::Metrics;
@@ -105,6 +109,19 @@ pub async fn serve(
         ttl_min: lease::ttl_min(election_timeout),
     })
     .max_decoding_message_size(receive_max);
+    let shell = Shell {
+        replica: replica.clone(),
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        request_bytes_max: limits.request_bytes_max,
+        lease_ttl_min: lease::ttl_min(election_timeout),
+    };
+    let lock = LockServer::new(LockService {
+        shell: shell.clone(),
+    })
+    .max_decoding_message_size(receive_max);
+    let election =
+        ElectionServer::new(ElectionService { shell }).max_decoding_message_size(receive_max);
     let gate = Arc::new(Gate {
         limits,
         metrics: metrics.clone(),
@@ -123,6 +140,8 @@ pub async fn serve(
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
+        .add_service(lock)
+        .add_service(election)
         .into_axum_router()
         .merge(http)
         .fallback(gate::unsupported)

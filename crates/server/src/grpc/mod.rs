@@ -3,11 +3,13 @@
 
 mod cluster;
 pub mod convert;
+mod election;
 mod gate;
 mod http;
 mod incoming;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod proto;
 mod range_stream;

@@ -4,9 +4,6 @@
 //! Auth needs nothing here: etcd-client's `build-server` exports its server trait
 //! (`PbAuthService`, `PbAuthServer`) and request types with the KV API's.
 
-// Nothing serves these yet: the services come with the lock and election recipes.
-#![allow(dead_code)]
-
 pub(crate) mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
 }

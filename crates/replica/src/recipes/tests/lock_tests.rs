@@ -143,6 +143,11 @@ fn a_failed_wait_deletes_the_key_then_answers_the_failure() {
         panic!("a failed wait deletes the key first");
     };
     assert_eq!(cleanup, unlock_request(Bytes::from_static(b"job/2")));
+    assert_eq!(
+        second.abort(),
+        Some(cleanup.clone()),
+        "given up now, it still deletes"
+    );
     let reply = w.apply(&cleanup).map(Reply::Kv);
     assert_eq!(
         second.next(reply),
