@@ -119,23 +119,7 @@ impl WatchHub {
                 prev_kv,
             });
         }
-        let fragment = create.fragment;
-        if let Some(w) = self.watchers.get_mut(&key) {
-            w.next_rev = changes.through + 1;
-            w.had_events |= !out.is_empty();
-        }
-        if !out.is_empty() {
-            self.emit(
-                stream,
-                WatchResponse {
-                    watch_id,
-                    revision: current,
-                    fragment,
-                    events: out,
-                    ..WatchResponse::default()
-                },
-            );
-        }
+        self.deliver(key, changes.through + 1, current, out);
         if changes.through >= current {
             if self.planted.is(ReplicaBug::WatchSkipsEventAtSync) {
                 // The broken variant: as if the next revision had been sent already.

@@ -98,7 +98,7 @@ impl WatchHub {
         }
         let mut prev_kvs: BTreeMap<usize, Option<synod_kv::KeyValue>> = BTreeMap::new();
         for (key, indices) in per_watcher {
-            let (stream, watch_id) = key;
+            let stream = key.0;
             let Some(w) = self.watchers.get(&key) else {
                 continue;
             };
@@ -129,24 +129,38 @@ impl WatchHub {
                     prev_kv,
                 });
             }
-            let fragment = w.create.fragment;
-            if let Some(w) = self.watchers.get_mut(&key) {
-                w.next_rev = rev + 1;
-                w.had_events |= !out.is_empty();
-            }
-            if !out.is_empty() {
-                self.emit(
-                    stream,
-                    WatchResponse {
-                        watch_id,
-                        revision: rev,
-                        fragment,
-                        events: out,
-                        ..WatchResponse::default()
-                    },
-                );
-            }
+            self.deliver(key, rev + 1, rev, out);
         }
+    }
+
+    /// The watcher has had everything before `next_rev`; `events` (if any) go out in one
+    /// response with header revision `revision`.
+    pub(super) fn deliver(
+        &mut self,
+        key: WatcherKey,
+        next_rev: i64,
+        revision: i64,
+        events: Vec<WatchEvent>,
+    ) {
+        let Some(w) = self.watchers.get_mut(&key) else {
+            return;
+        };
+        w.next_rev = next_rev;
+        w.had_events |= !events.is_empty();
+        if events.is_empty() {
+            return;
+        }
+        let fragment = w.create.fragment;
+        self.emit(
+            key.0,
+            WatchResponse {
+                watch_id: key.1,
+                revision,
+                fragment,
+                events,
+                ..WatchResponse::default()
+            },
+        );
     }
 
     /// A synced watcher falls behind at `rev` (the first revision it has not had).

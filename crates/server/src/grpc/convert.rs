@@ -172,7 +172,7 @@ pub fn compaction_request(c: PbCompactionRequest) -> kv::CompactionRequest {
     }
 }
 
-fn key_value(kv: kv::KeyValue) -> PbKeyValue {
+pub(crate) fn key_value(kv: kv::KeyValue) -> PbKeyValue {
     PbKeyValue {
         key: kv.key.to_vec(),
         create_revision: kv.create_revision,

@@ -9,17 +9,17 @@
 //! keeps sending requests without reading their answers overflows [`RESPONSES_QUEUED_MAX`]
 //! and has its stream closed.
 
-use super::convert::HeaderInfo;
+use super::convert::{self, HeaderInfo};
 use crate::error::ServerError;
 use crate::replica::ReplicaHandle;
 use crate::status::Shared;
 use etcd_client::proto::{
-    PbEvent, PbKeyValue, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
+    PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
 };
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use synod_kv::{EventKind, KeyRange, KeyValue};
+use synod_kv::{EventKind, KeyRange};
 use synod_replica::watch::{
     StreamId, WatchCreate, WatchEvent, WatchRequest, WatchResponse, WATCH_STREAM_RESPONSES_MAX,
 };
@@ -262,19 +262,8 @@ fn event(e: WatchEvent) -> PbEvent {
             EventKind::Put => 0,
             EventKind::Delete => 1,
         },
-        kv: Some(key_value(e.kv)),
-        prev_kv: e.prev_kv.map(key_value),
-    }
-}
-
-fn key_value(kv: KeyValue) -> PbKeyValue {
-    PbKeyValue {
-        key: kv.key.to_vec(),
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
-        version: kv.version,
-        value: kv.value.to_vec(),
-        lease: kv.lease,
+        kv: Some(convert::key_value(e.kv)),
+        prev_kv: e.prev_kv.map(convert::key_value),
     }
 }
 
@@ -282,6 +271,7 @@ fn key_value(kv: KeyValue) -> PbKeyValue {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use synod_kv::KeyValue;
 
     fn put(key: &str, value_len: usize) -> WatchEvent {
         WatchEvent {
