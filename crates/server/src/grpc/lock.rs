@@ -248,7 +248,7 @@ impl<R: Recipe> Drop for Running<'_, R> {
         // A recipe that answered has no cleanup left: this acts only on a dropped call.
         if let Some(cleanup) = self.recipe.abort() {
             let shell = self.shell.clone();
-            tokio::spawn(async move {
+            spawn_detached(async move {
                 if let Err(e) = shell.write(&cleanup).await {
                     tracing::debug!(%e, "cleanup of an abandoned lock or campaign failed");
                 }
@@ -304,7 +304,15 @@ impl Drop for KeyWatch {
     fn drop(&mut self) {
         let replica = self.replica.clone();
         let stream = self.stream;
-        tokio::spawn(async move { replica.watch_close(stream).await });
+        spawn_detached(async move { replica.watch_close(stream).await });
+    }
+}
+
+/// Runs `work` on its own, from a `drop`: only inside the runtime (a drop outside it, as the
+/// process ends, has no one left to clean up for).
+fn spawn_detached(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(work);
     }
 }
 
