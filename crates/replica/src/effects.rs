@@ -2,6 +2,7 @@
 //! reads too large for the turn, answers to deliver, peers to reach.
 
 use crate::error::ReplicaError;
+use crate::hashes::HashJob;
 use crate::members::MemberTable;
 use crate::persist::PersistJob;
 use crate::snapshot_format;
@@ -9,7 +10,7 @@ use crate::watch::{StreamId, WatchResponse};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use synod_kv::{Applied, ReadRequest, ReadView, Response, SnapshotView};
+use synod_kv::{Applied, HashKv, ReadRequest, ReadView, Response, SnapshotView};
 use synod_paxos::{Message, NodeId, SharedValue, Slot, SnapshotInfo};
 
 /// A request's outcome.
@@ -36,6 +37,10 @@ pub enum Answer {
     },
     /// Every lease of this member's store, by id.
     Leases(Vec<i64>),
+    /// etcd's HashKV of the store at `revision` (the store's revision, not the one asked).
+    HashKv { hash: HashKv, revision: i64 },
+    /// Synod's Hash of the store at `revision`.
+    Hash { hash: u32, revision: i64 },
 }
 
 /// A read too large to run inside a turn (more than [`crate::INLINE_READ_WORK_MAX`] work):
@@ -130,6 +135,8 @@ pub struct Effects<W> {
     pub snapshots: Vec<SnapshotJob>,
     pub exports: Vec<ExportJob<W>>,
     pub reads: Vec<ReadJob<W>>,
+    /// Hashes of the whole store (Maintenance.HashKV, Hash), to run like large reads.
+    pub hashes: Vec<HashJob<W>>,
     pub answers: Vec<(W, Result<Answer, ReplicaError>)>,
     /// The peers to reach changed (id -> host:port; every peer of this run, removed ones too).
     pub peers: Option<BTreeMap<NodeId, String>>,
@@ -149,6 +156,7 @@ impl<W> Default for Effects<W> {
             snapshots: Vec::new(),
             exports: Vec::new(),
             reads: Vec::new(),
+            hashes: Vec::new(),
             answers: Vec::new(),
             peers: None,
             members: None,
@@ -165,6 +173,7 @@ impl<W> Effects<W> {
             && self.snapshots.is_empty()
             && self.exports.is_empty()
             && self.reads.is_empty()
+            && self.hashes.is_empty()
             && self.answers.is_empty()
             && self.peers.is_none()
             && self.members.is_none()
@@ -200,6 +209,13 @@ pub trait Observer: std::fmt::Debug + Send {
     /// Slot `slot`, holding `value`, is about to be applied (each slot once per start, in
     /// order; slots a snapshot covers are skipped). The simulator checks agreement here.
     fn applied(&self, _slot: Slot, _value: &SharedValue) {}
+    /// This leader proposed to expire lease `id` under its lease `epoch` (it takes effect
+    /// only if that epoch is still the store's when applied). The simulator checks that no
+    /// expiry taking effect was proposed before the lease's TTL passed.
+    fn lease_expiry_proposed(&self, _id: i64, _epoch: synod_kv::LeaseEpoch) {}
+    /// Lease `id` was revoked in this store (by a client, or an expiry that took effect),
+    /// while applying the slot last passed to [`Observer::applied`].
+    fn lease_revoked(&self, _id: i64) {}
 }
 
 /// Observes nothing.

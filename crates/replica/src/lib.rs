@@ -23,7 +23,8 @@
 //! [`Replica::end_turn`], then carry out [`Replica::effects`] in this order: send the
 //! messages, queue the persist jobs (in order; each `PersistJob::Ready`'s `after` messages leave
 //! only once it is durable, then `persisted(seq)`), run the snapshot and export jobs, the read
-//! jobs, deliver the answers, update the peers. See docs/SERVER.md and docs/SIMULATOR.md.
+//! and hash jobs, deliver the answers, update the peers. See docs/SERVER.md and
+//! docs/SIMULATOR.md.
 
 mod admin;
 mod clock;
@@ -31,6 +32,7 @@ mod compactor;
 mod config;
 mod effects;
 mod error;
+mod hashes;
 mod lease_wire;
 mod leases;
 #[cfg(test)]
@@ -55,6 +57,7 @@ pub use effects::{
     Answer, Count, Effects, ExportJob, Observer, ReadJob, SnapshotJob, Stop, Unobserved,
 };
 pub use error::ReplicaError;
+pub use hashes::{HashJob, HashKind};
 pub use leases::LEASE_ASKS_MAX;
 pub use lessor::LEASE_EXPIRIES_PER_SECOND_MAX;
 pub use members::{AdminRequest, MemberRecord, MemberTable};

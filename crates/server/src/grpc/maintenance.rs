@@ -1,5 +1,5 @@
-//! etcd's Maintenance service: what `etcdctl endpoint status`, `endpoint health` and
-//! `alarm list` need.
+//! etcd's Maintenance service: what `etcdctl endpoint status`, `endpoint health`,
+//! `endpoint hashkv` and `alarm list` need.
 
 use crate::conditions::Condition;
 use crate::error::ServerError;
@@ -37,6 +37,15 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 impl MaintenanceService {
     fn header(&self) -> Option<PbResponseHeader> {
         super::convert::current_header(&self.shared)
+    }
+
+    /// The header of an answer computed from the store at `revision`.
+    fn header_at(&self, revision: i64) -> Option<PbResponseHeader> {
+        let mut header = self.header();
+        if let Some(h) = header.as_mut() {
+            h.revision = revision;
+        }
+        header
     }
 
     /// The alarms this member raises (etcd lists every member's, replicated through its
@@ -147,18 +156,34 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
+    /// Synod's own hash of the whole state (etcd's is a CRC of its database file, which
+    /// Synod does not have): equal on members at the same revision.
     async fn hash(
         &self,
         _request: Request<PbHashRequest>,
     ) -> Result<Response<PbHashResponse>, Status> {
-        Err(ServerError::Unimplemented("Hash").into())
+        let (hash, revision) = self.replica.hash().await?;
+        Ok(Response::new(PbHashResponse {
+            header: self.header_at(revision),
+            hash,
+        }))
     }
 
+    /// etcd's HashKV, bit for bit (synod-kv hash.rs), of this member's store at the
+    /// requested revision (0: its current one); the header carries the revision the store
+    /// was at. etcd 3.5 never fills `hash_revision`.
     async fn hash_kv(
         &self,
-        _request: Request<PbHashKvRequest>,
+        request: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        Err(ServerError::Unimplemented("HashKV").into())
+        let at = request.into_inner().revision;
+        let (hash, revision) = self.replica.hash_kv(at).await?;
+        Ok(Response::new(PbHashKvResponse {
+            header: self.header_at(revision),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: 0,
+        }))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;

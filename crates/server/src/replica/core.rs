@@ -364,6 +364,8 @@ impl Core {
                 self.replica.lease_time_to_live(id, keys, waiter)
             }
             Input::LeaseLeases { waiter } => self.replica.lease_leases(waiter),
+            Input::HashKv { revision, waiter } => self.replica.hash_kv(revision, waiter),
+            Input::Hash { waiter } => self.replica.hash(waiter),
             Input::Persisted(seq) => self.replica.persisted(seq),
             Input::SnapshotSaved {
                 slot,
@@ -390,6 +392,7 @@ impl Core {
             snapshots,
             exports,
             reads,
+            hashes,
             answers,
             peers,
             members,
@@ -410,6 +413,9 @@ impl Core {
         }
         for job in reads {
             self.readers.run(job);
+        }
+        for job in hashes {
+            self.readers.hash(job);
         }
         for (waiter, result) in answers {
             waiter.answer(result);

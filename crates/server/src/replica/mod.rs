@@ -152,6 +152,15 @@ pub(crate) enum Input {
     LeaseLeases {
         waiter: Waiter,
     },
+    /// etcd's HashKV of this member's store (a read worker computes it).
+    HashKv {
+        revision: i64,
+        waiter: Waiter,
+    },
+    /// Synod's Hash of this member's store (a read worker computes it).
+    Hash {
+        waiter: Waiter,
+    },
     /// The persist thread panicked: storage's state is unknown, so the member stops.
     Fatal(String),
     Shutdown,
@@ -338,6 +347,27 @@ impl ReplicaHandle {
         self.submit(Input::LeaseLeases { waiter })?;
         match self.wait(rx).await? {
             Answer::Leases(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// etcd's HashKV of this member's store at `revision` (0: its current one), and the
+    /// revision the store was at.
+    pub async fn hash_kv(&self, revision: i64) -> Result<(synod_kv::HashKv, i64), ServerError> {
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::HashKv { revision, waiter })?;
+        match self.wait(rx).await? {
+            Answer::HashKv { hash, revision } => Ok((hash, revision)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Synod's Hash of this member's store, and the revision the store was at.
+    pub async fn hash(&self) -> Result<(u32, i64), ServerError> {
+        let (waiter, rx) = Waiter::new(None);
+        self.submit(Input::Hash { waiter })?;
+        match self.wait(rx).await? {
+            Answer::Hash { hash, revision } => Ok((hash, revision)),
             other => Err(unexpected(other)),
         }
     }

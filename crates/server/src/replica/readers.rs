@@ -6,8 +6,9 @@
 //! The replica runs a read itself while it stays within `synod_replica::INLINE_READ_WORK_MAX` (a get, a
 //! short range: nearly all of them, with no thread hop); past that it stops and queues the
 //! read here with a view. Two kinds of job:
-//! - a read (a Range, a read-only Txn): at most [`READ_QUEUE_MAX`] wait; beyond that the
-//!   client gets etcd's "too many requests" at once;
+//! - a read (a Range, a read-only Txn) or a hash of the whole store (Maintenance.HashKV and
+//!   Hash, always here): at most [`READ_QUEUE_MAX`] wait; beyond that the client gets
+//!   etcd's "too many requests" at once;
 //! - the reads a write Txn left (its Range ops past the budget, each with a view of the
 //!   state it must see): the write is applied, so this job cannot be refused; its number is
 //!   bounded by the permits of [`super::TXN_READS_INFLIGHT_MAX`], taken before the Txn is
@@ -22,18 +23,41 @@ use super::Waiter;
 use crate::error::ServerError;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use synod_replica::{Answer, ReadJob};
+use synod_replica::{Answer, HashJob, ReadJob};
 
-/// Reads waiting for a worker; beyond it clients get "too many requests".
+/// Reads and hashes waiting for a worker; beyond it clients get "too many requests".
 pub(crate) const READ_QUEUE_MAX: usize = 1024;
 
 /// Workers at most (one per CPU up to this).
 const READ_WORKERS_MAX: usize = 4;
 
+/// What a worker does.
+enum Job {
+    Read(ReadJob<Waiter>),
+    Hash(HashJob<Waiter>),
+}
+
+impl Job {
+    /// Whether a client may be refused it (the reads a write left may not).
+    fn refusable(&self) -> bool {
+        !matches!(self, Job::Read(ReadJob::Complete { .. }))
+    }
+
+    fn refuse(self) {
+        let waiter = match self {
+            Job::Read(ReadJob::Read { waiter, .. }) | Job::Hash(HashJob { waiter, .. }) => waiter,
+            Job::Read(ReadJob::Complete { .. }) => return,
+        };
+        waiter.fail(ServerError::Replica(
+            synod_replica::ReplicaError::TooManyRequests,
+        ));
+    }
+}
+
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<ReadJob<Waiter>>,
-    /// `ReadJob::Read`s in `jobs`.
+    jobs: VecDeque<Job>,
+    /// Refusable jobs in `jobs`.
     reads: usize,
     closed: bool,
 }
@@ -86,19 +110,24 @@ impl Readers {
         Readers { shared }
     }
 
-    /// Queues a job. A read is refused ("too many requests", at once) when
-    /// [`READ_QUEUE_MAX`] reads wait; the reads a write left never are (see the module
-    /// comment).
+    /// Queues a read. One is refused ("too many requests", at once) when
+    /// [`READ_QUEUE_MAX`] reads and hashes wait; the reads a write left never are (see the
+    /// module comment).
     pub(crate) fn run(&self, job: ReadJob<Waiter>) {
+        self.push(Job::Read(job));
+    }
+
+    /// Queues a hash, refused as reads are.
+    pub(crate) fn hash(&self, job: HashJob<Waiter>) {
+        self.push(Job::Hash(job));
+    }
+
+    fn push(&self, job: Job) {
         let mut q = self.shared.lock();
-        if let ReadJob::Read { .. } = job {
+        if job.refusable() {
             if q.reads >= READ_QUEUE_MAX {
                 drop(q);
-                if let ReadJob::Read { waiter, .. } = job {
-                    waiter.fail(ServerError::Replica(
-                        synod_replica::ReplicaError::TooManyRequests,
-                    ));
-                }
+                job.refuse();
                 return;
             }
             q.reads += 1;
@@ -130,7 +159,7 @@ fn work(shared: &Shared) {
                     return;
                 }
                 if let Some(job) = q.jobs.pop_front() {
-                    if matches!(job, ReadJob::Read { .. }) {
+                    if job.refusable() {
                         q.reads -= 1;
                     }
                     break job;
@@ -143,9 +172,13 @@ fn work(shared: &Shared) {
 }
 
 /// Runs a job; a waiter that gave up (before or during it) gets nothing.
-fn run(job: ReadJob<Waiter>) {
-    if let Some((waiter, result)) = job.run() {
-        waiter.answer(result.map(Answer::Kv));
+fn run(job: Job) {
+    let done = match job {
+        Job::Read(job) => job.run().map(|(w, result)| (w, result.map(Answer::Kv))),
+        Job::Hash(job) => job.run(),
+    };
+    if let Some((waiter, result)) = done {
+        waiter.answer(result);
     }
 }
 
@@ -158,6 +191,14 @@ mod tests {
         ReadJob::Read {
             view: s.read_view(),
             request: ReadRequest::range(RangeRequest::prefix("k")),
+            waiter,
+        }
+    }
+
+    fn hash(s: &KvStore, waiter: Waiter) -> HashJob<Waiter> {
+        HashJob {
+            view: s.read_view(),
+            kind: synod_replica::HashKind::Kv { revision: 0 },
             waiter,
         }
     }
@@ -190,6 +231,15 @@ mod tests {
                 synod_replica::ReplicaError::TooManyRequests
             ))
         ));
+        // A hash of the whole store waits with the reads, and is refused as they are.
+        let (waiter, rx) = Waiter::new(None);
+        idle.hash(hash(&s, waiter));
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(ServerError::Replica(
+                synod_replica::ReplicaError::TooManyRequests
+            ))
+        ));
         drop(idle);
         // Stopped: the queued reads are dropped, their clients hear so.
         assert!(waiting.pop().unwrap().await.is_err());
@@ -201,5 +251,11 @@ mod tests {
             panic!("not a range")
         };
         assert_eq!(r.count, 100);
+        let (waiter, rx) = Waiter::new(None);
+        readers.hash(hash(&s, waiter));
+        let Ok(Answer::HashKv { hash, revision }) = rx.await.unwrap() else {
+            panic!("not a hash")
+        };
+        assert_eq!((Ok(hash), revision), (s.hash_kv(0), 101));
     }
 }
