@@ -1,6 +1,7 @@
 //! End to end: the watch and lease workloads of `synod-bench compare` at a small scale on a
 //! real 3-member Synod cluster (started by the same code as `compare`): every watcher gets
-//! every event, latencies are measured on both placements, memory is read.
+//! every event, latencies are measured on both placements, memory is read, leases are kept
+//! alive without loss.
 //!
 //! Like tests/loadgen.rs, it runs the synod binary the test kit finds (next to its own target
 //! directory, or $SYNOD_BIN), and fails, saying how to build it, when there is none.
@@ -18,7 +19,7 @@ fn figure(result: &ScenarioResult, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_workloads_on_a_synod_cluster() {
+async fn watch_and_lease_workloads_on_a_synod_cluster() {
     let binary = Bin::SYNOD.require();
     let dir = tempfile::tempdir().unwrap();
     let flags = ["--heartbeat-interval=20", "--election-timeout=200"].map(String::from);
@@ -32,7 +33,8 @@ async fn watch_workloads_on_a_synod_cluster() {
         endpoints,
         pids: cluster.pids(),
     };
-    // 1 and 20 latency watchers, 200 fanout and memory watchers on 2 streams.
+    // 1 and 20 latency watchers, 200 fanout and memory watchers on 2 streams, 200 leases on
+    // 2 keep-alive streams.
     let args = ScenarioArgs {
         scale: 0.02,
         latency_put_rate: 50.0,
@@ -64,5 +66,11 @@ async fn watch_workloads_on_a_synod_cluster() {
     assert_eq!(figure(&fanout, "events missing after drain"), 0.0);
     assert_eq!(figure(&fanout, "watchers canceled"), 0.0);
 
+    let lease = run(Scenario::LeaseKeepalive).await.unwrap();
+    assert!(lease.problems.is_empty(), "{lease:#?}");
+    assert_eq!(figure(&lease, "leases lost"), 0.0);
+    // 200 leases renewed every second.
+    let rate = figure(&lease, "keep-alives answered/s");
+    assert!((100.0..=300.0).contains(&rate), "{rate}");
     cluster.check_running().unwrap();
 }

@@ -1,28 +1,30 @@
-//! `lease-keepalive`: 10,000 leases (TTL 10 s) kept alive at once. They are granted from 64
-//! tasks over connections spread over every member, then kept alive over 100 keep-alive
-//! streams of 100 leases each (stream i on connection i mod 16, so a third of the renewals
-//! reach the leader directly and the rest are forwarded by a follower), each lease renewed
-//! every TTL/3, the renewals of a stream evenly spaced. Measured in the window: renewals
+//! `lease-keepalive`: 10,000 leases (TTL 10 s) kept alive at once, over 100 keep-alive
+//! streams of 100 leases each on connections spread over every member (stream i on
+//! connection i mod 16, so a third of the renewals reach the leader directly and the rest
+//! are forwarded by a follower). Each stream grants its leases and renews each every TTL/3
+//! from its grant on, the renewals of a stream evenly spaced ([`stream`]); the warm-up
+//! starts once all are granted. Measured in the window: renewals
 //! answered per second, their latency (send to answer), and the members' CPU per renewal,
 //! taken as the closed-loop workloads take it. A lease is lost if a renewal is answered
 //! with TTL 0 or, after the window, TimeToLive finds it gone; every lease is revoked at the
 //! end, so that none expires during a later workload.
 
+mod stream;
+
 use super::cli::connections;
 use super::report::LatencySummary;
-use super::runner::{connect, new_histogram, record_latency};
+use super::runner::{connect, new_histogram};
 use super::scenario::{Mark, Metric, Scenario, ScenarioResult, Settings, Sizes, Spent, Target};
-use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
-use hdrhistogram::Histogram;
+use etcd_client::Client;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use stream::{Control, KeptStream, Shared};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// Concurrent grants, TimeToLive checks and revokes.
+/// Concurrent TimeToLive checks and revokes at the end.
 const REQUEST_TASKS: usize = 64;
 /// How long a renewal sent at the window's end may take to be answered and still count.
 const ANSWER_GRACE: Duration = Duration::from_millis(500);
@@ -38,31 +40,18 @@ struct Details {
     renewals_measured: u64,
     renewals_per_s: f64,
     latency: LatencySummary,
-    /// Leases a renewal found gone (answered TTL 0) or TimeToLive found gone afterwards.
+    /// Leases a renewal found gone (answered TTL 0) or TimeToLive found gone after the
+    /// window (renewals still going on), and each count.
     leases_lost: usize,
+    renewals_answered_ttl_0: usize,
+    gone_after: usize,
     streams_failed: u64,
     first_problem: Option<String>,
     revoke_errors: u64,
+    revoke_error: Option<String>,
     server_cpu_us_per_renewal: Option<f64>,
     client_cpu_us_per_renewal: Option<f64>,
     spent: Spent,
-}
-
-/// What the stream tasks share.
-#[derive(Default)]
-struct Shared {
-    answered: AtomicU64,
-    lost: Mutex<HashSet<i64>>,
-    streams_failed: AtomicU64,
-    first_problem: Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn note_problem(&self, problem: String) {
-        self.streams_failed.fetch_add(1, Relaxed);
-        let mut first = self.first_problem.lock().unwrap_or_else(|e| e.into_inner());
-        first.get_or_insert(problem);
-    }
 }
 
 pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult, String> {
@@ -70,70 +59,69 @@ pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult,
     let leases = settings.sizes.leases;
     let streams = Sizes::lease_streams_for(leases);
     let conns = connect(&target.endpoints, connections(None, streams)).await?;
-    let granting = Instant::now();
-    let ids = grant_all(&conns, leases, settings.lease_ttl).await?;
-    let grant_s = granting.elapsed().as_secs_f64();
-    eprintln!("{label}{leases} leases granted in {grant_s:.1}s");
-
     let period = Duration::from_secs(settings.lease_ttl as u64) / 3;
+    let shared = Arc::new(Shared::default());
+    let (window, window_rx) = watch::channel(None);
+    let (stop_sending, stop_sending_rx) = watch::channel(false);
+    let (stop_reading, stop_reading_rx) = watch::channel(false);
+    let control = Control {
+        window: window_rx,
+        stop_sending: stop_sending_rx,
+        stop_reading: stop_reading_rx,
+    };
+
+    let granting = Instant::now();
+    let mut starting = JoinSet::new();
+    for k in 0..streams {
+        // Stream k keeps leases [k L/S, (k+1) L/S): as even a split as the counts allow.
+        let count = (k + 1) * leases / streams - k * leases / streams;
+        starting.spawn(KeptStream::start(
+            conns[k % conns.len()].clone(),
+            count,
+            settings.lease_ttl,
+            period,
+            shared.clone(),
+            control.clone(),
+        ));
+    }
+    let mut kept = Vec::with_capacity(streams);
+    while let Some(joined) = starting.join_next().await {
+        kept.push(joined.map_err(|e| format!("a keep-alive stream failed: {e}"))??);
+    }
+    let grant_s = granting.elapsed().as_secs_f64();
+    eprintln!("{label}{leases} leases granted and being kept alive after {grant_s:.1}s");
+
     let start = Instant::now();
     let from = start + settings.warmup;
     let until = from + settings.duration;
-    let shared = Arc::new(Shared::default());
-    let (stop, stopped) = watch::channel(false);
-    let mut senders = Vec::with_capacity(streams);
-    let mut receivers = JoinSet::new();
-    for k in 0..streams {
-        // Stream k keeps leases k, k + streams, ...: in grant order, so the first granted
-        // are renewed first.
-        let mine: Vec<i64> = ids.iter().skip(k).step_by(streams).copied().collect();
-        let (keeper, answers) = conns[k % conns.len()]
-            .lease_client()
-            .keep_alive(mine[0])
-            .await
-            .map_err(|e| format!("cannot open a keep-alive stream: {e}"))?;
-        let sent = Arc::new(Mutex::new(HashMap::with_capacity(mine.len())));
-        senders.push(tokio::spawn(send(
-            keeper,
-            mine,
-            period,
-            sent.clone(),
-            until,
-        )));
-        receivers.spawn(receive(
-            answers,
-            sent,
-            (from, until),
-            shared.clone(),
-            stopped.clone(),
-        ));
-    }
+    // Every stream's tasks hold a receiver until they end, so this cannot fail.
+    let _ = window.send(Some((from, until)));
     let spent = progress(target, &shared, start, from, until, &label).await;
+    // Renewals go on while every lease is checked and then revoked, so that none expires
+    // meanwhile (on a busy machine, 10,000 checks can take seconds); answers of TTL 0 to
+    // renewals of leases being revoked are no loss.
+    let ids: Vec<i64> = kept.iter().flat_map(KeptStream::ids).collect();
+    let gone_after = gone(&conns, &ids).await;
+    shared.revoking.store(true, Relaxed);
+    let (revoke_errors, revoke_error) = revoke_all(&conns, &ids).await;
+    let _ = stop_sending.send(true);
     tokio::time::sleep(ANSWER_GRACE).await;
-    let _ = stop.send(true);
-    for sender in senders {
-        // Dropping its keepers (only now, so that no stream was closed while answers were
-        // still read) ends the stream. A sender that panicked renewed nothing more: its
-        // leases show up as lost.
-        drop(sender.await);
-    }
+    let _ = stop_reading.send(true);
     let mut histogram = new_histogram();
     let mut measured = 0;
-    while let Some(joined) = receivers.join_next().await {
-        if let Ok((h, n)) = joined {
-            // Both histograms have the same bounds, so adding cannot fail.
-            let _ = histogram.add(&h);
-            measured += n;
-        }
+    for stream in kept {
+        let (h, n) = stream.finish().await;
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = histogram.add(&h);
+        measured += n;
     }
-
-    let mut lost = shared
+    let renewed_lost = shared
         .lost
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    lost.extend(gone(&conns, &ids).await);
-    let revoke_errors = revoke_all(&conns, &ids).await;
+    let mut lost = renewed_lost.clone();
+    lost.extend(&gone_after);
     let d = Details {
         leases,
         streams,
@@ -144,6 +132,8 @@ pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult,
         renewals_per_s: measured as f64 / spent.seconds,
         latency: LatencySummary::of(&histogram),
         leases_lost: lost.len(),
+        renewals_answered_ttl_0: renewed_lost.len(),
+        gone_after: gone_after.len(),
         streams_failed: shared.streams_failed.load(Relaxed),
         first_problem: shared
             .first_problem
@@ -151,6 +141,7 @@ pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult,
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
         revoke_errors,
+        revoke_error,
         server_cpu_us_per_renewal: spent.server_us_per(measured),
         client_cpu_us_per_renewal: spent
             .client_cpu_s
@@ -185,7 +176,11 @@ fn result(d: Details) -> ScenarioResult {
         ));
     }
     if d.revoke_errors > 0 {
-        problems.push(format!("{} revokes at the end failed", d.revoke_errors));
+        problems.push(format!(
+            "{} revokes at the end failed (first: {})",
+            d.revoke_errors,
+            d.revoke_error.as_deref().unwrap_or("?")
+        ));
     }
     ScenarioResult {
         scenario: Scenario::LeaseKeepalive,
@@ -207,119 +202,6 @@ fn result(d: Details) -> ScenarioResult {
     }
 }
 
-/// Grants `n` leases of `ttl` seconds; their ids in the order they were asked for.
-async fn grant_all(conns: &[Client], n: usize, ttl: i64) -> Result<Vec<i64>, String> {
-    let tasks = REQUEST_TASKS.min(n);
-    let mut set = JoinSet::new();
-    for t in 0..tasks {
-        let mut lease = conns[t % conns.len()].lease_client();
-        set.spawn(async move {
-            let mut granted = Vec::new();
-            for index in (t..n).step_by(tasks) {
-                let response = lease
-                    .grant(ttl, None)
-                    .await
-                    .map_err(|e| format!("lease grant failed: {e}"))?;
-                granted.push((index, response.id()));
-            }
-            Ok::<_, String>(granted)
-        });
-    }
-    let mut all = Vec::with_capacity(n);
-    while let Some(joined) = set.join_next().await {
-        all.extend(joined.map_err(|e| format!("a grant task failed: {e}"))??);
-    }
-    all.sort_unstable();
-    Ok(all.into_iter().map(|(_, id)| id).collect())
-}
-
-/// Renews `ids` round-robin on one stream, evenly spaced so that each comes every `period`,
-/// until `until`. Returns the keepers: the stream stays open while they exist.
-async fn send(
-    keeper: LeaseKeeper,
-    ids: Vec<i64>,
-    period: Duration,
-    sent: Arc<Mutex<HashMap<i64, Instant>>>,
-    until: Instant,
-) -> Vec<LeaseKeeper> {
-    // The feature `pub-response-field` makes a keeper's fields public: one keeper per lease
-    // on the same request channel, so that all renew over this one stream, as a client
-    // library keeping many leases alive does (etcd-client opens a stream per lease).
-    let mut keepers: Vec<LeaseKeeper> = ids
-        .iter()
-        .map(|&id| LeaseKeeper {
-            id,
-            sender: keeper.sender.clone(),
-        })
-        .collect();
-    let mut ticks = tokio::time::interval(period / ids.len() as u32);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for i in (0..keepers.len()).cycle() {
-        let keeper = &mut keepers[i];
-        ticks.tick().await;
-        let now = Instant::now();
-        if now >= until {
-            break;
-        }
-        sent.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(keeper.id(), now);
-        if keeper.keep_alive().await.is_err() {
-            // The stream is gone; the receiver says why.
-            break;
-        }
-    }
-    keepers
-}
-
-/// Reads one stream's answers until told to stop; the latencies and count of the answers
-/// that arrived in the window.
-async fn receive(
-    mut answers: LeaseKeepAliveStream,
-    sent: Arc<Mutex<HashMap<i64, Instant>>>,
-    (from, until): (Instant, Instant),
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) -> (Histogram<u64>, u64) {
-    let mut histogram = new_histogram();
-    let mut measured = 0;
-    loop {
-        let message = tokio::select! {
-            m = answers.message() => m,
-            _ = stop.changed() => break,
-        };
-        let answer = match message {
-            Ok(Some(answer)) => answer,
-            Ok(None) => {
-                shared.note_problem("a keep-alive stream was closed by the server".into());
-                break;
-            }
-            Err(e) => {
-                shared.note_problem(format!("a keep-alive stream failed: {e}"));
-                break;
-            }
-        };
-        let at = Instant::now();
-        shared.answered.fetch_add(1, Relaxed);
-        if answer.ttl() <= 0 {
-            shared
-                .lost
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(answer.id());
-        }
-        let asked = sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&answer.id());
-        if let Some(asked) = asked.filter(|_| at >= from && at <= until) {
-            record_latency(&mut histogram, at - asked);
-            measured += 1;
-        }
-    }
-    (histogram, measured)
-}
-
 /// Prints renewals answered per second until `until`; what the window from `from` cost.
 async fn progress(
     target: &Target,
@@ -331,7 +213,7 @@ async fn progress(
 ) -> Spent {
     let mut before = None;
     let mut next_tick = start + SECOND;
-    let (mut last, mut last_at) = (0, start);
+    let (mut last, mut last_at) = (shared.answered.load(Relaxed), start);
     loop {
         let now = Instant::now();
         if before.is_none() && now >= from {
@@ -373,13 +255,22 @@ async fn gone(conns: &[Client], ids: &[i64]) -> Vec<i64> {
     .await
 }
 
-/// Revokes every lease; how many revokes failed.
-async fn revoke_all(conns: &[Client], ids: &[i64]) -> u64 {
-    let failed = per_lease(conns, ids, |mut lease, id| async move {
-        lease.revoke(id).await.err().map(|_| id)
+/// Revokes every lease; how many revokes failed, and the first error.
+async fn revoke_all(conns: &[Client], ids: &[i64]) -> (u64, Option<String>) {
+    let first = Arc::new(Mutex::new(None));
+    let noted = first.clone();
+    let failed = per_lease(conns, ids, move |mut lease, id| {
+        let noted = noted.clone();
+        async move {
+            let e = lease.revoke(id).await.err()?;
+            let mut first = noted.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert_with(|| e.to_string());
+            Some(id)
+        }
     })
     .await;
-    failed.len() as u64
+    let first = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+    (failed.len() as u64, first)
 }
 
 /// Runs `f` for every lease from [`REQUEST_TASKS`] tasks; the ids it returned.
