@@ -55,6 +55,13 @@ pub enum ReplicaBug {
     /// Catch-up reads a watcher's history from the revision before the one it needs, so the
     /// last revision it was sent is sent again.
     WatchRepeatsRevision,
+    /// The lessor times a TTL on its own clock without the clock-drift factor `(1 + d)`, so
+    /// a leader whose clock runs fast expires a lease before its TTL passed in real time.
+    LeaseWithoutDriftMargin,
+    /// The leader acknowledges keep-alives as they arrive, without the read barrier that
+    /// confirms it still leads, and promotes without extending every lease by the election
+    /// timeout: a deposed leader renews leases its successor then expires.
+    KeepAliveWithoutLeadership,
 }
 
 /// The planted bug a replica runs: none in every build without the `planted-bugs` feature,

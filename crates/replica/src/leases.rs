@@ -120,7 +120,7 @@ impl<W: Waiter> Replica<W> {
                 waiter: LeaseWaiter::Local(waiter),
                 arrived: self.now,
             };
-            self.lease_barrier(op);
+            self.lease_confirm(op);
             return;
         }
         if self.leases.forwarded.len() >= LEASE_ASKS_MAX {
@@ -143,6 +143,33 @@ impl<W: Waiter> Replica<W> {
         if let Some(leader) = leader {
             self.send_lease(leader, LeaseMessage::Ask { id, ask });
         }
+    }
+
+    /// Answers a question at this leader once it is confirmed (a read barrier).
+    fn lease_confirm(&mut self, op: LeaseOp<W>) {
+        if self
+            .cfg
+            .planted
+            .is(crate::ReplicaBug::KeepAliveWithoutLeadership)
+            && matches!(op.ask, LeaseAsk::KeepAlive(_))
+        {
+            self.keep_alive_unconfirmed(op);
+            return;
+        }
+        self.lease_barrier(op);
+    }
+
+    /// Planted bug: a keep-alive acknowledged at once, as if this member surely led.
+    fn keep_alive_unconfirmed(&mut self, op: LeaseOp<W>) {
+        if self.leases.lessor.is_promoted() {
+            self.lease_answer(op);
+            return;
+        }
+        let LeaseAsk::KeepAlive(id) = op.ask else {
+            return;
+        };
+        let ttl = self.kv.lease(id).unwrap_or(0);
+        self.lease_reply(op, Ok((ttl, ttl)));
     }
 
     /// Starts the read barrier that confirms this member still leads now.
@@ -256,7 +283,7 @@ impl<W: Waiter> Replica<W> {
                         arrived: self.now,
                     };
                     if self.engine.role() == Role::Leader {
-                        self.lease_barrier(op);
+                        self.lease_confirm(op);
                     } else {
                         self.lease_reply(op, Err(ReplicaError::LeaderChanged));
                     }
@@ -292,6 +319,7 @@ impl<W: Waiter> Replica<W> {
         match applied {
             LeaseApplied::Granted { id, ttl } => self.leases.lessor.granted(now, id, ttl),
             LeaseApplied::Revoked { id } => {
+                self.observer.lease_revoked(id);
                 self.leases.lessor.revoked(id);
                 for op in self.leases.parked.remove(&id).unwrap_or_default() {
                     self.lease_reply(op, Ok((0, 0)));
@@ -327,6 +355,8 @@ impl<W: Waiter> Replica<W> {
     /// Per turn: a new tenure proposes its epoch, an ended one drops its deadlines and the
     /// questions that depended on it.
     pub(crate) fn lease_tenure(&mut self) {
+        #[cfg(feature = "planted-bugs")]
+        self.leases.lessor.plant(self.cfg.planted);
         let ballot = self.engine.leader_ballot();
         if ballot != self.leases.tenure {
             if self.leases.tenure.is_some() {
@@ -370,6 +400,7 @@ impl<W: Waiter> Replica<W> {
             let epoch = epoch_of(ballot);
             for id in self.leases.lessor.due(self.now, self.cfg.request_timeout) {
                 tracing::debug!(lease = id, "lease expired");
+                self.observer.lease_expiry_proposed(id, epoch);
                 let revoke = LeaseRevokeRequest {
                     id,
                     expiry: Some(epoch),

@@ -81,6 +81,18 @@ impl Lessor {
         nominal.saturating_add(nominal.mul_f64(self.drift_ppm as f64 / 1e6))
     }
 
+    /// Breaks the lessor as a planted bug asks (tests of the simulator's checkers only).
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn plant(&mut self, planted: crate::Planted) {
+        use crate::ReplicaBug;
+        if planted.is(ReplicaBug::LeaseWithoutDriftMargin) {
+            self.drift_ppm = 0;
+        }
+        if planted.is(ReplicaBug::KeepAliveWithoutLeadership) {
+            self.promotion_extension = Duration::ZERO;
+        }
+    }
+
     pub(crate) fn is_promoted(&self) -> bool {
         self.promoted
     }

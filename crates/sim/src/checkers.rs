@@ -15,6 +15,9 @@
 //! 7. Watch history: every watcher receives exactly its slice of that history, in order,
 //!    whole revisions, no gap, no duplicate, across resumes on other members; progress and
 //!    compaction answers are truthful (watch_check.rs).
+//! 8. Lease safety: no expiry that takes effect was proposed before the TTL of the lease's
+//!    last acknowledged grant or keep-alive passed in real time since it was sent; after
+//!    healing, a lease nobody keeps alive is revoked within a bound (lease_check.rs).
 
 use crate::trace::describe_value;
 use std::collections::BTreeMap;
@@ -45,6 +48,8 @@ pub enum ViolationKind {
     /// A watcher received something other than its slice of the history, or a progress or
     /// compaction answer that was not true.
     Watch,
+    /// A lease expired before its TTL passed since an acknowledged grant or keep-alive.
+    LeaseSafety,
 }
 
 #[derive(Clone, Debug)]

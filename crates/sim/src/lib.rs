@@ -23,6 +23,11 @@ pub mod checkers;
 pub mod client;
 pub mod disk;
 mod faults;
+mod lease_check;
+#[cfg(test)]
+mod lease_check_tests;
+mod lease_client;
+mod lease_clients;
 mod lost_tail;
 mod membership;
 pub mod network;
@@ -51,7 +56,7 @@ pub use synod_replica::ReplicaBug;
 pub use trace::Trace;
 
 /// Command-line names of the planted bugs.
-pub const BUG_NAMES: [(&str, Bug); 10] = [
+pub const BUG_NAMES: [(&str, Bug); 12] = [
     (
         "acceptor-ignores-promise",
         Bug::Engine(PlantedBug::AcceptorIgnoresPromise),
@@ -92,10 +97,18 @@ pub const BUG_NAMES: [(&str, Bug); 10] = [
         "watch-repeats-revision",
         Bug::Replica(ReplicaBug::WatchRepeatsRevision),
     ),
+    (
+        "lessor-without-drift-margin",
+        Bug::Replica(ReplicaBug::LeaseWithoutDriftMargin),
+    ),
+    (
+        "keep-alive-without-leadership",
+        Bug::Replica(ReplicaBug::KeepAliveWithoutLeadership),
+    ),
 ];
 
 /// Command-line names of the focuses.
-pub const FOCUS_NAMES: [(&str, Focus); 9] = [
+pub const FOCUS_NAMES: [(&str, Focus); 10] = [
     ("swarm", Focus::Swarm),
     ("leader-churn", Focus::LeaderChurn),
     ("stale-leader", Focus::StaleLeader),
@@ -105,6 +118,7 @@ pub const FOCUS_NAMES: [(&str, Focus); 9] = [
     ("lost-tail", Focus::LostTail),
     ("lost-tail-membership", Focus::LostTailMembership),
     ("watch", Focus::Watch),
+    ("leases", Focus::Leases),
 ];
 
 pub fn bug_name(bug: Bug) -> &'static str {

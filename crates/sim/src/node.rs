@@ -108,6 +108,43 @@ pub enum WatchInput {
     Close { stream: StreamId },
 }
 
+/// Real time per lease TTL unit in the simulator: TTLs of tens of units then last tenths
+/// of a second, like the simulated timers.
+pub const LEASE_SECOND: Duration = Duration::from_millis(10);
+
+/// A lease client's request to this node, taken in the node's next turn (lease_clients.rs).
+#[derive(Debug)]
+pub enum LeaseInput {
+    /// A grant, revoke, or put with a lease: through the log.
+    Write {
+        ticket: Ticket,
+        request: synod_kv::Request,
+    },
+    KeepAlive {
+        ticket: Ticket,
+        id: i64,
+    },
+    TimeToLive {
+        ticket: Ticket,
+        id: i64,
+    },
+    Leases {
+        ticket: Ticket,
+    },
+}
+
+/// What this node's replica reported about leases (through its observer), in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseSeen {
+    /// As leader, it proposed to expire lease `id` under `epoch`.
+    ExpiryProposed {
+        id: i64,
+        epoch: synod_kv::LeaseEpoch,
+    },
+    /// Lease `id` was revoked in its store while it applied `slot`.
+    Revoked { slot: Slot, id: i64 },
+}
+
 /// When this node takes snapshots and how it ships them (drawn per seed).
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
@@ -157,6 +194,8 @@ pub struct Effects {
     /// The changes of the revisions the store reached since it was last read, in order
     /// (whole revisions, one list per read of its history).
     pub history: Vec<Vec<crate::watch_reference::Change>>,
+    /// What the replica reported about leases (the LeaseSafety check).
+    pub leases: Vec<LeaseSeen>,
 }
 
 /// Where a node stands in recovering from a lost log tail.
@@ -210,14 +249,30 @@ impl Clock {
     }
 }
 
-/// The replica's observer: collects the slots it applies for the agreement check.
+/// The replica's observer: collects the slots it applies for the agreement check, and what
+/// it reports about leases (with the slot being applied, for revokes).
 #[derive(Debug, Default, Clone)]
-struct AppliedLog(Arc<Mutex<Vec<(Slot, SharedValue)>>>);
+struct AppliedLog(
+    Arc<Mutex<Vec<(Slot, SharedValue)>>>,
+    Arc<Mutex<(Slot, Vec<LeaseSeen>)>>,
+);
 
 impl Observer for AppliedLog {
     fn applied(&self, slot: Slot, value: &SharedValue) {
         let mut log = self.0.lock().expect("one thread");
         log.push((slot, value.clone()));
+        self.1.lock().expect("one thread").0 = slot;
+    }
+
+    fn lease_expiry_proposed(&self, id: i64, epoch: synod_kv::LeaseEpoch) {
+        let mut leases = self.1.lock().expect("one thread");
+        leases.1.push(LeaseSeen::ExpiryProposed { id, epoch });
+    }
+
+    fn lease_revoked(&self, id: i64) {
+        let mut leases = self.1.lock().expect("one thread");
+        let slot = leases.0;
+        leases.1.push(LeaseSeen::Revoked { slot, id });
     }
 }
 
@@ -259,6 +314,8 @@ pub struct Node {
     pub peer_recovery: PeerRecovery,
     /// Watch inputs waiting for the next turn.
     watch_inbox: VecDeque<WatchInput>,
+    /// Lease clients' requests waiting for the next turn.
+    lease_inbox: VecDeque<LeaseInput>,
     /// The newest revision of this life's store already read for the reference history.
     read_revision: i64,
 }
@@ -287,6 +344,7 @@ impl Node {
             drain_owed: false,
             peer_recovery: PeerRecovery::Idle,
             watch_inbox: VecDeque::new(),
+            lease_inbox: VecDeque::new(),
             read_revision: 1,
         }
     }
@@ -305,6 +363,7 @@ impl Node {
         self.drain_owed = false;
         self.held.clear();
         self.watch_inbox.clear();
+        self.lease_inbox.clear();
         self.paused = false;
         self.incarnation += 1;
         self.retired = true;
@@ -387,6 +446,7 @@ impl Node {
         self.paused = false;
         self.held.clear();
         self.watch_inbox.clear();
+        self.lease_inbox.clear();
         // The restored store (snapshot and replayed log) is read again, and held to the
         // reference like any other.
         self.read_revision = 1;
@@ -399,6 +459,7 @@ impl Node {
         self.peer_recovery = PeerRecovery::Idle;
         self.held.clear();
         self.watch_inbox.clear();
+        self.lease_inbox.clear();
         self.paused = false;
         self.drain_owed = false;
         self.incarnation += 1;
@@ -430,6 +491,14 @@ impl Node {
     pub fn watch_input(&mut self, input: WatchInput) {
         if self.replica.is_some() {
             self.watch_inbox.push_back(input);
+        }
+    }
+
+    /// A lease request, for the next turn (dropped if the process is down: its connection
+    /// is; the client gives up on it after its timeout).
+    pub fn lease_input(&mut self, input: LeaseInput) {
+        if self.replica.is_some() {
+            self.lease_inbox.push_back(input);
         }
     }
 
@@ -569,11 +638,14 @@ impl Node {
         // (a transfer is still dropped when its sender stops leading, or stalls).
         let inbound = |_: NodeId| Some(0);
         feed_watch(replica, &mut self.watch_inbox);
+        feed_leases(replica, &mut self.lease_inbox);
         replica.check_timers(&inbound);
         replica.end_turn(&inbound);
         let out = replica.effects();
         fx.applied
             .append(&mut self.applied.0.lock().expect("one thread"));
+        fx.leases
+            .append(&mut self.applied.1.lock().expect("one thread").1);
         for m in &out.messages {
             if let Body::SnapshotChunk {
                 slot,
@@ -706,6 +778,20 @@ impl Node {
     }
 }
 
+/// Hands the replica every lease request waiting.
+fn feed_leases(replica: &mut Replica<Ticket>, inbox: &mut VecDeque<LeaseInput>) {
+    while let Some(input) = inbox.pop_front() {
+        match input {
+            LeaseInput::Write { ticket, request } => {
+                replica.write(synod_kv::encode_request(&request), ticket)
+            }
+            LeaseInput::KeepAlive { ticket, id } => replica.lease_keep_alive(id, ticket),
+            LeaseInput::TimeToLive { ticket, id } => replica.lease_time_to_live(id, true, ticket),
+            LeaseInput::Leases { ticket } => replica.lease_leases(ticket),
+        }
+    }
+}
+
 /// Hands the replica the watch inputs it can take: everything, except a stream's requests
 /// while the stream has no room for their answers (they wait, in order, as the server stops
 /// reading such a stream).
@@ -759,8 +845,7 @@ pub fn replica_config(
         client_urls: Vec::new(),
         auto_compaction: None,
         incarnation: 1,
-        // TTLs of tens of units then last tenths of a second, like the simulated timers.
-        lease_second: Duration::from_millis(10),
+        lease_second: LEASE_SECOND,
         // Simulated runs last seconds: notify often enough to be exercised.
         watch_progress_interval: Duration::from_millis(200),
         planted: synod_replica::Planted::default(),

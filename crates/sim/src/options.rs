@@ -85,6 +85,10 @@ pub enum Focus {
     /// the compaction point and are canceled, or resume at it): what the watch hub's planted
     /// bugs need.
     Watch,
+    /// Lease clients in every seed (lease_clients.rs) under strong clock drift, with leaders
+    /// isolated, paused and crashed: expiries decided on fast and slow clocks, keep-alives
+    /// through deposed leaders. What the lessor's planted bugs need.
+    Leases,
     /// `Membership` with lost tails as well: not part of the swarm, since the engine's
     /// recovery can stall when the replica's log names a membership whose voters were since
     /// removed and stopped (docs/SIMULATOR.md, "Lost log tails"). A reproducer, not a gate.
@@ -106,6 +110,9 @@ impl Focus {
             Bug::Replica(ReplicaBug::WatchSkipsEventAtSync | ReplicaBug::WatchRepeatsRevision) => {
                 Focus::Watch
             }
+            Bug::Replica(
+                ReplicaBug::LeaseWithoutDriftMargin | ReplicaBug::KeepAliveWithoutLeadership,
+            ) => Focus::Leases,
         }
     }
 }
@@ -243,6 +250,8 @@ pub struct Swarm {
     pub watch_clients: u64,
     /// Percent of the key-value clients' writes that are Compacts.
     pub compact_pct: u64,
+    /// Lease clients (lease_clients.rs); 0: none.
+    pub lease_clients: u64,
 }
 
 impl Swarm {
@@ -335,6 +344,7 @@ impl Swarm {
             lost_tail_plot: 0.0,
             watch_clients: 0,
             compact_pct: 1,
+            lease_clients: 0,
         };
         swarm.fsync_us_max = swarm.fsync_us_min + rng.pick(&[50, 500, 2_000, 5_000]);
         swarm.apply_focus(rng, focus);
@@ -355,6 +365,7 @@ impl Swarm {
         };
         swarm.draw_lost_tail(rng, with_lost_tails);
         swarm.draw_watch(rng, focus);
+        swarm.draw_leases(rng, focus);
         swarm
     }
 
@@ -368,6 +379,16 @@ impl Swarm {
                 self.watch_clients = rng.range(2, 6);
                 self.compact_pct = rng.range(2, 8);
             }
+            _ => {}
+        }
+    }
+
+    /// Lease clients: in half the swarm seeds, in every seed of `--focus leases`. Drawn after
+    /// everything else, so that adding them shifted no other parameter.
+    fn draw_leases(&mut self, rng: &mut Rng, focus: Focus) {
+        match focus {
+            Focus::Swarm if rng.chance(0.5) => self.lease_clients = rng.range(1, 3),
+            Focus::Leases => self.lease_clients = rng.range(2, 5),
             _ => {}
         }
     }
@@ -526,6 +547,19 @@ impl Swarm {
                 self.log_read_pct = 0;
                 self.think_us_max = 200;
             }
+            Focus::Leases => {
+                // Clocks far apart (the lessor's drift margin matters), and leaders cut off,
+                // paused or crashed while clients keep leases alive through every member.
+                self.drift_ppm_max = rng.pick(&[100_000, 200_000, 300_000]);
+                self.drift_ppm = draw_drifts(rng, self.nodes, self.drift_ppm_max, true);
+                self.faults = vec![FaultKind::IsolateLeader, FaultKind::Pause, FaultKind::Crash];
+                self.fault_mean_ms = rng.range(30, 100);
+                self.fault_len_ms_max = self.election_ticks * 3;
+                self.delay_us_min = rng.range(50, 200);
+                self.delay_us_max = self.delay_us_min + 500;
+                self.drop = 0.0;
+                self.late = 0.0;
+            }
             Focus::Membership | Focus::LostTail | Focus::LostTailMembership | Focus::Watch => {}
             Focus::Corruption => {
                 if !self.faults.contains(&FaultKind::Crash) {
@@ -574,7 +608,7 @@ impl fmt::Display for Swarm {
              delay={}..{}us late={:.2}%<={}us drop={:.1}% dup={:.1}% fsync={}..{}us torn={} \
              faults=[{}] every~{}ms len<={}ms node_faults<={} corrupt={:.1}%/crash clients={} keys={} \
              read={}%(log {}%) cas={}% think<={}us timeout={}ms phase={}ms snap={} chunk={}B \
-             members={} nodes<={} voters>={} churn={:.0}% turn={}us plot={:.0}% watch={} compact={}%",
+             members={} nodes<={} voters>={} churn={:.0}% turn={}us plot={:.0}% watch={} compact={}% leases={}",
             self.nodes,
             self.heartbeat_ticks,
             self.election_ticks,
@@ -621,6 +655,7 @@ impl fmt::Display for Swarm {
             pct(self.lost_tail_plot),
             self.watch_clients,
             self.compact_pct,
+            self.lease_clients,
         )
     }
 }

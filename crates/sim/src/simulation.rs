@@ -82,6 +82,10 @@ pub(crate) enum Event {
     WatchRead {
         client: usize,
     },
+    /// A lease client's turn: keep-alives due, new requests (lease_clients.rs).
+    LeaseTurn {
+        client: usize,
+    },
     /// A node's snapshot thread hands a written snapshot file to its persist path.
     SnapshotWritten {
         node: NodeId,
@@ -178,6 +182,8 @@ pub struct Stats {
     pub watch_progress: u64,
     pub watch_compacted: u64,
     pub watch_streams_full: u64,
+    /// The lease workload: expiries that took effect.
+    pub lease_expiries: u64,
 }
 
 pub(crate) struct Simulation {
@@ -228,6 +234,8 @@ pub(crate) struct Simulation {
     pub(crate) watchers: crate::watchers::Watchers,
     /// Every revision's changes, as the first replica to reach it listed them.
     pub(crate) reference: crate::watch_reference::Reference,
+    /// The lease clients and the LeaseSafety check (lease_clients.rs).
+    pub(crate) leases: crate::lease_clients::LeaseClients,
 }
 
 impl Simulation {
@@ -255,6 +263,12 @@ impl Simulation {
         } else {
             swarm.watch_clients
         };
+        let leases = crate::lease_clients::LeaseClients::new(
+            seed,
+            swarm.lease_clients,
+            crate::node::LEASE_SECOND.as_micros() as u64,
+            swarm.drift_ppm_max,
+        );
         Simulation {
             net: Network::new(&swarm),
             tick_tokens: vec![0; nodes.len()],
@@ -288,6 +302,7 @@ impl Simulation {
             liveness_deadline_us: u64::MAX,
             watchers: crate::watchers::Watchers::new(seed, swarm_watch_clients),
             reference: Default::default(),
+            leases,
         }
     }
 
@@ -384,6 +399,7 @@ impl Simulation {
         }
         self.schedule(self.swarm.fault_phase_ms * 1000, Event::PhaseEnd);
         self.begin_watchers();
+        self.begin_lease_clients();
     }
 
     /// Handles events up to simulated time `until_us`, or to the end of the liveness phase
@@ -433,6 +449,7 @@ impl Simulation {
             Event::LostTailPlot(plot) => self.lost_tail_plot_strike(plot),
             Event::WatchTurn { client } => self.watch_turn(client),
             Event::WatchRead { client } => self.watch_read(client),
+            Event::LeaseTurn { client } => self.lease_turn(client),
             Event::SnapshotWritten {
                 node,
                 incarnation,
@@ -579,9 +596,13 @@ impl Simulation {
                 },
             );
         }
+        let mut first = BTreeMap::new();
         for (slot, value) in fx.applied {
             match self.agreement.observe(id, slot, &value) {
                 Ok(true) => {
+                    if !fx.leases.is_empty() {
+                        first.insert(slot, value.clone());
+                    }
                     self.stats.slots += 1;
                     self.trace.emit(self.now, &node_name(id), || {
                         format!("chosen slot {slot} = {}", describe_value(&value))
@@ -594,6 +615,7 @@ impl Simulation {
                 Err(e) => self.fail(ViolationKind::Agreement, e),
             }
         }
+        self.lease_effects(&first, fx.leases);
         self.watch_effects(id, incarnation, fx.store, fx.history, fx.watch);
         for (ticket, result) in fx.answers {
             self.answered(id, incarnation, ticket, result);

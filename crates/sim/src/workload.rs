@@ -141,6 +141,10 @@ impl Simulation {
             self.operator_answered(node, ticket, result);
             return;
         }
+        if ticket.client >= crate::lease_clients::LEASE_CLIENT_BASE {
+            self.lease_answered(node, incarnation, ticket, result);
+            return;
+        }
         let Some(index) = self.client_index(ticket.client) else {
             return;
         };
@@ -275,8 +279,10 @@ impl Simulation {
             },
         );
         self.schedule(self.now + PROBE_US, Event::Probe);
-        let bound =
-            self.swarm.liveness_bound_us() + self.recovery_quiet_left() + self.catch_up_left_us();
+        let bound = self.swarm.liveness_bound_us()
+            + self.recovery_quiet_left()
+            + self.catch_up_left_us()
+            + self.lease_liveness_extra_us();
         self.liveness_deadline_us = self.now + bound;
         self.schedule(self.liveness_deadline_us, Event::LivenessDeadline);
     }
@@ -337,6 +343,8 @@ impl Simulation {
                     && n.applied_slot() >= target
                     && n.peer_recovery == crate::node::PeerRecovery::Idle
             });
+        // Every lease the lease clients left alone must be gone too (checked within its bound).
+        let done = done && self.leases_settled(started_us);
         if !done {
             self.schedule(self.now + PROBE_US, Event::Probe);
             return;

@@ -156,3 +156,23 @@ fn planted_bug_linearizable_reads_served_locally() {
         ViolationKind::Linearizability
     );
 }
+
+#[test]
+fn planted_bug_lessor_without_drift_margin() {
+    // The lessor times TTLs without the (1 + d) factor: a leader whose clock runs fast
+    // expires a lease before its TTL passed in real time since the last keep-alive.
+    assert_eq!(
+        finds(Bug::Replica(ReplicaBug::LeaseWithoutDriftMargin)),
+        ViolationKind::LeaseSafety
+    );
+}
+
+#[test]
+fn planted_bug_keep_alive_without_leadership() {
+    // Keep-alives acknowledged at once, with no read barrier, and promotion without the
+    // election-timeout extension: a deposed leader renews a lease its successor expires.
+    assert_eq!(
+        finds(Bug::Replica(ReplicaBug::KeepAliveWithoutLeadership)),
+        ViolationKind::LeaseSafety
+    );
+}
