@@ -18,8 +18,10 @@ use synod_replica::ReplicaError;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// The etcd API version Synod answers for: the one whose semantics it follows.
-pub const ETCD_VERSION: &str = "3.5.0";
+/// The etcd release Synod answers as (`Status.version`): the one whose behaviour it
+/// follows and is compared with (tests/etcd_compare.rs). Clients read it to decide what to
+/// use: Kubernetes sends watch progress requests only to 3.4.31+ and 3.5.13+.
+pub const ETCD_VERSION: &str = "3.5.30";
 
 /// The empty store still has a size: etcdctl divides by it.
 const DB_SIZE_MIN_BYTES: u64 = 4096;
@@ -140,7 +142,8 @@ impl PbMaintenanceService for MaintenanceService {
                 .members
                 .get(&self.shared.member_id)
                 .is_some_and(|m| m.learner),
-            storage_version: ETCD_VERSION.to_string(),
+            // etcd 3.5 leaves it empty (3.6 reports its storage schema).
+            storage_version: String::new(),
             db_size_quota: 0,
             downgrade_info: None,
         }))
