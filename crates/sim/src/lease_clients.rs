@@ -233,7 +233,11 @@ impl Simulation {
             }
             _ => None,
         };
-        if let Some((id, ttl)) = acknowledged {
+        if let Some((id, ttl)) = acknowledged.filter(|(_, ttl)| *ttl > 0) {
+            match p.asked {
+                Asked::Grant { .. } => self.stats.lease_grants += 1,
+                _ => self.stats.lease_renewals += 1,
+            }
             if let Err(detail) = self.leases.check.acknowledged(id, p.sent_us, ttl) {
                 self.fail(ViolationKind::LeaseSafety, detail);
             }

@@ -38,14 +38,15 @@ struct Args {
     /// acceptor-ignores-promise, leader-ignores-accepted-values, lease-without-drift-margin,
     /// membership-without-delay, follower-read-joins-sent-request, skips-peer-recovery
     /// (the engine's); acknowledges-writes-when-proposed, linearizable-reads-served-locally,
-    /// watch-skips-event-at-sync, watch-repeats-revision (the replica's).
+    /// watch-skips-event-at-sync, watch-repeats-revision, lessor-without-drift-margin,
+    /// keep-alive-without-leadership (the replica's).
     #[arg(long, value_parser = parse_bug)]
     plant: Option<synod_sim::Bug>,
     /// Do not stop at the first violation: run every seed and list each failing one.
     #[arg(long)]
     keep_going: bool,
     /// Bias the swarm draw: swarm (default), leader-churn, stale-leader, lease, corruption,
-    /// membership, lost-tail, lost-tail-membership, watch.
+    /// membership, lost-tail, lost-tail-membership, watch, leases.
     /// Defaults to the planted bug's focus when --plant is given.
     #[arg(long, value_parser = parse_focus)]
     focus: Option<Focus>,
@@ -222,6 +223,15 @@ fn many(args: &Args, options: &Options) -> ExitCode {
             summary.watch_progress,
             summary.watch_compacted,
             summary.watch_streams_full
+        );
+    }
+    if summary.lease_seeds > 0 {
+        println!(
+            "leases in {} seeds: {} granted, {} keep-alives acknowledged, {} expiries checked",
+            summary.lease_seeds,
+            summary.lease_grants,
+            summary.lease_renewals,
+            summary.lease_expiries
         );
     }
     if !summary.histories_undecided.is_empty() {

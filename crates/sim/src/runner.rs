@@ -155,6 +155,11 @@ pub struct Summary {
     pub watch_progress: u64,
     pub watch_compacted: u64,
     pub watch_streams_full: u64,
+    /// Seeds with lease clients, and their totals (`Stats`).
+    pub lease_seeds: u64,
+    pub lease_grants: u64,
+    pub lease_renewals: u64,
+    pub lease_expiries: u64,
     /// Seeds whose history the linearizability search could not decide in its budget.
     pub histories_undecided: Vec<u64>,
     /// The slowest recovery in a liveness phase relative to its bound: (seed, time from
@@ -185,6 +190,10 @@ impl Summary {
         self.watch_progress += o.stats.watch_progress;
         self.watch_compacted += o.stats.watch_compacted;
         self.watch_streams_full += o.stats.watch_streams_full;
+        self.lease_seeds += u64::from(o.swarm.lease_clients > 0);
+        self.lease_grants += o.stats.lease_grants;
+        self.lease_renewals += o.stats.lease_renewals;
+        self.lease_expiries += o.stats.lease_expiries;
         if o.stats.histories_undecided > 0 {
             self.histories_undecided.push(o.seed);
         }

@@ -182,7 +182,10 @@ pub struct Stats {
     pub watch_progress: u64,
     pub watch_compacted: u64,
     pub watch_streams_full: u64,
-    /// The lease workload: expiries that took effect.
+    /// The lease workload: grants and keep-alives acknowledged (TTL > 0), expiries that
+    /// took effect (each checked).
+    pub lease_grants: u64,
+    pub lease_renewals: u64,
     pub lease_expiries: u64,
 }
 
