@@ -7,7 +7,7 @@ use crate::loadgen::runner::{new_histogram, record_latency};
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use hdrhistogram::Histogram;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -17,10 +17,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Default)]
 pub struct Shared {
     pub answered: AtomicU64,
-    /// Leases a renewal was answered with TTL 0 for, before `revoking`.
+    /// Leases a renewal was answered with TTL 0 for.
     pub lost: Mutex<HashSet<i64>>,
-    /// The workload is revoking the leases: TTL 0 is expected from now on.
-    pub revoking: AtomicBool,
     pub streams_failed: AtomicU64,
     pub first_problem: Mutex<Option<String>>,
 }
@@ -186,7 +184,7 @@ async fn receive(
         };
         let at = Instant::now();
         shared.answered.fetch_add(1, Relaxed);
-        if answer.ttl() <= 0 && !shared.revoking.load(Relaxed) {
+        if answer.ttl() <= 0 {
             shared
                 .lost
                 .lock()

@@ -1,13 +1,15 @@
 //! `watch-fanout`: 10,000 watchers of one prefix over 100 streams spread over every member
 //! (stream i on connection i mod 16, connection j to member j mod 3), while a writer puts to
-//! the leader at a fixed rate, so every put is an event for every watcher. Measured: events
-//! delivered per second in the window against what was written, server CPU per event,
-//! event latency after the acknowledgement at one watcher per stream, and whether anyone
-//! fell behind: once a second, the watchers still lacking a revision acknowledged a second
-//! or more earlier; after the writer stops, how long until all have its last put, and the
-//! events still missing then; watchers canceled by the server.
+//! the leader at a fixed rate (open loop, [`super::writer`]), so every put is an event for
+//! every watcher. Measured: events delivered per second in the window against what was
+//! written, server CPU per event, event latency after the acknowledgement at one watcher per
+//! stream, and whether anyone fell behind: once a second, the watchers still lacking a
+//! revision acknowledged a second or more earlier; after the writer stops, how long until
+//! all have its last put, and the events still missing then; watchers canceled by the
+//! server.
 
-use super::{event_latency, ms, paced_puts, Board, EventLatency, Fleet, DRAIN_TIMEOUT};
+use super::writer::{event_latency, paced_puts, EventLatency};
+use super::{ms, Board, Fleet, DRAIN_TIMEOUT};
 use crate::loadgen::cli::connections;
 use crate::loadgen::runner::connect;
 use crate::loadgen::scenario::{
@@ -41,6 +43,8 @@ struct Details {
     canceled: u64,
     streams_failed: u64,
     writer_errors: u64,
+    /// Writer ticks that sent nothing: too many puts unanswered.
+    writer_skipped: u64,
     first_problem: Option<String>,
     /// At the first watcher of each stream.
     latency: EventLatency,
@@ -77,16 +81,12 @@ pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult,
         .await
         .map_err(|e| format!("the writer failed: {e}"))?;
 
-    let last = writer.puts.last().map_or(0, |p| p.revision);
+    let last = writer.last_revision();
     let drained = fleet.board.drained(last, DRAIN_TIMEOUT).await;
     let board = fleet.board.clone();
     let arrivals = fleet.close().await;
     let seconds = window.spent.seconds;
-    let puts_measured = writer
-        .puts
-        .iter()
-        .filter(|p| p.sent >= from && p.sent < until)
-        .count();
+    let puts_measured = writer.sent_in(from, until);
     let d = Details {
         watchers,
         streams,
@@ -102,6 +102,7 @@ pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult,
         canceled: board.canceled.load(Relaxed),
         streams_failed: board.streams_failed.load(Relaxed),
         writer_errors: writer.errors,
+        writer_skipped: writer.skipped,
         first_problem: board.first_problem().or(writer.first_error),
         latency: event_latency(&writer.puts, from, until, &arrivals),
         server_cpu_us_per_event: window.spent.server_us_per(window.events),
@@ -143,8 +144,11 @@ fn result(d: Details) -> ScenarioResult {
                 .map_or(String::new(), |p| format!(" (first: {p})"))
         ));
     }
-    if d.writer_errors > 0 {
-        problems.push(format!("{} puts failed", d.writer_errors));
+    if d.writer_errors > 0 || d.writer_skipped > 0 {
+        problems.push(format!(
+            "{} puts failed, {} not sent (too many unanswered)",
+            d.writer_errors, d.writer_skipped
+        ));
     }
     ScenarioResult {
         scenario: Scenario::WatchFanout,

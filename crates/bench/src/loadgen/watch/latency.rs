@@ -1,12 +1,14 @@
 //! `watch-latency`: how soon a watcher sees a put. A writer puts to the leader at a fixed
-//! rate; watchers of the written prefix sit on one member. Each event's latency runs from
-//! the moment the put's response reached the writer (the client's view of the
-//! acknowledgement) to the moment the event reached the watcher; an event that arrived
-//! before the acknowledgement counts as 0. Run with 1 and with 1,000 watchers (100 to a
-//! stream), each with the watchers on a follower ("other member": the event travels through
-//! replication) and on the leader ("same member"); every watcher's arrivals are timed.
+//! rate (open loop, [`super::writer`]); watchers of the written prefix sit on one member.
+//! Each event's latency runs from the moment the put's response reached the writer (the
+//! client's view of the acknowledgement) to the moment the event reached the watcher; an
+//! event that arrived before the acknowledgement counts as 0. Run with 1 and with 1,000
+//! watchers (100 to a stream), each with the watchers on a follower ("other member": the
+//! event travels through replication) and on the leader ("same member"); every watcher's
+//! arrivals are timed.
 
-use super::{event_latency, ms, paced_puts, EventLatency, Fleet, DRAIN_TIMEOUT};
+use super::writer::{event_latency, paced_puts, EventLatency};
+use super::{ms, Fleet, DRAIN_TIMEOUT};
 use crate::loadgen::cli::connections;
 use crate::loadgen::runner::connect;
 use crate::loadgen::scenario::{
@@ -58,6 +60,8 @@ struct Point {
     /// [`DRAIN_TIMEOUT`].
     drained_s: Option<f64>,
     writer_errors: u64,
+    /// Writer ticks that sent nothing: too many puts unanswered.
+    writer_skipped: u64,
     canceled: u64,
     streams_failed: u64,
     first_problem: Option<String>,
@@ -88,8 +92,11 @@ impl Point {
                     .map_or(String::new(), |p| format!(" (first: {p})"))
             ));
         }
-        if self.writer_errors > 0 {
-            problems.push(format!("{label}: {} puts failed", self.writer_errors));
+        if self.writer_errors > 0 || self.writer_skipped > 0 {
+            problems.push(format!(
+                "{label}: {} puts failed, {} not sent (too many unanswered)",
+                self.writer_errors, self.writer_skipped
+            ));
         }
         problems
     }
@@ -168,7 +175,7 @@ async fn measure(
         .await
         .map_err(|e| format!("the writer failed: {e}"))?;
 
-    let last = writer.puts.last().map_or(0, |p| p.revision);
+    let last = writer.last_revision();
     let drained = fleet.board.drained(last, DRAIN_TIMEOUT).await;
     let board = fleet.board.clone();
     let arrivals = fleet.close().await;
@@ -178,15 +185,12 @@ async fn measure(
         streams,
         placement,
         endpoint,
-        puts_measured: writer
-            .puts
-            .iter()
-            .filter(|p| p.sent >= from && p.sent < until)
-            .count(),
+        puts_measured: writer.sent_in(from, until),
         latency,
         missing_events: board.missing(writer.puts.len() as u64),
         drained_s: drained.map(|d| d.as_secs_f64()),
         writer_errors: writer.errors,
+        writer_skipped: writer.skipped,
         canceled: board.canceled.load(Relaxed),
         streams_failed: board.streams_failed.load(Relaxed),
         first_problem: board.first_problem().or(writer.first_error),

@@ -1,20 +1,19 @@
 //! The watch workloads and what they share: a [`Fleet`] of watchers on one prefix, many to a
 //! stream, each stream read by a task of its own that counts every watcher's events and notes
-//! when sampled watchers' events arrive; a paced writer that notes when each put was sent and
-//! acknowledged; and latencies from those two.
+//! when sampled watchers' events arrive; and ([`writer`]) a paced writer that notes when each
+//! put was sent and acknowledged, and latencies from those two.
 //!
 //! - [`latency`] runs `watch-latency`.
 //! - [`fanout`] runs `watch-fanout`.
 //! - [`memory`] runs `watch-memory`.
+//! - [`writer`] is the paced writer and the event latencies.
 
 pub mod fanout;
 pub mod latency;
 pub mod memory;
+pub mod writer;
 
-use super::report::LatencySummary;
-use super::runner::{new_histogram, record_latency};
-use etcd_client::{Client, KvClient, WatchOptions, WatchRequestSender, WatchResponseStream};
-use serde::Serialize;
+use etcd_client::{Client, WatchOptions, WatchRequestSender, WatchResponseStream};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -27,8 +26,6 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long watchers may take, after the writer stopped, to receive its last put.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_POLL: Duration = Duration::from_millis(5);
-/// Keys the writer cycles through under its prefix.
-const WRITER_KEYS: u64 = 100;
 
 /// What the stream readers report as they go; the workload reads it at any time.
 #[derive(Debug)]
@@ -164,7 +161,7 @@ impl Fleet {
             let (first, sender, responses, ids) =
                 joined.map_err(|e| format!("opening a watch stream: {e}"))??;
             senders.push(sender);
-            let sampled_below = first + sampled_per_stream;
+            let sampled_below = first.saturating_add(sampled_per_stream);
             readers.push(tokio::spawn(read(
                 responses,
                 ids,
@@ -297,108 +294,6 @@ async fn read(
     arrivals
 }
 
-/// One put of the paced writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutRecord {
-    pub revision: i64,
-    pub sent: Instant,
-    /// When its response reached the writer: the client's view of the acknowledgement.
-    pub acked: Instant,
-}
-
-#[derive(Debug, Default)]
-pub struct Writer {
-    pub puts: Vec<PutRecord>,
-    pub errors: u64,
-    pub first_error: Option<String>,
-}
-
-/// Puts `value` under `prefix` `rate` times a second until `until` (one put at a time; a
-/// slow put delays the next, it never queues puts up), publishing each acknowledged
-/// revision in `acked`.
-pub async fn paced_puts(
-    mut kv: KvClient,
-    prefix: Vec<u8>,
-    value: Vec<u8>,
-    rate: f64,
-    until: Instant,
-    acked: Arc<AtomicI64>,
-) -> Writer {
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut writer = Writer::default();
-    let mut n = 0u64;
-    loop {
-        ticks.tick().await;
-        if Instant::now() >= until {
-            return writer;
-        }
-        let mut key = prefix.clone();
-        key.extend_from_slice(format!("{:03}", n % WRITER_KEYS).as_bytes());
-        n += 1;
-        let sent = Instant::now();
-        match kv.put(key, value.clone(), None).await {
-            Ok(response) => {
-                let ack = Instant::now();
-                let revision = response.header().map_or(0, |h| h.revision());
-                acked.fetch_max(revision, Relaxed);
-                writer.puts.push(PutRecord {
-                    revision,
-                    sent,
-                    acked: ack,
-                });
-            }
-            Err(e) => {
-                writer.errors += 1;
-                writer.first_error.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-}
-
-/// Event latencies of the puts sent inside a window.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct EventLatency {
-    /// From the put's acknowledgement reaching the writer to the event reaching the
-    /// watcher; an event that arrived first counts as 0 (recorded as 1 µs).
-    pub after_ack: LatencySummary,
-    /// From sending the put to the event's arrival.
-    pub after_send: LatencySummary,
-    /// Events that arrived before the writer had the put's acknowledgement.
-    pub before_ack: u64,
-}
-
-pub fn event_latency(
-    puts: &[PutRecord],
-    from: Instant,
-    until: Instant,
-    arrivals: &[Arrival],
-) -> EventLatency {
-    let by_revision: HashMap<i64, &PutRecord> = puts
-        .iter()
-        .filter(|p| p.sent >= from && p.sent < until)
-        .map(|p| (p.revision, p))
-        .collect();
-    let mut after_ack = new_histogram();
-    let mut after_send = new_histogram();
-    let mut before_ack = 0;
-    for a in arrivals {
-        let Some(put) = by_revision.get(&a.revision) else {
-            continue;
-        };
-        if a.at < put.acked {
-            before_ack += 1;
-        }
-        record_latency(&mut after_ack, a.at.saturating_duration_since(put.acked));
-        record_latency(&mut after_send, a.at.saturating_duration_since(put.sent));
-    }
-    EventLatency {
-        after_ack: LatencySummary::of(&after_ack),
-        after_send: LatencySummary::of(&after_send),
-        before_ack,
-    }
-}
-
 /// Microseconds as milliseconds, for a metric.
 pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
@@ -407,48 +302,6 @@ pub fn ms(us: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn latency_counts_only_puts_sent_in_the_window() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let puts = [
-            PutRecord {
-                revision: 5,
-                sent: at(0),
-                acked: at(2),
-            },
-            PutRecord {
-                revision: 6,
-                sent: at(100),
-                acked: at(103),
-            },
-            PutRecord {
-                revision: 7,
-                sent: at(200),
-                acked: at(201),
-            },
-        ];
-        let arrival = |watcher, revision, ms| Arrival {
-            watcher,
-            revision,
-            at: at(ms),
-        };
-        let arrivals = [
-            arrival(0, 5, 3),   // before the window
-            arrival(0, 6, 107), // 4 ms after the ack, 7 after the send
-            arrival(1, 6, 102), // before the ack
-            arrival(0, 7, 300), // after the window's end: sent at 200, outside
-            arrival(0, 9, 120), // no such put
-        ];
-        let l = event_latency(&puts, at(50), at(150), &arrivals);
-        assert_eq!(l.after_ack.count, 2);
-        assert_eq!(l.before_ack, 1);
-        assert!((3_990..=4_010).contains(&l.after_ack.max_us));
-        assert_eq!(l.after_ack.p50_us, 1);
-        assert_eq!(l.after_send.count, 2);
-        assert!((6_990..=7_010).contains(&l.after_send.max_us));
-    }
 
     #[test]
     fn the_board_counts_behind_and_missing() {
