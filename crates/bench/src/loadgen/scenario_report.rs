@@ -74,9 +74,13 @@ impl ScenarioPoint {
     }
 }
 
+/// Figures closer than this (relative to the larger) are called even: a rate both systems
+/// kept up with differs only by when the window's edges fell.
+const EVEN_WITHIN: f64 = 0.01;
+
 fn ahead(etcd: f64, synod: f64, better: Better) -> &'static str {
     let scale = etcd.abs().max(synod.abs());
-    if (etcd - synod).abs() <= scale * 1e-9 {
+    if (etcd - synod).abs() <= scale * EVEN_WITHIN {
         return "even";
     }
     match (better, synod > etcd) {
@@ -194,6 +198,8 @@ mod tests {
         };
         assert_eq!(even.rows()[0].ahead, Some("even"));
         assert_eq!(even.rows()[0].ratio, None, "0/0 has no ratio");
+        assert_eq!(ahead(100_002.0, 99_997.0, Better::Higher), "even");
+        assert_eq!(ahead(100.0, 98.0, Better::Higher), "etcd");
         let half = ScenarioPoint {
             scenario: Scenario::LeaseKeepalive,
             etcd: None,

@@ -153,7 +153,7 @@ async fn measure(
         "synod-bench/watch-latency/{watchers}-{}/",
         placement.describe().replace(' ', "-")
     );
-    let fleet = Fleet::open(&conns, prefix.as_bytes(), watchers, streams, usize::MAX).await?;
+    let fleet = Fleet::open(&conns, prefix.as_bytes(), watchers, streams, Some(1)).await?;
 
     let start = Instant::now();
     let from = start + settings.warmup;

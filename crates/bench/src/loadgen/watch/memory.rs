@@ -41,7 +41,7 @@ pub async fn run(target: &Target, settings: &Settings) -> Result<ScenarioResult,
     tokio::time::sleep(SETTLE).await;
     let rss_before = rss()?;
     let opening = Instant::now();
-    let fleet = Fleet::open(&conns, PREFIX.as_bytes(), watchers, streams, 0).await?;
+    let fleet = Fleet::open(&conns, PREFIX.as_bytes(), watchers, streams, None).await?;
     let open_s = opening.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     let rss_with_watchers = rss()?;

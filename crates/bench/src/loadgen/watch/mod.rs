@@ -118,13 +118,15 @@ pub struct Fleet {
 impl Fleet {
     /// Creates `watchers` watchers of `prefix` from the current revision, over `streams`
     /// streams (stream i on connection i mod their number), and returns once every one is
-    /// created. The first `sampled_per_stream` watchers of each stream note their arrivals.
+    /// created. Every `sample_every`-th watcher of each stream, from its first, notes its
+    /// arrivals (none if `None`): spread over the stream, since a stream delivers a put's
+    /// responses one watcher after another and the last wait for the first.
     pub async fn open(
         conns: &[Client],
         prefix: &[u8],
         watchers: usize,
         streams: usize,
-        sampled_per_stream: usize,
+        sample_every: Option<usize>,
     ) -> Result<Fleet, String> {
         if conns.is_empty() || streams == 0 || watchers < streams {
             return Err("a fleet needs connections and at least one watcher per stream".into());
@@ -161,11 +163,14 @@ impl Fleet {
             let (first, sender, responses, ids) =
                 joined.map_err(|e| format!("opening a watch stream: {e}"))??;
             senders.push(sender);
-            let sampled_below = first.saturating_add(sampled_per_stream);
+            let sample = sample_every.map(|every| Sample {
+                first,
+                every: every.max(1),
+            });
             readers.push(tokio::spawn(read(
                 responses,
                 ids,
-                sampled_below,
+                sample,
                 board.clone(),
                 stopped.clone(),
             )));
@@ -190,6 +195,19 @@ impl Fleet {
         }
         drop(self.senders);
         arrivals
+    }
+}
+
+/// Which watchers of a stream note their arrivals.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    first: usize,
+    every: usize,
+}
+
+impl Sample {
+    fn takes(self, watcher: usize) -> bool {
+        (watcher - self.first).is_multiple_of(self.every)
     }
 }
 
@@ -240,7 +258,7 @@ async fn open_stream(
 async fn read(
     mut responses: WatchResponseStream,
     ids: HashMap<i64, usize>,
-    sampled_below: usize,
+    sample: Option<Sample>,
     board: Arc<Board>,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<Arrival> {
@@ -282,7 +300,7 @@ async fn read(
             board.last_revision[watcher].fetch_max(revision, Relaxed);
             board.events[watcher].fetch_add(1, Relaxed);
             board.events_total.fetch_add(1, Relaxed);
-            if watcher < sampled_below {
+            if sample.is_some_and(|s| s.takes(watcher)) {
                 arrivals.push(Arrival {
                     watcher,
                     revision,
