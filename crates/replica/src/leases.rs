@@ -44,6 +44,8 @@ struct Forwarded<W> {
     waiter: W,
     deadline: Time,
     sent_to: Option<NodeId>,
+    /// Not sent again before this (a leader that just refused it is not asked again at once).
+    not_before: Time,
 }
 
 #[derive(Debug)]
@@ -138,6 +140,7 @@ impl<W: Waiter> Replica<W> {
             waiter,
             deadline: self.now + self.cfg.request_timeout,
             sent_to: leader,
+            not_before: self.now,
         };
         self.leases.forwarded.insert(id, forwarded);
         if let Some(leader) = leader {
@@ -302,8 +305,18 @@ impl<W: Waiter> Replica<W> {
         };
         match reply {
             Err(ReplicaError::LeaderChanged | ReplicaError::NoLeader) => {
-                let retry = Forwarded { sent_to: None, ..f };
-                self.leases.forwarded.insert(id, retry);
+                // Asked again after a heartbeat interval (by then this member may know the
+                // new leader), under a fresh id: a duplicated or late answer to this ask
+                // then finds nothing, rather than sending the question again (the
+                // simulator found questions multiplying between two members that way).
+                let retry = Forwarded {
+                    sent_to: None,
+                    not_before: self.now + self.lease_retry_interval(),
+                    ..f
+                };
+                let fresh = self.leases.next_ask;
+                self.leases.next_ask = fresh.wrapping_add(1);
+                self.leases.forwarded.insert(fresh, retry);
             }
             reply => {
                 let answer =
@@ -414,6 +427,12 @@ impl<W: Waiter> Replica<W> {
         self.forward_or_expire();
     }
 
+    /// How long a refused forwarded question waits before it is asked again.
+    fn lease_retry_interval(&self) -> std::time::Duration {
+        let ticks = u32::try_from(self.cfg.engine.heartbeat_interval_ticks).unwrap_or(u32::MAX);
+        self.cfg.tick.saturating_mul(ticks)
+    }
+
     fn forward_or_expire(&mut self) {
         let now = self.now;
         let expired: Vec<u64> = self
@@ -435,7 +454,7 @@ impl<W: Waiter> Replica<W> {
             .leases
             .forwarded
             .iter()
-            .filter(|(_, f)| f.sent_to != Some(leader))
+            .filter(|(_, f)| f.sent_to != Some(leader) && f.not_before <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in unsent {

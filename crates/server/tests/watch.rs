@@ -195,7 +195,11 @@ async fn range_stream_chunks_merge_into_the_range() {
         (GetOptions::new().with_prefix(), 300usize),
         (GetOptions::new().with_prefix().with_limit(123), 123),
     ] {
-        let mut stream = c.kv_client().get_stream("rs/", Some(options)).await.unwrap();
+        let mut stream = c
+            .kv_client()
+            .get_stream("rs/", Some(options))
+            .await
+            .unwrap();
         let mut chunks = Vec::new();
         while let Some(chunk) = stream.message().await.unwrap() {
             chunks.push(chunk);

@@ -158,6 +158,9 @@ fn seeds_that_found_replica_and_storage_bugs_pass() {
         // A learner added late in a seed without snapshots catches up through the whole
         // log: the liveness bound allows for it.
         (47182, Focus::Swarm),
+        // A follower re-sent a lease question the old leader refused, at once and under the
+        // same id, so duplicated refusals multiplied the questions without end.
+        (224, Focus::Leases),
     ];
     for (seed, focus) in cases {
         let options = Options {
